@@ -1,0 +1,21 @@
+//! ferry: an actor-based LLM batch engine.
+//!
+//! Prompts come in through doors (HTTP API, batch jobs, `ferry run`), wait in priority lanes,
+//! are formed into batches and dispatched to a pool of rate-limited upstream clients. Read in
+//! this order:
+//!
+//! - [`config`]: the typed `config.toml`.
+//! - [`core`]: pure rules (batching, rate windows, retry timing, combined prompts).
+//! - [`providers`]: the upstream APIs behind one trait (OpenAI, Gemini, mock).
+//! - [`engine`]: the actix actors and the [`Engine`] handle every door goes through.
+//! - [`mock_upstream`]: the mock served over HTTP as an OpenAI-compatible server.
+//! - [`logging`]: `tracing` to files made for `tail -F`.
+
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod logging;
+pub mod mock_upstream;
+pub mod providers;
+
+pub use engine::Engine;
