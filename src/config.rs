@@ -434,3 +434,49 @@ impl Config {
         Ok(())
     }
 }
+
+/// What a lane resolves to once `[batching]` defaults are applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaneSettings {
+    /// Higher is served first.
+    pub rank: u32,
+    /// Batch window.
+    pub window_ms: u64,
+    /// Items per batch.
+    pub max_batch: usize,
+    /// Pause between batches.
+    pub delay_ms: u64,
+    /// Reply budget per item.
+    pub max_tokens: Option<u32>,
+    /// Latency target.
+    pub latency_ms: u64,
+    /// Fanout or combined.
+    pub mode: Mode,
+    /// Items the lane may hold.
+    pub queue_capacity: usize,
+    /// Default model.
+    pub model: Option<String>,
+    /// `max_batch` comes from `[batching] batch_size` and follows its live changes.
+    pub max_batch_follows_global: bool,
+    /// `delay_ms` comes from `[batching] batch_delay_ms` and follows its live changes.
+    pub delay_follows_global: bool,
+}
+
+impl LaneConfig {
+    /// This lane's settings after defaults.
+    pub fn effective(&self, batching: &BatchingConfig) -> LaneSettings {
+        LaneSettings {
+            rank: self.rank,
+            window_ms: self.window_ms,
+            max_batch: self.max_batch.unwrap_or(batching.batch_size),
+            delay_ms: self.delay_ms.unwrap_or(batching.batch_delay_ms),
+            max_tokens: self.max_tokens,
+            latency_ms: self.latency_ms,
+            mode: self.mode,
+            queue_capacity: self.queue_capacity.unwrap_or(batching.queue_capacity),
+            model: self.model.clone(),
+            max_batch_follows_global: self.max_batch.is_none(),
+            delay_follows_global: self.delay_ms.is_none(),
+        }
+    }
+}

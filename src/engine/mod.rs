@@ -1,3 +1,327 @@
-//! The engine (in progress).
-/// The handle every door goes through.
-pub struct Engine;
+//! The engine: actix actors under one Supervisor, reached only through the [`Engine`] handle.
+//!
+//! ```text
+//! Engine ──Enqueue──► LaneQueue ──LaneReport──► BatchFormer ──Dispatch──► ClientPool ──Calls──► LlmClient ──► Provider
+//!                        ▲  ◄────────Take──────────┘   ▲                    │  ▲                   │
+//!                        │                             └─────Capacity───────┘  └──Released/Reroute─┘
+//!                        └── Requeue ◄── Supervisor ◄── items dropped unanswered (Orphan)
+//! every actor ──events──► MetricsHub ──broadcast──► subscribers
+//! ```
+//!
+//! One actor per file; the rules they apply are the pure functions of [`crate::core`].
+
+mod batch;
+mod batch_former;
+mod client;
+mod item;
+mod lane;
+mod mailbox;
+pub mod metrics;
+mod pool;
+mod restart;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use batch::BatchId;
+pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
+pub use metrics::{BatchRecord, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus};
+pub use supervisor::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+
+use self::batch_former::{AddLanes, BatchFormer};
+use self::client::LlmClient;
+use self::item::{Item, Reply, Shared};
+use self::lane::{Enqueue, LaneQueue};
+use self::metrics::{GetSnapshot, MetricsHub};
+use self::pool::{AddClients, ClientPool};
+use self::supervisor::{
+    GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, Shutdown, Supervisor,
+};
+use crate::config::Config;
+use crate::providers;
+
+/// Subscriber queue length; a subscriber further behind skips events.
+const EVENT_BUFFER: usize = 4096;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An upstream's provider could not be built.
+    #[error(transparent)]
+    Provider(#[from] providers::BuildError),
+    /// An upstream's API key is missing or unreadable.
+    #[error("{0}")]
+    Config(String),
+    /// More upstreams than the engine tracks per item.
+    #[error("at most 64 upstreams are supported (got {0})")]
+    TooManyUpstreams(usize),
+}
+
+/// The handle every door uses: submit prompts, steer batching, watch metrics, shut down.
+/// Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    supervisor: Addr<Supervisor>,
+    lanes: Vec<(Arc<str>, Addr<LaneQueue>)>,
+    lane_index: HashMap<String, usize>,
+    metrics: Addr<MetricsHub>,
+    events: broadcast::Sender<MetricsEvent>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    accepting: AtomicBool,
+}
+
+impl Engine {
+    /// Starts the actors on the current actix arbiter (call it inside a running `actix::System`).
+    /// API keys are read from the environment variables the config names.
+    pub fn start(config: &Config) -> Result<Engine, EngineError> {
+        if config.upstreams.len() > 64 {
+            return Err(EngineError::TooManyUpstreams(config.upstreams.len()));
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let metrics = restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None);
+
+        let former_ctx = Context::<BatchFormer>::new();
+        let pool_ctx = Context::<ClientPool>::new();
+        let (former_addr, pool_addr) = (former_ctx.address(), pool_ctx.address());
+
+        let (home_tx, home_rx) = mpsc::unbounded_channel::<Item>();
+        let shared = Shared::new(home_tx);
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let mut clients = Vec::with_capacity(config.upstreams.len());
+        for (index, upstream) in config.upstreams.iter().enumerate() {
+            let key = api_key(upstream)?;
+            let provider = providers::build(upstream, key)?;
+            let client = LlmClient::new(
+                index,
+                upstream.clone(),
+                provider,
+                pool_addr.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+                config.logging.log_payloads,
+            );
+            let addr = restart::start(
+                Context::new(),
+                client,
+                format!("client:{}", upstream.name),
+                Some(metrics.clone()),
+            );
+            clients.push((addr, upstream.clone()));
+        }
+
+        let mut lanes = Vec::with_capacity(config.lanes.len());
+        let mut lane_views = Vec::with_capacity(config.lanes.len());
+        for (index, (name, lane)) in config.lanes.iter().enumerate() {
+            let name: Arc<str> = Arc::from(name.as_str());
+            let settings = lane.effective(&config.batching);
+            let queue = LaneQueue::new(
+                index,
+                Arc::clone(&name),
+                settings.clone(),
+                former_addr.clone(),
+                metrics.clone(),
+            );
+            let addr = restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()));
+            lane_views.push((addr.clone(), settings));
+            lanes.push((name, addr));
+        }
+
+        let aging = Duration::from_millis(config.batching.aging_ms);
+        restart::start(
+            former_ctx,
+            BatchFormer::new(pool_addr.clone(), aging),
+            "former".into(),
+            Some(metrics.clone()),
+        );
+        restart::start(pool_ctx, ClientPool::new(former_addr.clone()), "pool".into(), Some(metrics.clone()));
+        former_addr.do_send(AddLanes(lane_views));
+        pool_addr.do_send(AddClients(clients.clone()));
+
+        let supervisor = Supervisor {
+            config: config.clone(),
+            lane_names: lanes.iter().map(|(n, _)| Arc::clone(n)).collect(),
+            lanes: lanes.iter().map(|(_, a)| a.clone()).collect(),
+            former: former_addr,
+            pool: pool_addr,
+            clients: clients.into_iter().map(|(a, _)| a).collect(),
+            metrics: metrics.clone(),
+            shared: Arc::clone(&shared),
+            stop: stop_tx,
+            shutting_down: false,
+            paused: false,
+        };
+        let supervisor =
+            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()));
+        actix::spawn(bring_home(home_rx, supervisor.clone()));
+
+        let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
+        tracing::info!(event = "engine_started", lanes = lanes.len(), upstreams = config.upstreams.len());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                supervisor,
+                lanes,
+                lane_index,
+                metrics,
+                events,
+                shared,
+                next_id: AtomicU64::new(1),
+                accepting: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// The configured lane names.
+    pub fn lanes(&self) -> Vec<String> {
+        self.inner.lanes.iter().map(|(n, _)| n.to_string()).collect()
+    }
+
+    fn lane(&self, lane: &str) -> Result<usize, SubmitError> {
+        if !self.inner.accepting.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        self.inner.lane_index.get(lane).copied().ok_or_else(|| SubmitError::UnknownLane {
+            lane: lane.to_string(),
+            known: self.lanes().join(", "),
+        })
+    }
+
+    fn next_ids(&self, n: usize) -> u64 {
+        self.inner.next_id.fetch_add(n as u64, Ordering::Relaxed)
+    }
+
+    async fn enqueue(&self, index: usize, items: Vec<Item>) -> Result<(), SubmitError> {
+        match self.inner.lanes[index].1.send(Enqueue(items)).await {
+            Ok(result) => result,
+            // The lane died holding the message: its items went home and will be answered, so
+            // the submission stands.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Submits prompts to a lane, all or none; their outcomes arrive on the [`Submission`].
+    pub async fn submit(&self, lane: &str, prompts: Vec<Prompt>) -> Result<Submission, SubmitError> {
+        let index = self.lane(lane)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let first = self.next_ids(prompts.len());
+        let items: Vec<Item> = prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, prompt)| {
+                let reply = Reply::Indexed { index: i, tx: tx.clone() };
+                Item::new(first + i as u64, index, prompt, reply, &self.inner.shared)
+            })
+            .collect();
+        let submission = Submission::new(rx, items.len());
+        self.enqueue(index, items).await?;
+        Ok(submission)
+    }
+
+    /// Submits one prompt and waits for its outcome.
+    pub async fn submit_one(&self, lane: &str, prompt: Prompt) -> Result<Outcome, SubmitError> {
+        let index = self.lane(lane)?;
+        let (tx, rx) = oneshot::channel();
+        let item = Item::new(self.next_ids(1), index, prompt, Reply::One(tx), &self.inner.shared);
+        self.enqueue(index, vec![item]).await?;
+        Ok(rx.await.unwrap_or(Err(ItemError::ShuttingDown)))
+    }
+
+    /// Sets the batch size of every lane that follows `[batching] batch_size`, from the next batch.
+    pub async fn set_batch_size(&self, size: usize) -> Result<RuntimeConfig, ControlError> {
+        self.inner.supervisor.send(SetBatchSize(size)).await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Sets the delay between batches of every lane that follows `[batching] batch_delay_ms`.
+    pub async fn set_batch_delay(&self, delay_ms: u64) -> Result<RuntimeConfig, ControlError> {
+        self.inner.supervisor.send(SetBatchDelay(delay_ms)).await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Changes one lane's settings live.
+    pub async fn update_lane(&self, lane: &str, patch: LanePatch) -> Result<RuntimeConfig, ControlError> {
+        self.inner
+            .supervisor
+            .send(PatchLane(lane.to_string(), patch))
+            .await
+            .map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Stops releasing batches (items keep queueing).
+    pub async fn pause(&self) -> Result<RuntimeConfig, ControlError> {
+        self.inner.supervisor.send(Pause(true)).await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// Releases batches again.
+    pub async fn resume(&self) -> Result<RuntimeConfig, ControlError> {
+        self.inner.supervisor.send(Pause(false)).await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// The live batching configuration.
+    pub async fn config(&self) -> Result<RuntimeConfig, ControlError> {
+        self.inner.supervisor.send(GetConfig).await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// Metrics events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MetricsEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// What the MetricsHub knows now.
+    pub async fn snapshot(&self) -> Result<Snapshot, ControlError> {
+        self.inner.metrics.send(GetSnapshot).await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// Items accepted and not yet answered.
+    pub fn open_items(&self) -> usize {
+        self.inner.shared.open()
+    }
+
+    /// Stops intake, lets queued and in-flight work finish until `deadline`, then answers what
+    /// is left with [`ItemError::ShuttingDown`].
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.inner.accepting.store(false, Ordering::Release);
+        self.inner
+            .supervisor
+            .send(Shutdown(deadline))
+            .await
+            .unwrap_or(ShutdownReport { drained: 0, cut_off: 0 })
+    }
+
+    /// Fault injection for tests and drills: the target panics while handling its next message
+    /// that carries items. The engine must restart it and lose none of them.
+    pub async fn inject_panic(&self, target: FaultTarget) -> Result<(), ControlError> {
+        self.inner.supervisor.send(InjectPanic(target)).await.map_err(|_| ControlError::Stopped)?
+    }
+}
+
+/// Forwards items dropped unanswered to the Supervisor. A task of its own, not an actor
+/// stream, so a Supervisor restart cannot lose the channel.
+async fn bring_home(mut home: mpsc::UnboundedReceiver<Item>, supervisor: Addr<Supervisor>) {
+    while let Some(item) = home.recv().await {
+        if supervisor.connected() {
+            supervisor.do_send(Orphan(item));
+        } else {
+            item.finish(Err(ItemError::ShuttingDown));
+        }
+    }
+}
+
+fn api_key(upstream: &crate::config::UpstreamConfig) -> Result<Option<String>, EngineError> {
+    match &upstream.api_key_env {
+        None => Ok(None),
+        Some(var) => match std::env::var(var) {
+            Ok(key) if !key.is_empty() => Ok(Some(key)),
+            _ => Ok(None),
+        },
+    }
+}

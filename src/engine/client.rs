@@ -1,0 +1,636 @@
+//! LlmClient: one upstream's rate-limit mailbox.
+//!
+//! Calls wait in a [`Mailbox`] (by lane rank) and start only when every limit allows: the
+//! concurrency cap, the requests/tokens/day windows of [`Limits`] (checked and taken atomically),
+//! a 429 pause and a cooldown. Each started call runs as its own task and reports back with
+//! `CallDone`; the client then settles the token estimate, retries with backoff, pauses, lowers
+//! its concurrency on 503 backpressure, or gives the call back to the pool for another upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::item::{Answer, Item, ItemError};
+use super::mailbox::Mailbox;
+use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
+use super::pool::{ClientPool, ClientState, Released, Reroute};
+use crate::config::UpstreamConfig;
+use crate::core::limits::{Limits, Permit};
+use crate::core::{combine, estimate, retry};
+use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
+
+/// Reply budget assumed for the token estimate when a call sets no `max_tokens`.
+const DEFAULT_REPLY_TOKENS: u32 = 256;
+/// 429s one call may receive before it ends in an error, so a call cannot wait forever.
+const RATE_LIMIT_GIVE_UP: u32 = 20;
+/// Successful calls after which a concurrency lowered by 503s is raised again by one.
+const RECOVER_AFTER: u32 = 8;
+/// How often the client reports its status to the MetricsHub.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The items one upstream call answers.
+pub(crate) enum CallItems {
+    /// One item, one call.
+    One(Item),
+    /// Several items packed into one combined call.
+    Combined(Vec<Item>),
+}
+
+/// One upstream call to make, with its retry bookkeeping.
+pub(crate) struct Call {
+    pub items: CallItems,
+    pub rank: u32,
+    /// Model asked for; None: the upstream's default.
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub retries: u32,
+    pub rate_limited: u32,
+    /// Bit i set: upstream i failed this call.
+    pub tried: u64,
+    pub last_error: Option<ItemError>,
+    /// Whether this call counts against the pool's view of this client's load.
+    pub holds_slot: bool,
+}
+
+impl Call {
+    pub(crate) fn new(items: CallItems, rank: u32, model: Option<String>, max_tokens: Option<u32>) -> Self {
+        Self {
+            items,
+            rank,
+            model,
+            max_tokens,
+            retries: 0,
+            rate_limited: 0,
+            tried: 0,
+            last_error: None,
+            holds_slot: false,
+        }
+    }
+
+    /// The call's items answered one by one, each a call of its own; the first keeps the slot.
+    fn into_singles(self) -> Vec<Call> {
+        let items = match self.items {
+            CallItems::One(item) => vec![item],
+            CallItems::Combined(items) => items,
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| Call {
+                items: CallItems::One(item),
+                rank: self.rank,
+                model: self.model.clone(),
+                max_tokens: self.max_tokens,
+                retries: 0,
+                rate_limited: 0,
+                tried: self.tried,
+                last_error: self.last_error.clone(),
+                holds_slot: self.holds_slot && i == 0,
+            })
+            .collect()
+    }
+
+    /// Fails every item of the call with `error`.
+    pub(crate) fn fail(self, error: ItemError) {
+        match self.items {
+            CallItems::One(item) => item.finish(Err(error)),
+            CallItems::Combined(items) => items.into_iter().for_each(|item| item.finish(Err(error.clone()))),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: u64,
+    ok: u64,
+    failed: u64,
+    retries: u64,
+    duplicate_risk: u64,
+    rate_limited: u64,
+    backpressure: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+/// The client actor.
+pub struct LlmClient {
+    index: usize,
+    name: Arc<str>,
+    config: UpstreamConfig,
+    default_model: String,
+    provider: Arc<dyn Provider>,
+    pool: Addr<ClientPool>,
+    metrics: Addr<MetricsHub>,
+    mailbox: Mailbox<Call>,
+    running: usize,
+    concurrency: usize,
+    success_streak: u32,
+    limits: Limits,
+    paused_until: Option<Instant>,
+    cooldown_until: Option<Instant>,
+    consecutive_failures: u32,
+    wake: Option<(Instant, SpawnHandle)>,
+    released: usize,
+    release_scheduled: bool,
+    counters: Counters,
+    last_error: Option<String>,
+    stop: watch::Receiver<bool>,
+    log_payloads: bool,
+    panic_on_next_batch: bool,
+}
+
+impl LlmClient {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        index: usize,
+        config: UpstreamConfig,
+        provider: Arc<dyn Provider>,
+        pool: Addr<ClientPool>,
+        metrics: Addr<MetricsHub>,
+        stop: watch::Receiver<bool>,
+        log_payloads: bool,
+    ) -> Self {
+        let default_model = config.models.first().cloned().unwrap_or_else(|| "default".into());
+        Self {
+            index,
+            name: Arc::from(config.name.as_str()),
+            default_model,
+            provider,
+            pool,
+            metrics,
+            mailbox: Mailbox::default(),
+            running: 0,
+            concurrency: config.concurrency.max(1),
+            success_streak: 0,
+            limits: Limits::new(config.rpm, config.tpm, config.rpd),
+            paused_until: None,
+            cooldown_until: None,
+            consecutive_failures: 0,
+            wake: None,
+            released: 0,
+            release_scheduled: false,
+            counters: Counters::default(),
+            last_error: None,
+            stop,
+            log_payloads,
+            panic_on_next_batch: false,
+            config,
+        }
+    }
+
+    fn request_for(&self, call: &Call) -> CallRequest {
+        let messages: Vec<ChatMessage> = match &call.items {
+            CallItems::One(item) => item.prompt.messages.clone(),
+            CallItems::Combined(items) => {
+                let prompts: Vec<&str> = items.iter().map(|i| i.prompt.last_user_text()).collect();
+                combine::build(&prompts)
+            }
+        };
+        let temperature = match &call.items {
+            CallItems::One(item) => item.prompt.temperature,
+            CallItems::Combined(items) => items.first().and_then(|i| i.prompt.temperature),
+        };
+        CallRequest {
+            model: call.model.clone().unwrap_or_else(|| self.default_model.clone()),
+            messages,
+            max_tokens: call.max_tokens,
+            temperature,
+        }
+    }
+
+    /// When calls may not start at all (429 pause or cooldown), if that is now.
+    fn blocked_until(&self, now: Instant) -> Option<Instant> {
+        [self.paused_until, self.cooldown_until].into_iter().flatten().filter(|t| *t > now).max()
+    }
+
+    /// Starts every call that limits allow, then arms the timer for the next possible start.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.mailbox.promote(now);
+        if let Some(until) = self.blocked_until(now) {
+            if !self.mailbox.is_empty() {
+                self.wake_at(ctx, until, now);
+            }
+            return;
+        }
+        while self.running < self.concurrency {
+            let Some(call) = self.mailbox.peek() else { break };
+            let request = self.request_for(call);
+            let tokens = estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS);
+            match self.limits.try_acquire(now, tokens) {
+                Ok(permit) => {
+                    if let Some(call) = self.mailbox.pop() {
+                        self.start(ctx, call, request, permit);
+                    }
+                }
+                Err(at) => {
+                    self.wake_at(ctx, at, now);
+                    break;
+                }
+            }
+        }
+        if let Some(due) = self.mailbox.next_due() {
+            self.wake_at(ctx, due, now);
+        }
+    }
+
+    fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant, now: Instant) {
+        if let Some((current, handle)) = self.wake {
+            if current <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(at.saturating_duration_since(now), |client, ctx| {
+            client.wake = None;
+            client.pump(ctx);
+        });
+        self.wake = Some((at, handle));
+    }
+
+    fn start(&mut self, ctx: &mut Context<Self>, mut call: Call, request: CallRequest, permit: Permit) {
+        self.running += 1;
+        self.counters.calls += 1;
+        match &mut call.items {
+            CallItems::One(item) => item.attempts += 1,
+            CallItems::Combined(items) => items.iter_mut().for_each(|item| item.attempts += 1),
+        }
+        if self.log_payloads {
+            tracing::debug!(event = "llm_request", upstream = %self.name, messages = ?request.messages);
+        }
+        let future = self.provider.call(request);
+        let client = ctx.address();
+        let mut stop = self.stop.clone();
+        actix::spawn(async move {
+            let started = Instant::now();
+            tokio::select! {
+                biased;
+                result = future => client.do_send(CallDone { call, permit, result, latency: started.elapsed() }),
+                // Shutdown past its deadline: dropping the call sends its items home, where
+                // the Supervisor answers them.
+                _ = stop.wait_for(|stopped| *stopped) => drop(call),
+            }
+        });
+    }
+
+    fn release(&mut self, ctx: &mut Context<Self>, call_held_slot: bool) {
+        if !call_held_slot {
+            return;
+        }
+        self.released += 1;
+        if !self.release_scheduled {
+            // Completions arrive in bursts; one Released per burst spares the pool a message
+            // per call.
+            self.release_scheduled = true;
+            ctx.notify(FlushReleased);
+        }
+    }
+
+    fn on_success(
+        &mut self,
+        ctx: &mut Context<Self>,
+        call: Call,
+        permit: Permit,
+        reply: CallReply,
+        latency: Duration,
+    ) {
+        let now = Instant::now();
+        let estimated = permit.tokens();
+        let usage = reply.usage.unwrap_or_default();
+        self.limits.settle(permit, if reply.usage.is_some() { u64::from(usage.total()) } else { estimated });
+        if !reply.hints.is_empty() {
+            self.limits.apply_hints(now, &reply.hints);
+        }
+        self.counters.ok += 1;
+        self.counters.prompt_tokens += u64::from(usage.prompt_tokens);
+        self.counters.completion_tokens += u64::from(usage.completion_tokens);
+        self.consecutive_failures = 0;
+        if self.concurrency < self.config.concurrency {
+            self.success_streak += 1;
+            if self.success_streak >= RECOVER_AFTER {
+                self.success_streak = 0;
+                self.concurrency += 1;
+                self.report_state();
+            }
+        }
+        tracing::debug!(event = "llm_call", upstream = %self.name, ok = true, latency_ms = latency.as_secs_f64() * 1000.0, tokens = usage.total());
+        if self.log_payloads {
+            tracing::debug!(event = "llm_reply", upstream = %self.name, text = %reply.text);
+        }
+        let model: Arc<str> = Arc::from(self.request_model(&call));
+        match call.items {
+            CallItems::One(item) => {
+                self.release(ctx, call.holds_slot);
+                let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
+                item.finish(Ok(answer));
+            }
+            CallItems::Combined(items) => match combine::split(&reply.text, items.len()) {
+                Ok(texts) => {
+                    self.release(ctx, call.holds_slot);
+                    let share = share_usage(usage, items.len());
+                    for (item, text) in items.into_iter().zip(texts) {
+                        let answer = self.answer(&item, text, share, Arc::clone(&model));
+                        item.finish(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = items.len(), reason = %error);
+                    let call = Call { items: CallItems::Combined(items), ..call };
+                    for single in call.into_singles() {
+                        self.mailbox.push(single.rank, single);
+                    }
+                }
+            },
+        }
+    }
+
+    fn request_model(&self, call: &Call) -> String {
+        call.model.clone().unwrap_or_else(|| self.default_model.clone())
+    }
+
+    fn answer(&self, item: &Item, text: String, usage: Usage, model: Arc<str>) -> Answer {
+        Answer {
+            text,
+            usage,
+            upstream: Arc::clone(&self.name),
+            model,
+            batch_id: item.batch_id(),
+            attempts: item.attempts,
+            latency: item.accepted_at.elapsed(),
+        }
+    }
+
+    fn on_error(&mut self, ctx: &mut Context<Self>, mut call: Call, permit: Permit, error: ProviderError) {
+        let now = Instant::now();
+        if error.sent() {
+            // It reached the upstream: it counts, at its estimate.
+            let estimated = permit.tokens();
+            self.limits.settle(permit, estimated);
+        } else {
+            self.limits.give_back(permit);
+        }
+        self.counters.failed += 1;
+        self.last_error = Some(error.to_string());
+        tracing::debug!(event = "llm_call", upstream = %self.name, ok = false, error = error.kind());
+        match error {
+            ProviderError::RateLimited { retry_after, hints } => {
+                self.counters.rate_limited += 1;
+                self.limits.apply_hints(now, &hints);
+                let max = Duration::from_millis(self.config.retry_after_max_ms);
+                let pause = retry::clamp_retry_after(retry_after, max)
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or_else(|| self.backoff(call.rate_limited));
+                let until = now + pause;
+                self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+                tracing::info!(event = "rate_limited", upstream = %self.name, pause_ms = pause.as_millis() as u64);
+                call.rate_limited += 1;
+                if call.rate_limited > RATE_LIMIT_GIVE_UP {
+                    self.give_up(ctx, call, ProviderError::RateLimited { retry_after, hints });
+                } else {
+                    self.mailbox.push(call.rank, call);
+                }
+                self.report_state();
+            }
+            ProviderError::Overloaded { .. } if self.concurrency > 1 => {
+                // A local server with no free slot: ask less of it rather than fail.
+                self.counters.backpressure += 1;
+                self.concurrency -= 1;
+                self.success_streak = 0;
+                tracing::info!(event = "backpressure", upstream = %self.name, concurrency = self.concurrency);
+                let delay = self.backoff(0);
+                self.mailbox.push_at(now + delay, call.rank, call);
+                self.report_state();
+            }
+            ProviderError::Rejected { .. } => self.give_up(ctx, call, error),
+            error if error.sent() && !self.config.retry_after_send => self.give_up(ctx, call, error),
+            error => {
+                self.consecutive_failures += 1;
+                if self.consecutive_failures >= self.config.cooldown_failures {
+                    self.enter_cooldown(ctx, now);
+                }
+                if call.retries >= self.config.max_retries {
+                    self.give_up(ctx, call, error);
+                    return;
+                }
+                let delay = self.backoff(call.retries);
+                call.retries += 1;
+                self.counters.retries += 1;
+                if error.sent() {
+                    self.counters.duplicate_risk += 1;
+                }
+                tracing::debug!(event = "retry", upstream = %self.name, attempt = call.retries, delay_ms = delay.as_millis() as u64, error = error.kind());
+                self.mailbox.push_at(now + delay, call.rank, call);
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        retry::backoff(
+            attempt,
+            Duration::from_millis(self.config.backoff_base_ms),
+            Duration::from_millis(self.config.backoff_max_ms),
+            fastrand::f64(),
+        )
+    }
+
+    /// This upstream is done with the call: a combined call is retried item by item first;
+    /// a single call goes back to the pool, which tries another upstream or reports the error.
+    fn give_up(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError) {
+        if matches!(call.items, CallItems::Combined(_)) {
+            tracing::warn!(event = "combined_failed", upstream = %self.name, error = error.kind(), "sending the batch item by item");
+            for single in call.into_singles() {
+                self.mailbox.push(single.rank, single);
+            }
+            return;
+        }
+        let attempts = match &call.items {
+            CallItems::One(item) => item.attempts,
+            CallItems::Combined(_) => 0,
+        };
+        tracing::debug!(event = "failed", upstream = %self.name, error = error.kind(), attempts);
+        call.tried |= 1 << (self.index % 64);
+        call.last_error = Some(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts });
+        self.release(ctx, call.holds_slot);
+        call.holds_slot = false;
+        self.pool.do_send(Reroute { from: self.index, calls: vec![call], final_failure: true });
+    }
+
+    /// Repeated failures: stop calling for a while, and offer waiting calls to other upstreams.
+    fn enter_cooldown(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        let until = now + Duration::from_millis(self.config.cooldown_ms);
+        self.cooldown_until = Some(until);
+        self.consecutive_failures = 0;
+        tracing::warn!(event = "cooldown", upstream = %self.name, for_ms = self.config.cooldown_ms);
+        let waiting = self.mailbox.drain();
+        if !waiting.is_empty() {
+            let mut calls = Vec::with_capacity(waiting.len());
+            for mut call in waiting {
+                self.release(ctx, call.holds_slot);
+                call.holds_slot = false;
+                calls.push(call);
+            }
+            self.pool.do_send(Reroute { from: self.index, calls, final_failure: false });
+        }
+        self.report_state();
+    }
+
+    fn report_state(&mut self) {
+        let now = Instant::now();
+        self.pool.do_send(ClientState {
+            client: self.index,
+            concurrency: self.concurrency,
+            unavailable_until: self.blocked_until(now),
+        });
+        let status = self.status(now);
+        self.metrics.do_send(Publish(MetricsEvent::Upstream(status)));
+    }
+
+    fn status(&mut self, now: Instant) -> UpstreamStatus {
+        let state = match (self.cooldown_until.filter(|t| *t > now), self.paused_until.filter(|t| *t > now)) {
+            (Some(until), _) => UpstreamState::CoolingDown { for_ms: (until - now).as_millis() as u64 },
+            (None, Some(until)) => UpstreamState::BackingOff { for_ms: (until - now).as_millis() as u64 },
+            (None, None) => UpstreamState::Ok,
+        };
+        let c = &self.counters;
+        UpstreamStatus {
+            name: Arc::clone(&self.name),
+            state,
+            in_flight: self.running,
+            queued: self.mailbox.len(),
+            concurrency: self.concurrency,
+            limits: self.limits.snapshot(now),
+            calls: c.calls,
+            ok: c.ok,
+            failed: c.failed,
+            retries: c.retries,
+            duplicate_risk: c.duplicate_risk,
+            rate_limited: c.rate_limited,
+            backpressure: c.backpressure,
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A combined call's usage spread over its items (rounded up, so no item shows zero).
+fn share_usage(usage: Usage, n: usize) -> Usage {
+    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    Usage {
+        prompt_tokens: usage.prompt_tokens.div_ceil(n),
+        completion_tokens: usage.completion_tokens.div_ceil(n),
+    }
+}
+
+impl Actor for LlmClient {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(STATUS_EVERY, |client, _| {
+            let status = client.status(Instant::now());
+            client.metrics.do_send(Publish(MetricsEvent::Upstream(status)));
+        });
+        self.pump(ctx);
+    }
+}
+
+impl Supervised for LlmClient {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Timers were cancelled by the restart; `started` re-arms them. Waiting calls stay.
+        self.wake = None;
+        self.release_scheduled = false;
+        self.panic_on_next_batch = false;
+    }
+}
+
+/// Calls routed to this upstream by the pool.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Calls(pub Vec<Call>);
+
+/// A started call ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CallDone {
+    call: Call,
+    permit: Permit,
+    result: Result<CallReply, ProviderError>,
+    latency: Duration,
+}
+
+/// Tell the pool about calls finished since the last flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushReleased;
+
+/// Answer every waiting call with `error` (shutdown); returns the number of items.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct FailWaiting(pub ItemError);
+
+/// Fault injection: panic while handling the next `Calls`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicOnNextBatch;
+
+impl Handler<Calls> for LlmClient {
+    type Result = ();
+    fn handle(&mut self, msg: Calls, ctx: &mut Context<Self>) {
+        if self.panic_on_next_batch {
+            self.panic_on_next_batch = false;
+            panic!("fault injection: upstream client `{}` panics holding {} calls", self.name, msg.0.len());
+        }
+        for call in msg.0 {
+            self.mailbox.push(call.rank, call);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<CallDone> for LlmClient {
+    type Result = ();
+    fn handle(&mut self, msg: CallDone, ctx: &mut Context<Self>) {
+        self.running = self.running.saturating_sub(1);
+        match msg.result {
+            Ok(reply) => self.on_success(ctx, msg.call, msg.permit, reply, msg.latency),
+            Err(error) => self.on_error(ctx, msg.call, msg.permit, error),
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<FlushReleased> for LlmClient {
+    type Result = ();
+    fn handle(&mut self, _: FlushReleased, _: &mut Context<Self>) {
+        self.release_scheduled = false;
+        let calls = std::mem::take(&mut self.released);
+        if calls > 0 {
+            self.pool.do_send(Released { client: self.index, calls });
+        }
+    }
+}
+
+impl Handler<FailWaiting> for LlmClient {
+    type Result = usize;
+    fn handle(&mut self, msg: FailWaiting, _: &mut Context<Self>) -> usize {
+        let mut n = 0;
+        for call in self.mailbox.drain() {
+            n += match &call.items {
+                CallItems::One(_) => 1,
+                CallItems::Combined(items) => items.len(),
+            };
+            call.fail(msg.0.clone());
+        }
+        n
+    }
+}
+
+impl Handler<PanicOnNextBatch> for LlmClient {
+    type Result = ();
+    fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
+        self.panic_on_next_batch = true;
+    }
+}

@@ -1,0 +1,305 @@
+//! What flows through the engine: prompts in, outcomes out, and the [`Item`] that carries one
+//! prompt from a door to an upstream and its outcome back.
+//!
+//! An item owns its reply channel. It is answered exactly once ([`Item::finish`]); if it is
+//! dropped unanswered — because the actor or task holding it panicked — its `Drop` sends it home
+//! to the Supervisor, which puts it back in its lane. That is how "nothing accepted is lost"
+//! holds even when the holder dies mid-message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::batch::{BatchId, BatchTracker};
+use crate::providers::{ChatMessage, ProviderError, Role, Usage};
+
+/// One prompt as a door submits it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prompt {
+    /// The conversation; a plain prompt is one user message.
+    pub messages: Vec<ChatMessage>,
+    /// Model to use; absent: the lane's model, else the upstream's default.
+    pub model: Option<String>,
+    /// Cap on generated tokens; absent: the lane's `max_tokens`.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+}
+
+impl Prompt {
+    /// A prompt of one user message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self { messages: vec![ChatMessage::user(text)], ..Self::default() }
+    }
+
+    /// The last user message: what combined mode packs into its array.
+    pub fn last_user_text(&self) -> &str {
+        self.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.as_str()).unwrap_or("")
+    }
+
+    /// Whether this prompt can share a combined call: a single user message, nothing else.
+    pub fn combinable(&self) -> bool {
+        matches!(self.messages.as_slice(), [m] if m.role == Role::User)
+    }
+}
+
+/// A prompt's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// The generated text.
+    pub text: String,
+    /// Tokens used by the call that produced it (for a combined call: shared by its items).
+    pub usage: Usage,
+    /// Upstream that answered.
+    pub upstream: Arc<str>,
+    /// Model that answered.
+    pub model: Arc<str>,
+    /// Batch the item went out in.
+    pub batch_id: BatchId,
+    /// Upstream calls made for this item (1 when the first call succeeded).
+    pub attempts: u32,
+    /// Time from acceptance to the answer.
+    #[serde(serialize_with = "as_millis")]
+    pub latency: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// Why an accepted item ended without an answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ItemError {
+    /// The upstream failed and no other upstream could take the item.
+    #[error("upstream `{upstream}` failed after {attempts} attempt(s): {error}")]
+    Upstream {
+        /// The last upstream tried.
+        upstream: Arc<str>,
+        /// What it answered last.
+        error: ProviderError,
+        /// Calls made for this item.
+        attempts: u32,
+    },
+    /// No configured upstream serves the model.
+    #[error("no upstream serves model `{model}`")]
+    NoUpstream {
+        /// The model asked for.
+        model: String,
+    },
+    /// The item was held by actors that failed too many times.
+    #[error("item was dropped by a failing actor {times} times; giving up on it")]
+    Crashed {
+        /// Times it was put back.
+        times: u32,
+    },
+    /// The engine shut down before the item could be processed.
+    #[error("ferry is shutting down; the item was not processed")]
+    ShuttingDown,
+}
+
+/// What every item ends in.
+pub type Outcome = Result<Answer, ItemError>;
+
+/// Why a submission was refused (nothing of it was accepted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The lane is at capacity.
+    #[error("queue full: lane `{lane}` holds {held} of {capacity} items; {asked} more do not fit")]
+    QueueFull {
+        /// Lane name.
+        lane: String,
+        /// Items it holds.
+        held: usize,
+        /// Its capacity.
+        capacity: usize,
+        /// Items in the refused submission.
+        asked: usize,
+    },
+    /// No such lane.
+    #[error("unknown lane `{lane}`; lanes are: {known}")]
+    UnknownLane {
+        /// The name given.
+        lane: String,
+        /// The configured lanes, comma-separated.
+        known: String,
+    },
+    /// Intake is closed.
+    #[error("ferry is shutting down and accepts no new prompts")]
+    ShuttingDown,
+    /// The engine's actors are gone.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Where an item's outcome goes.
+pub(crate) enum Reply {
+    /// A single waiting submitter.
+    One(oneshot::Sender<Outcome>),
+    /// Position `index` of a multi-item submission.
+    Indexed { index: usize, tx: mpsc::UnboundedSender<(usize, Outcome)> },
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        // A submitter that stopped waiting (client went away) is not an engine error.
+        match self {
+            Reply::One(tx) => drop(tx.send(outcome)),
+            Reply::Indexed { index, tx } => drop(tx.send((index, outcome))),
+        }
+    }
+}
+
+/// What every item shares with the engine: the way home and the count of open items.
+pub(crate) struct Shared {
+    home: mpsc::UnboundedSender<Item>,
+    open: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(home: mpsc::UnboundedSender<Item>) -> Arc<Self> {
+        Arc::new(Self { home, open: AtomicUsize::new(0) })
+    }
+
+    /// Items accepted and not yet answered.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One prompt on its way through the engine.
+pub(crate) struct Item {
+    /// Engine-wide sequence number.
+    pub id: u64,
+    /// Index of its lane.
+    pub lane: usize,
+    pub prompt: Prompt,
+    pub accepted_at: Instant,
+    /// Upstream calls made so far.
+    pub attempts: u32,
+    /// Times it came home from a failed holder.
+    pub requeues: u32,
+    /// Bit i set: upstream i already failed this item.
+    pub tried: u64,
+    /// The last upstream error, reported if no upstream is left to try.
+    pub last_error: Option<ItemError>,
+    pub batch: Option<Arc<BatchTracker>>,
+    reply: Option<Reply>,
+    shared: Arc<Shared>,
+}
+
+impl Item {
+    /// A new accepted item; counts as open until answered.
+    pub(crate) fn new(id: u64, lane: usize, prompt: Prompt, reply: Reply, shared: &Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        Self {
+            id,
+            lane,
+            prompt,
+            accepted_at: Instant::now(),
+            attempts: 0,
+            requeues: 0,
+            tried: 0,
+            last_error: None,
+            batch: None,
+            reply: Some(reply),
+            shared: Arc::clone(shared),
+        }
+    }
+
+    /// Delivers the outcome. Consumes the item, so it happens once.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        if let Some(batch) = self.batch.take() {
+            batch.item_done(outcome.is_ok());
+        }
+        if let Some(reply) = self.reply.take() {
+            reply.send(outcome);
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Withdraws an item that was never accepted (its submission was refused): no outcome is
+    /// sent, the submitter learns of the refusal from the submit call itself.
+    pub(crate) fn withdraw(mut self) {
+        if self.reply.take().is_some() {
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The batch id, for answers.
+    pub(crate) fn batch_id(&self) -> BatchId {
+        self.batch.as_ref().map(|b| b.id).unwrap_or_default()
+    }
+}
+
+impl Drop for Item {
+    fn drop(&mut self) {
+        let Some(reply) = self.reply.take() else { return };
+        if let Some(batch) = self.batch.take() {
+            batch.item_left();
+        }
+        let orphan = Item {
+            id: self.id,
+            lane: self.lane,
+            prompt: std::mem::take(&mut self.prompt),
+            accepted_at: self.accepted_at,
+            attempts: self.attempts,
+            requeues: self.requeues + 1,
+            tried: self.tried,
+            last_error: self.last_error.take(),
+            batch: None,
+            reply: Some(reply),
+            shared: Arc::clone(&self.shared),
+        };
+        if let Err(mpsc::error::SendError(mut orphan)) = self.shared.home.send(orphan) {
+            // The Supervisor is gone: the engine has stopped. Answer here, or the submitter
+            // would wait forever; taking the reply first keeps this Drop from recursing.
+            if let Some(reply) = orphan.reply.take() {
+                reply.send(Err(ItemError::ShuttingDown));
+                orphan.shared.open.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// The outcomes of a multi-item submission, delivered as they come and collectable in order.
+pub struct Submission {
+    rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
+    len: usize,
+}
+
+impl Submission {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<(usize, Outcome)>, len: usize) -> Self {
+        Self { rx, len }
+    }
+
+    /// Items in the submission.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the submission had no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The next outcome to arrive, with the index of its prompt; None when all have arrived.
+    pub async fn next(&mut self) -> Option<(usize, Outcome)> {
+        self.rx.recv().await
+    }
+
+    /// Waits for every outcome and returns them in submission order.
+    pub async fn collect(mut self) -> Vec<Outcome> {
+        let mut slots: Vec<Option<Outcome>> = (0..self.len).map(|_| None).collect();
+        while let Some((index, outcome)) = self.rx.recv().await {
+            if let Some(slot) = slots.get_mut(index) {
+                *slot = Some(outcome);
+            }
+        }
+        // Every item answers before its sender drops, so a gap means the engine died under it.
+        slots.into_iter().map(|s| s.unwrap_or(Err(ItemError::ShuttingDown))).collect()
+    }
+}

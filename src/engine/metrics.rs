@@ -1,0 +1,247 @@
+//! MetricsHub: every actor reports here; subscribers (console, `/metrics`, event streams) read.
+//!
+//! Actors send batch-level events and periodic per-upstream snapshots — never one message per
+//! item, which would cost more than the work it measures. The hub keeps a [`Snapshot`] for
+//! queries and broadcasts each [`MetricsEvent`] to subscribers; a slow subscriber lags and
+//! skips, it never slows the engine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::batch::BatchId;
+use crate::config::Mode;
+use crate::core::limits::LimitsSnapshot;
+
+/// Recent batches kept for the console and `/api/v1/stats`.
+const RECENT_BATCHES: usize = 256;
+
+/// A finished batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRecord {
+    /// Its id.
+    pub id: BatchId,
+    /// Its lane.
+    pub lane: Arc<str>,
+    /// How it was sent.
+    pub mode: Mode,
+    /// Items released in it.
+    pub size: usize,
+    /// Items answered.
+    pub ok: usize,
+    /// Items that ended in an error.
+    pub failed: usize,
+    /// Items put back in their lane after their holder failed.
+    pub requeued: usize,
+    /// From release to the last item's outcome.
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+    /// Wall-clock time it finished.
+    pub finished_at: SystemTime,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// What state an upstream client is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum UpstreamState {
+    /// Serving calls.
+    Ok,
+    /// Paused by a 429 or an announced limit, for this long from the report.
+    BackingOff {
+        /// Milliseconds left.
+        for_ms: u64,
+    },
+    /// Paused after repeated failures, for this long from the report.
+    CoolingDown {
+        /// Milliseconds left.
+        for_ms: u64,
+    },
+}
+
+/// One upstream client's counters and limits, reported periodically and on state changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamStatus {
+    /// Upstream name.
+    pub name: Arc<str>,
+    /// Its state.
+    pub state: UpstreamState,
+    /// Calls running now.
+    pub in_flight: usize,
+    /// Calls waiting in its mailbox.
+    pub queued: usize,
+    /// Effective concurrency (lowered by 503 backpressure).
+    pub concurrency: usize,
+    /// Used/limit per rate window.
+    pub limits: LimitsSnapshot,
+    /// Calls started.
+    pub calls: u64,
+    /// Calls answered.
+    pub ok: u64,
+    /// Calls that failed (any error).
+    pub failed: u64,
+    /// Calls retried.
+    pub retries: u64,
+    /// Retries of calls that had been sent (possible duplicate upstream work).
+    pub duplicate_risk: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// 503 answers taken as backpressure.
+    pub backpressure: u64,
+    /// Prompt tokens reported.
+    pub prompt_tokens: u64,
+    /// Completion tokens reported.
+    pub completion_tokens: u64,
+    /// The last error, shortened.
+    pub last_error: Option<String>,
+}
+
+/// An event broadcast to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum MetricsEvent {
+    /// A lane's depth changed.
+    LaneDepth {
+        /// Lane name.
+        lane: Arc<str>,
+        /// Items waiting.
+        depth: usize,
+    },
+    /// A batch was released to the pool.
+    BatchDispatched {
+        /// Batch id.
+        id: BatchId,
+        /// Lane name.
+        lane: Arc<str>,
+        /// Items in it.
+        size: usize,
+        /// How it is sent.
+        mode: Mode,
+    },
+    /// A batch's last item ended.
+    BatchCompleted(BatchRecord),
+    /// An upstream's periodic status.
+    Upstream(UpstreamStatus),
+    /// A live configuration change.
+    ConfigChanged {
+        /// What changed, as `key=value`.
+        change: String,
+    },
+    /// Dispatch paused or resumed.
+    Paused {
+        /// True when paused.
+        paused: bool,
+    },
+    /// An actor panicked and was restarted.
+    ActorRestarted {
+        /// Which actor.
+        actor: String,
+    },
+}
+
+/// Everything the hub knows, for queries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Depth per lane.
+    pub lane_depths: BTreeMap<String, usize>,
+    /// Most recent batches, newest last.
+    pub recent_batches: VecDeque<BatchRecord>,
+    /// Batches completed since start.
+    pub batches: u64,
+    /// Items answered since start.
+    pub items_ok: u64,
+    /// Items that ended in an error since start.
+    pub items_failed: u64,
+    /// Latest status per upstream.
+    pub upstreams: BTreeMap<String, UpstreamStatus>,
+    /// Actor restarts since start.
+    pub restarts: u64,
+    /// Whether dispatch is paused.
+    pub paused: bool,
+}
+
+/// The hub actor.
+pub struct MetricsHub {
+    snapshot: Snapshot,
+    events: broadcast::Sender<MetricsEvent>,
+}
+
+impl MetricsHub {
+    pub(crate) fn new(events: broadcast::Sender<MetricsEvent>) -> Self {
+        Self { snapshot: Snapshot::default(), events }
+    }
+
+    fn publish(&mut self, event: MetricsEvent) {
+        match &event {
+            MetricsEvent::LaneDepth { lane, depth } => {
+                self.snapshot.lane_depths.insert(lane.to_string(), *depth);
+            }
+            MetricsEvent::BatchCompleted(record) => {
+                self.snapshot.batches += 1;
+                self.snapshot.items_ok += record.ok as u64;
+                self.snapshot.items_failed += record.failed as u64;
+                if self.snapshot.recent_batches.len() == RECENT_BATCHES {
+                    self.snapshot.recent_batches.pop_front();
+                }
+                self.snapshot.recent_batches.push_back(record.clone());
+            }
+            MetricsEvent::Upstream(status) => {
+                self.snapshot.upstreams.insert(status.name.to_string(), status.clone());
+            }
+            MetricsEvent::Paused { paused } => self.snapshot.paused = *paused,
+            MetricsEvent::ActorRestarted { .. } => self.snapshot.restarts += 1,
+            MetricsEvent::BatchDispatched { .. } | MetricsEvent::ConfigChanged { .. } => {}
+        }
+        // No subscriber is fine: the snapshot still answers queries.
+        let _ = self.events.send(event);
+    }
+}
+
+impl Actor for MetricsHub {
+    type Context = Context<Self>;
+}
+
+impl Supervised for MetricsHub {}
+
+/// Report an event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub MetricsEvent);
+
+/// Report a finished batch (sent by its tracker).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct BatchCompleted(pub BatchRecord);
+
+/// Ask for the current snapshot.
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+impl Handler<Publish> for MetricsHub {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+        self.publish(msg.0);
+    }
+}
+
+impl Handler<BatchCompleted> for MetricsHub {
+    type Result = ();
+    fn handle(&mut self, msg: BatchCompleted, _: &mut Context<Self>) {
+        self.publish(MetricsEvent::BatchCompleted(msg.0));
+    }
+}
+
+impl Handler<GetSnapshot> for MetricsHub {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.snapshot.clone())
+    }
+}

@@ -1,0 +1,308 @@
+//! ClientPool: routes calls to the upstream clients.
+//!
+//! For each call it picks a client whose upstream serves the model, least loaded first, skipping
+//! upstreams that are paused or cooling down while another can take the call, and never one that
+//! already failed the call. It turns a batch into calls — one per item in fanout mode, one per
+//! model group in combined mode — and reports its free call slots to the BatchFormer, which
+//! releases batches only as fast as the clients can take them.
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use super::batch::Batch;
+use super::batch_former::{BatchFormer, Capacity};
+use super::client::{Call, CallItems, Calls, LlmClient};
+use super::item::{Item, ItemError};
+use crate::config::{Mode, UpstreamConfig};
+
+struct ClientSlot {
+    addr: Addr<LlmClient>,
+    config: UpstreamConfig,
+    concurrency: usize,
+    /// Calls routed to it and not yet released.
+    assigned: usize,
+    unavailable_until: Option<Instant>,
+}
+
+impl ClientSlot {
+    fn available(&self, now: Instant) -> bool {
+        self.unavailable_until.is_none_or(|t| t <= now)
+    }
+
+    fn free(&self) -> usize {
+        self.concurrency.saturating_sub(self.assigned)
+    }
+}
+
+/// The pool actor.
+pub struct ClientPool {
+    clients: Vec<ClientSlot>,
+    former: Addr<BatchFormer>,
+    report_scheduled: bool,
+    panic_on_next_batch: bool,
+}
+
+impl ClientPool {
+    pub(crate) fn new(former: Addr<BatchFormer>) -> Self {
+        Self { clients: Vec::new(), former, report_scheduled: false, panic_on_next_batch: false }
+    }
+
+    /// The client for a call of `model` that upstreams in `tried` already failed, or None if no
+    /// other upstream serves the model.
+    fn route(&self, model: Option<&str>, tried: u64, now: Instant) -> Option<usize> {
+        let candidates =
+            self.clients.iter().enumerate().filter(|(i, slot)| {
+                tried & (1 << (i % 64)) == 0 && model.is_none_or(|m| slot.config.serves(m))
+            });
+        let mut best: Option<(usize, (bool, u128, u128))> = None;
+        for (i, slot) in candidates {
+            // Available first, then the lowest load (assigned/concurrency, compared as a
+            // cross-multiplication free of floats), then the soonest available.
+            let load = (slot.assigned as u128) * 1_000_000 / (slot.concurrency.max(1) as u128);
+            let wait = slot.unavailable_until.map_or(0, |t| t.saturating_duration_since(now).as_millis());
+            let key = (!slot.available(now), load, wait);
+            if best.as_ref().is_none_or(|(_, k)| key < *k) {
+                best = Some((i, key));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Routes `calls`, grouping them per client so each client gets one message.
+    fn send_calls(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>, offered_by: Option<usize>) {
+        let now = Instant::now();
+        let mut per_client: Vec<Vec<Call>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
+        for mut call in calls {
+            let target = match offered_by {
+                // A cooling-down client offers its waiting calls: another upstream takes them if
+                // one can, else they go back to wait out the cooldown.
+                Some(from) => {
+                    self.route(call.model.as_deref(), call.tried | (1 << (from % 64)), now).or(Some(from))
+                }
+                None => self.route(call.model.as_deref(), call.tried, now),
+            };
+            match target {
+                Some(i) => {
+                    call.holds_slot = true;
+                    self.clients[i].assigned += 1;
+                    per_client[i].push(call);
+                }
+                None => {
+                    let error = call.last_error.clone().unwrap_or_else(|| ItemError::NoUpstream {
+                        model: call.model.clone().unwrap_or_else(|| "(default)".into()),
+                    });
+                    call.fail(error);
+                }
+            }
+        }
+        for (i, calls) in per_client.into_iter().enumerate() {
+            if !calls.is_empty() {
+                self.clients[i].addr.do_send(Calls(calls));
+            }
+        }
+        self.schedule_report(ctx);
+    }
+
+    fn schedule_report(&mut self, ctx: &mut Context<Self>) {
+        if !self.report_scheduled {
+            self.report_scheduled = true;
+            ctx.notify(ReportCapacity);
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        let now = Instant::now();
+        self.clients.iter().filter(|c| c.available(now)).map(ClientSlot::free).sum()
+    }
+}
+
+/// Turns a batch into upstream calls.
+fn calls_for(batch: Batch) -> Vec<Call> {
+    let Batch { mode, rank, model, max_tokens, items, .. } = batch;
+    let call_of = |items: CallItems, prompt_model: Option<String>, prompt_max: Option<u32>| {
+        Call::new(items, rank, prompt_model.or_else(|| model.clone()), prompt_max.or(max_tokens))
+    };
+    match mode {
+        Mode::Fanout => items
+            .into_iter()
+            .map(|item| {
+                let (m, t) = (item.prompt.model.clone(), item.prompt.max_tokens);
+                call_of(CallItems::One(item), m, t)
+            })
+            .collect(),
+        Mode::Combined => {
+            // One combined call per model; items that are whole conversations go alone.
+            let mut calls = Vec::new();
+            let mut groups: Vec<(Option<String>, Vec<Item>)> = Vec::new();
+            for item in items {
+                if !item.prompt.combinable() {
+                    let (m, t) = (item.prompt.model.clone(), item.prompt.max_tokens);
+                    calls.push(call_of(CallItems::One(item), m, t));
+                    continue;
+                }
+                match groups.iter_mut().find(|(m, _)| *m == item.prompt.model) {
+                    Some((_, group)) => group.push(item),
+                    None => groups.push((item.prompt.model.clone(), vec![item])),
+                }
+            }
+            for (group_model, mut group) in groups {
+                // Reply budget for a combined call: the lane's per-item budget times the items.
+                let budget =
+                    max_tokens.map(|t| t.saturating_mul(u32::try_from(group.len()).unwrap_or(u32::MAX)));
+                if group.len() == 1 {
+                    if let Some(item) = group.pop() {
+                        let t = item.prompt.max_tokens;
+                        calls.push(call_of(CallItems::One(item), group_model, t));
+                    }
+                } else {
+                    calls.push(Call::new(
+                        CallItems::Combined(group),
+                        rank,
+                        group_model.or_else(|| model.clone()),
+                        budget,
+                    ));
+                }
+            }
+            calls
+        }
+    }
+}
+
+impl Actor for ClientPool {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ClientPool {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.panic_on_next_batch = false;
+        self.report_scheduled = false;
+        self.schedule_report(ctx);
+    }
+}
+
+/// Register the upstream clients, in index order (sent once at start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddClients(pub Vec<(Addr<LlmClient>, UpstreamConfig)>);
+
+/// A batch released by a lane.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Dispatch(pub Batch);
+
+/// Calls a client finished (or gave back) since its last report.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Released {
+    pub client: usize,
+    pub calls: usize,
+}
+
+/// A client's effective concurrency and when it can take calls again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientState {
+    pub client: usize,
+    pub concurrency: usize,
+    pub unavailable_until: Option<Instant>,
+}
+
+/// Calls a client cannot finish: `final_failure` — it failed them, try another upstream or
+/// report the error; otherwise it is cooling down, so offer them elsewhere first.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Reroute {
+    pub from: usize,
+    pub calls: Vec<Call>,
+    pub final_failure: bool,
+}
+
+/// Send the free slot count to the former (coalesced).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReportCapacity;
+
+/// Fault injection: panic while handling the next `Dispatch`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicOnNextBatch;
+
+impl Handler<AddClients> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, msg: AddClients, ctx: &mut Context<Self>) {
+        self.clients = msg
+            .0
+            .into_iter()
+            .map(|(addr, config)| ClientSlot {
+                addr,
+                concurrency: config.concurrency.max(1),
+                config,
+                assigned: 0,
+                unavailable_until: None,
+            })
+            .collect();
+        self.schedule_report(ctx);
+    }
+}
+
+impl Handler<Dispatch> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Context<Self>) {
+        if self.panic_on_next_batch {
+            self.panic_on_next_batch = false;
+            panic!("fault injection: pool panics holding a batch of {}", msg.0.items.len());
+        }
+        let calls = calls_for(msg.0);
+        self.send_calls(ctx, calls, None);
+    }
+}
+
+impl Handler<Released> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
+        if let Some(slot) = self.clients.get_mut(msg.client) {
+            slot.assigned = slot.assigned.saturating_sub(msg.calls);
+        }
+        self.schedule_report(ctx);
+    }
+}
+
+impl Handler<ClientState> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, msg: ClientState, ctx: &mut Context<Self>) {
+        if let Some(slot) = self.clients.get_mut(msg.client) {
+            slot.concurrency = msg.concurrency.max(1);
+            slot.unavailable_until = msg.unavailable_until;
+            if let Some(until) = msg.unavailable_until {
+                // Its slots come back when the pause ends; tell the former then.
+                ctx.run_later(until.saturating_duration_since(Instant::now()), |pool, ctx| {
+                    pool.schedule_report(ctx)
+                });
+            }
+        }
+        self.schedule_report(ctx);
+    }
+}
+
+impl Handler<Reroute> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, msg: Reroute, ctx: &mut Context<Self>) {
+        let offered_by = if msg.final_failure { None } else { Some(msg.from) };
+        self.send_calls(ctx, msg.calls, offered_by);
+    }
+}
+
+impl Handler<ReportCapacity> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, _: ReportCapacity, _: &mut Context<Self>) {
+        self.report_scheduled = false;
+        self.former.do_send(Capacity(self.capacity()));
+    }
+}
+
+impl Handler<PanicOnNextBatch> for ClientPool {
+    type Result = ();
+    fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
+        self.panic_on_next_batch = true;
+    }
+}

@@ -1,0 +1,430 @@
+//! Supervisor: owns every actor, applies live changes, brings lost items home, shuts down.
+//!
+//! Every actor runs under [`restart`](super::restart), so a panic restarts it in place; items the
+//! dead handler held come back here (see `item.rs`) and go back to their lane, up to
+//! `max_requeues` times. Live changes (batch size, delay, lane settings, pause) arrive here and
+//! are pushed to the lanes and the former, which apply them from the next batch on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
+use super::client::{self, FailWaiting, LlmClient};
+use super::item::{Item, ItemError, Shared};
+use super::lane::{self, CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
+use super::metrics::{MetricsEvent, MetricsHub, Publish};
+use super::pool::{self, ClientPool};
+use crate::config::{Config, LaneSettings, Mode, ProviderKind};
+
+/// A change to one lane; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanePatch {
+    /// New batch window.
+    pub window_ms: Option<u64>,
+    /// New batch size (the lane stops following `[batching] batch_size`).
+    pub max_batch: Option<usize>,
+    /// New pause between batches (the lane stops following `[batching] batch_delay_ms`).
+    pub delay_ms: Option<u64>,
+    /// New per-item reply budget.
+    pub max_tokens: Option<u32>,
+    /// New latency target.
+    pub latency_ms: Option<u64>,
+    /// New mode.
+    pub mode: Option<Mode>,
+}
+
+/// An upstream as the config view shows it: no secrets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamView {
+    /// Name.
+    pub name: String,
+    /// API kind.
+    pub provider: ProviderKind,
+    /// API root.
+    pub base_url: Option<String>,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Concurrency cap.
+    pub concurrency: usize,
+    /// Name of the key's environment variable (never the key).
+    pub api_key_env: Option<String>,
+}
+
+/// The live batching configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeConfig {
+    /// `[batching] batch_size` now.
+    pub batch_size: usize,
+    /// `[batching] batch_delay_ms` now.
+    pub batch_delay_ms: u64,
+    /// Whether dispatch is paused.
+    pub paused: bool,
+    /// Each lane's effective settings.
+    pub lanes: BTreeMap<String, LaneSettings>,
+    /// The upstreams.
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// A live change that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A value out of range; names the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What would be valid.
+        message: String,
+    },
+    /// No such lane.
+    #[error("unknown lane `{lane}`; lanes are: {known}")]
+    UnknownLane {
+        /// The name given.
+        lane: String,
+        /// Configured lanes.
+        known: String,
+    },
+    /// No such upstream.
+    #[error("unknown upstream `{0}`")]
+    UnknownUpstream(String),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// What a shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Items that finished (result or upstream error) during the drain.
+    pub drained: usize,
+    /// Items answered "shutting down" because the deadline passed first.
+    pub cut_off: usize,
+}
+
+/// Which actor a fault injection targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// A lane, by name.
+    Lane(String),
+    /// The client pool.
+    Pool,
+    /// An upstream client, by upstream name.
+    Client(String),
+}
+
+/// The supervisor actor.
+pub struct Supervisor {
+    pub(crate) config: Config,
+    pub(crate) lane_names: Vec<Arc<str>>,
+    pub(crate) lanes: Vec<Addr<LaneQueue>>,
+    pub(crate) former: Addr<BatchFormer>,
+    pub(crate) pool: Addr<ClientPool>,
+    pub(crate) clients: Vec<Addr<LlmClient>>,
+    pub(crate) metrics: Addr<MetricsHub>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) shutting_down: bool,
+    pub(crate) paused: bool,
+}
+
+impl Supervisor {
+    fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            batch_size: self.config.batching.batch_size,
+            batch_delay_ms: self.config.batching.batch_delay_ms,
+            paused: self.paused,
+            lanes: self
+                .config
+                .lanes
+                .iter()
+                .map(|(name, lane)| (name.clone(), lane.effective(&self.config.batching)))
+                .collect(),
+            upstreams: self
+                .config
+                .upstreams
+                .iter()
+                .map(|u| UpstreamView {
+                    name: u.name.clone(),
+                    provider: u.provider,
+                    base_url: u.base_url.clone(),
+                    models: u.models.clone(),
+                    rpm: u.rpm,
+                    tpm: u.tpm,
+                    rpd: u.rpd,
+                    concurrency: u.concurrency,
+                    api_key_env: u.api_key_env.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Sends every lane its effective settings (after a global or lane change).
+    fn push_lane_settings(&self) {
+        for (index, (addr, name)) in self.lanes.iter().zip(&self.lane_names).enumerate() {
+            if let Some(lane) = self.config.lanes.get(name.as_ref()) {
+                let settings = lane.effective(&self.config.batching);
+                addr.do_send(UpdateLane(settings.clone()));
+                self.former.do_send(UpdateLaneView { index, settings });
+            }
+        }
+    }
+
+    fn changed(&self, change: String) {
+        tracing::info!(event = "config_changed", change = %change);
+        self.metrics.do_send(Publish(MetricsEvent::ConfigChanged { change }));
+    }
+
+    fn known_lanes(&self) -> String {
+        self.lane_names.iter().map(|n| n.as_ref()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Supervisor {}
+
+/// An item whose holder dropped it unanswered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Orphan(pub Item);
+
+/// Set `[batching] batch_size` live.
+#[derive(Message)]
+#[rtype(result = "Result<RuntimeConfig, ControlError>")]
+pub(crate) struct SetBatchSize(pub usize);
+
+/// Set `[batching] batch_delay_ms` live.
+#[derive(Message)]
+#[rtype(result = "Result<RuntimeConfig, ControlError>")]
+pub(crate) struct SetBatchDelay(pub u64);
+
+/// Change one lane live.
+#[derive(Message)]
+#[rtype(result = "Result<RuntimeConfig, ControlError>")]
+pub(crate) struct PatchLane(pub String, pub LanePatch);
+
+/// Pause (true) or resume (false) dispatch.
+#[derive(Message)]
+#[rtype(result = "RuntimeConfig")]
+pub(crate) struct Pause(pub bool);
+
+/// The live configuration.
+#[derive(Message)]
+#[rtype(result = "RuntimeConfig")]
+pub(crate) struct GetConfig;
+
+/// Stop intake, drain until `deadline`, then cut off what is left.
+#[derive(Message)]
+#[rtype(result = "ShutdownReport")]
+pub(crate) struct Shutdown(pub Duration);
+
+/// Fault injection.
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub(crate) struct InjectPanic(pub FaultTarget);
+
+impl Handler<Orphan> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Orphan, _: &mut Context<Self>) {
+        let item = msg.0;
+        if self.shutting_down {
+            item.finish(Err(ItemError::ShuttingDown));
+            return;
+        }
+        let max = self.config.batching.max_requeues;
+        if item.requeues > max {
+            tracing::warn!(event = "failed", item = item.id, reason = "crashed", requeues = item.requeues);
+            let times = item.requeues;
+            item.finish(Err(ItemError::Crashed { times }));
+            return;
+        }
+        match self.lanes.get(item.lane) {
+            Some(lane) => lane.do_send(Requeue(item)),
+            None => item.finish(Err(ItemError::ShuttingDown)),
+        }
+    }
+}
+
+impl Handler<SetBatchSize> for Supervisor {
+    type Result = Result<RuntimeConfig, ControlError>;
+    fn handle(&mut self, msg: SetBatchSize, _: &mut Context<Self>) -> Self::Result {
+        if msg.0 == 0 {
+            return Err(ControlError::Invalid {
+                field: "size",
+                message: "must be a positive integer (got 0)".into(),
+            });
+        }
+        self.config.batching.batch_size = msg.0;
+        self.push_lane_settings();
+        self.changed(format!("batch_size={}", msg.0));
+        Ok(self.runtime_config())
+    }
+}
+
+impl Handler<SetBatchDelay> for Supervisor {
+    type Result = Result<RuntimeConfig, ControlError>;
+    fn handle(&mut self, msg: SetBatchDelay, _: &mut Context<Self>) -> Self::Result {
+        self.config.batching.batch_delay_ms = msg.0;
+        self.push_lane_settings();
+        self.changed(format!("batch_delay_ms={}", msg.0));
+        Ok(self.runtime_config())
+    }
+}
+
+impl Handler<PatchLane> for Supervisor {
+    type Result = Result<RuntimeConfig, ControlError>;
+    fn handle(&mut self, msg: PatchLane, _: &mut Context<Self>) -> Self::Result {
+        let PatchLane(name, patch) = msg;
+        if patch.max_batch == Some(0) {
+            return Err(ControlError::Invalid {
+                field: "max_batch",
+                message: "must be at least 1 (got 0)".into(),
+            });
+        }
+        let known = self.known_lanes();
+        let lane = self
+            .config
+            .lanes
+            .get_mut(&name)
+            .ok_or(ControlError::UnknownLane { lane: name.clone(), known })?;
+        let mut changes = Vec::new();
+        if let Some(v) = patch.window_ms {
+            lane.window_ms = v;
+            changes.push(format!("window_ms={v}"));
+        }
+        if let Some(v) = patch.max_batch {
+            lane.max_batch = Some(v);
+            changes.push(format!("max_batch={v}"));
+        }
+        if let Some(v) = patch.delay_ms {
+            lane.delay_ms = Some(v);
+            changes.push(format!("delay_ms={v}"));
+        }
+        if let Some(v) = patch.max_tokens {
+            lane.max_tokens = Some(v);
+            changes.push(format!("max_tokens={v}"));
+        }
+        if let Some(v) = patch.latency_ms {
+            lane.latency_ms = v;
+            changes.push(format!("latency_ms={v}"));
+        }
+        if let Some(v) = patch.mode {
+            lane.mode = v;
+            changes.push(format!("mode={v:?}"));
+        }
+        self.push_lane_settings();
+        if !changes.is_empty() {
+            self.changed(format!("lanes.{name}: {}", changes.join(" ")));
+        }
+        Ok(self.runtime_config())
+    }
+}
+
+impl Handler<Pause> for Supervisor {
+    type Result = MessageResult<Pause>;
+    fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> Self::Result {
+        if self.paused != msg.0 {
+            self.paused = msg.0;
+            self.former.do_send(SetPaused(msg.0));
+            self.metrics.do_send(Publish(MetricsEvent::Paused { paused: msg.0 }));
+            tracing::info!(event = if msg.0 { "paused" } else { "resumed" });
+        }
+        MessageResult(self.runtime_config())
+    }
+}
+
+impl Handler<GetConfig> for Supervisor {
+    type Result = MessageResult<GetConfig>;
+    fn handle(&mut self, _: GetConfig, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.runtime_config())
+    }
+}
+
+impl Handler<InjectPanic> for Supervisor {
+    type Result = Result<(), ControlError>;
+    fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> Self::Result {
+        match msg.0 {
+            FaultTarget::Pool => self.pool.do_send(pool::PanicOnNextBatch),
+            FaultTarget::Lane(name) => {
+                let i = self.lane_names.iter().position(|n| n.as_ref() == name).ok_or_else(|| {
+                    ControlError::UnknownLane { lane: name.clone(), known: self.known_lanes() }
+                })?;
+                self.lanes[i].do_send(lane::PanicOnNextBatch);
+            }
+            FaultTarget::Client(name) => {
+                let i = self
+                    .config
+                    .upstreams
+                    .iter()
+                    .position(|u| u.name == name)
+                    .ok_or(ControlError::UnknownUpstream(name))?;
+                self.clients[i].do_send(client::PanicOnNextBatch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<ShutdownReport>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        tracing::info!(event = "shutdown", open = self.shared.open(), deadline_ms = msg.0.as_millis() as u64);
+        for lane in &self.lanes {
+            lane.do_send(CloseIntake);
+        }
+        // Dispatch must run for the drain to make progress.
+        self.former.do_send(SetPaused(false));
+        let (lanes, clients, shared, stop) =
+            (self.lanes.clone(), self.clients.clone(), Arc::clone(&self.shared), self.stop.clone());
+        let deadline = Instant::now() + msg.0;
+        Box::pin(async move {
+            let open_at_start = shared.open();
+            while shared.open() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut cut_off = 0;
+            if shared.open() > 0 {
+                for lane in &lanes {
+                    cut_off += lane.send(FailAll(ItemError::ShuttingDown)).await.unwrap_or(0);
+                }
+                for client in &clients {
+                    cut_off += client.send(FailWaiting(ItemError::ShuttingDown)).await.unwrap_or(0);
+                }
+                // Calls still running are dropped; their items come home and are answered
+                // "shutting down" by the Orphan handler.
+                let in_flight = shared.open();
+                stop.send_replace(true);
+                let grace = Instant::now() + Duration::from_secs(1);
+                while shared.open() > 0 && Instant::now() < grace {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                cut_off += in_flight.saturating_sub(shared.open());
+            }
+            let report = ShutdownReport { drained: open_at_start.saturating_sub(cut_off), cut_off };
+            tracing::info!(
+                event = "shutdown_complete",
+                drained = report.drained,
+                cut_off = report.cut_off,
+                left = shared.open()
+            );
+            report
+        })
+    }
+}
