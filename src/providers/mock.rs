@@ -1,39 +1,321 @@
-//! (temporary echo mock until the providers branch lands)
-use super::{CallFuture, CallReply, CallRequest, Provider, Usage};
-use crate::config::MockConfig;
+//! The simulated upstream: configurable latency, output length, and fault injection, with answers
+//! that mention their prompt so tests can check order and completeness.
+//!
+//! [`MockProvider`] runs in-process (the default upstream, so ferry works with no key and no
+//! network); `ferry mock-upstream` ([`crate::mock_upstream`]) serves the same [`answer`] and the
+//! same [`FaultRates`] draws over HTTP. The in-process mock sits on the hot path of a
+//! 100,000 prompts/s benchmark, so a call with zero latency takes no lock and never sleeps.
 
-/// (temporary)
-pub struct MockProvider(MockConfig);
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{CallFuture, CallReply, CallRequest, Provider, ProviderError, RateHints, Role, Usage};
+use crate::config::MockConfig;
+use crate::core::combine;
+
+/// The words every mock answer starts with, before the prompt it answers.
+pub const ANSWER_PREFIX: &str = "mock answer to: ";
+
+/// Words appended, in turn, to pad an answer to its token count.
+const FILLER: [&str; 8] = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit"];
+
+/// The mock's answer to `request`, the same in-process and over HTTP.
+///
+/// A combined call ([`combine::parse_request`]) gets a JSON array with one
+/// `"mock answer to: {prompt}"` per prompt, in order. Any other call gets
+/// `"mock answer to: {last user message}"` padded with filler words to `output_tokens` words
+/// (about one token per word), capped by the request's `max_tokens`. Prompt tokens are estimated
+/// as a quarter of the characters of all messages; completion tokens are the padded length, or
+/// the word count when the answer is longer.
+pub fn answer(request: &CallRequest, output_tokens: u32) -> CallReply {
+    let text = match combine::parse_request(&request.messages) {
+        Some(prompts) => {
+            let answers: Vec<String> = prompts.iter().map(|p| format!("{ANSWER_PREFIX}{p}")).collect();
+            // Serializing a Vec<String> cannot fail; an empty array is still a valid reply shape.
+            serde_json::to_string(&answers).unwrap_or_else(|_| "[]".into())
+        }
+        None => {
+            let target = request.max_tokens.map_or(output_tokens, |cap| cap.min(output_tokens));
+            padded_answer(last_user_message(request), target)
+        }
+    };
+    let chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
+    let words = u32::try_from(text.split_whitespace().count()).unwrap_or(u32::MAX);
+    let usage = Usage {
+        prompt_tokens: u32::try_from(chars / 4).unwrap_or(u32::MAX).max(1),
+        completion_tokens: words.max(output_tokens),
+    };
+    CallReply { text, usage: Some(usage), hints: RateHints::default() }
+}
+
+/// The text of the last user message (empty when there is none).
+fn last_user_message(request: &CallRequest) -> &str {
+    request.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
+}
+
+/// `"mock answer to: {prompt}"` followed by filler words until it has `target` words.
+fn padded_answer(prompt: &str, target: u32) -> String {
+    let mut text = String::with_capacity(ANSWER_PREFIX.len() + prompt.len() + 8 * target as usize);
+    text.push_str(ANSWER_PREFIX);
+    text.push_str(prompt);
+    let words = text.split_whitespace().count();
+    for filler in FILLER.iter().cycle().take((target as usize).saturating_sub(words)) {
+        text.push(' ');
+        text.push_str(filler);
+    }
+    text
+}
+
+/// A failure the mock can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 500.
+    Server,
+    /// HTTP 429 with a retry delay.
+    RateLimited,
+    /// HTTP 503.
+    Overloaded,
+    /// HTTP 200 whose body is not the API's JSON.
+    Malformed,
+    /// The connection closes before a complete reply.
+    Dropped,
+    /// No reply in any sane time.
+    Timeout,
+}
+
+/// How often each [`Fault`] is injected; probabilities in `0.0..=1.0` whose sum is at most 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// Share of calls answered with [`Fault::Server`].
+    pub server: f64,
+    /// Share of calls answered with [`Fault::RateLimited`].
+    pub rate_limited: f64,
+    /// Share of calls answered with [`Fault::Overloaded`].
+    pub overloaded: f64,
+    /// Share of calls answered with [`Fault::Malformed`].
+    pub malformed: f64,
+    /// Share of calls answered with [`Fault::Dropped`].
+    pub dropped: f64,
+    /// Share of calls answered with [`Fault::Timeout`].
+    pub timeout: f64,
+}
+
+impl FaultRates {
+    /// The fault for a uniform `draw` in `0.0..1.0`: each fault owns a slice of the unit
+    /// interval as wide as its rate, so one draw decides and the seeded sequence is reproducible.
+    pub fn pick(&self, draw: f64) -> Option<Fault> {
+        let slices = [
+            (self.server, Fault::Server),
+            (self.rate_limited, Fault::RateLimited),
+            (self.overloaded, Fault::Overloaded),
+            (self.malformed, Fault::Malformed),
+            (self.dropped, Fault::Dropped),
+            (self.timeout, Fault::Timeout),
+        ];
+        let mut edge = 0.0;
+        for (rate, fault) in slices {
+            edge += rate;
+            if draw < edge {
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    /// True when no fault can be drawn, so the draw can be skipped.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A seeded stream of random draws without a lock: draw `n` is a hash of the seed and `n`, so
+/// concurrent callers only share one atomic counter and a seed replays the same sequence.
+#[derive(Debug)]
+pub struct Draws {
+    seed: u64,
+    next: AtomicU64,
+}
+
+impl Draws {
+    /// A stream starting at draw 0 for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, next: AtomicU64::new(0) }
+    }
+
+    /// The next draw: a uniform `f64` in `0.0..1.0` and an independent uniform `u64`.
+    pub fn next(&self) -> (f64, u64) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = splitmix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let second = splitmix64(first);
+        // The top 53 bits fill an f64 mantissa exactly, giving a uniform value below 1.0.
+        ((first >> 11) as f64 / (1u64 << 53) as f64, second)
+    }
+}
+
+/// The splitmix64 finaliser: a fast, well-mixed 64-bit hash.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Latency `base_ms` plus a uniform `0..=jitter_ms` taken from `bits`.
+pub fn latency(base_ms: u64, jitter_ms: u64, bits: u64) -> Duration {
+    let jitter = if jitter_ms == 0 { 0 } else { bits % (jitter_ms + 1) };
+    Duration::from_millis(base_ms.saturating_add(jitter))
+}
+
+/// The in-process simulated upstream (`provider = "mock"`).
+#[derive(Debug)]
+pub struct MockProvider {
+    config: MockConfig,
+    faults: FaultRates,
+    draws: Draws,
+}
 
 impl MockProvider {
-    /// (temporary)
+    /// A mock answering with `config`'s latency, output length and fault rates.
     pub fn new(config: MockConfig) -> Self {
-        Self(config)
+        let faults = FaultRates {
+            server: config.error_rate,
+            rate_limited: config.rate_limit_rate,
+            ..FaultRates::default()
+        };
+        let draws = Draws::new(config.seed);
+        Self { config, faults, draws }
     }
 }
 
 impl Provider for MockProvider {
     fn call(&self, request: CallRequest) -> CallFuture {
-        let latency = self.0.latency_ms;
+        let needs_draw = !self.faults.is_zero() || self.config.latency_jitter_ms > 0;
+        let (draw, bits) = if needs_draw { self.draws.next() } else { (1.0, 0) };
+        let fault = self.faults.pick(draw);
+        let delay = latency(self.config.latency_ms, self.config.latency_jitter_ms, bits);
+        let output_tokens = self.config.output_tokens;
+        let retry_after = Duration::from_millis(self.config.retry_after_ms);
         Box::pin(async move {
-            if latency > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+            // A 429 comes back at once, as real rate limiters answer before doing any work.
+            if fault == Some(Fault::RateLimited) {
+                return Err(ProviderError::RateLimited {
+                    retry_after: Some(retry_after),
+                    hints: RateHints::default(),
+                });
             }
-            let text = match crate::core::combine::parse_request(&request.messages) {
-                Some(prompts) => serde_json::to_string(
-                    &prompts.iter().map(|p| format!("mock answer to: {p}")).collect::<Vec<_>>(),
-                )
-                .unwrap_or_default(),
-                None => format!(
-                    "mock answer to: {}",
-                    request.messages.last().map(|m| m.content.as_str()).unwrap_or("")
-                ),
-            };
-            Ok(CallReply {
-                text,
-                usage: Some(Usage { prompt_tokens: 1, completion_tokens: 1 }),
-                hints: Default::default(),
-            })
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            match fault {
+                Some(Fault::Server) => {
+                    Err(ProviderError::Server { status: 500, message: "mock: injected server error".into() })
+                }
+                _ => Ok(answer(&request, output_tokens)),
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ChatMessage;
+
+    fn request(messages: Vec<ChatMessage>) -> CallRequest {
+        CallRequest { model: "mock".into(), messages, max_tokens: None, temperature: None }
+    }
+
+    #[test]
+    fn answer_mentions_prompt_and_is_padded() {
+        let reply = answer(&request(vec![ChatMessage::user("what is 2+2?")]), 10);
+        assert!(reply.text.starts_with("mock answer to: what is 2+2?"), "{}", reply.text);
+        assert_eq!(reply.text.split_whitespace().count(), 10);
+        assert_eq!(reply.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 10 }));
+    }
+
+    #[test]
+    fn answer_respects_max_tokens_but_keeps_the_prompt() {
+        let mut req = request(vec![ChatMessage::user("one two three")]);
+        req.max_tokens = Some(2);
+        let reply = answer(&req, 50);
+        assert_eq!(reply.text, "mock answer to: one two three");
+        assert_eq!(reply.usage.map(|u| u.completion_tokens), Some(50));
+    }
+
+    #[test]
+    fn combined_call_gets_one_answer_per_prompt() {
+        let reply = answer(&request(combine::build(&["first", "second \"q\""])), 8);
+        let answers = combine::split(&reply.text, 2).expect("combined reply splits");
+        assert_eq!(answers, vec!["mock answer to: first", "mock answer to: second \"q\""]);
+    }
+
+    #[test]
+    fn prompt_tokens_are_at_least_one() {
+        let reply = answer(&request(vec![ChatMessage::user("")]), 1);
+        assert_eq!(reply.usage.map(|u| u.prompt_tokens), Some(1));
+    }
+
+    #[test]
+    fn fault_slices_follow_rates() {
+        let rates = FaultRates { server: 0.1, rate_limited: 0.2, timeout: 0.1, ..FaultRates::default() };
+        assert_eq!(rates.pick(0.05), Some(Fault::Server));
+        assert_eq!(rates.pick(0.25), Some(Fault::RateLimited));
+        assert_eq!(rates.pick(0.35), Some(Fault::Timeout));
+        assert_eq!(rates.pick(0.45), None);
+        assert_eq!(FaultRates::default().pick(0.0), None);
+    }
+
+    #[test]
+    fn draws_replay_for_a_seed_and_are_uniform() {
+        let (a, b) = (Draws::new(7), Draws::new(7));
+        let first: Vec<f64> = (0..100).map(|_| a.next().0).collect();
+        let again: Vec<f64> = (0..100).map(|_| b.next().0).collect();
+        assert_eq!(first, again);
+        let c = Draws::new(7);
+        let below_half = (0..10_000).filter(|_| c.next().0 < 0.5).count();
+        assert!((4_700..5_300).contains(&below_half), "{below_half}");
+    }
+
+    #[test]
+    fn latency_adds_bounded_jitter() {
+        assert_eq!(latency(10, 0, 12345), Duration::from_millis(10));
+        for bits in [0, 1, 5, u64::MAX] {
+            let d = latency(10, 5, bits);
+            assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(15));
+        }
+    }
+
+    #[tokio::test]
+    async fn injected_faults_show_up_at_their_rates() {
+        let mock = MockProvider::new(MockConfig {
+            error_rate: 0.25,
+            rate_limit_rate: 0.25,
+            retry_after_ms: 1500,
+            ..MockConfig::default()
+        });
+        let (mut ok, mut server, mut limited) = (0, 0, 0);
+        for _ in 0..2000 {
+            match mock.call(request(vec![ChatMessage::user("hi")])).await {
+                Ok(_) => ok += 1,
+                Err(ProviderError::Server { status: 500, .. }) => server += 1,
+                Err(ProviderError::RateLimited { retry_after, .. }) => {
+                    assert_eq!(retry_after, Some(Duration::from_millis(1500)));
+                    limited += 1;
+                }
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        for count in [server, limited] {
+            assert!((400..600).contains(&count), "{ok} {server} {limited}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_simulated() {
+        let mock = MockProvider::new(MockConfig { latency_ms: 300, ..MockConfig::default() });
+        let start = tokio::time::Instant::now();
+        let reply = mock.call(request(vec![ChatMessage::user("slow")])).await;
+        assert!(reply.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod gemini;
 pub mod headers;
+mod http;
 pub mod mock;
 pub mod openai;
 
