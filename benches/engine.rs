@@ -1,1 +1,93 @@
-fn main() {}
+//! Engine throughput and added latency with the in-process mock at zero latency and no limits.
+//!
+//! `cargo bench --bench engine` prints prompts/second through the whole engine (fanout lane,
+//! window 0, delay 0) and the engine's added latency per item at low load (one prompt at a time:
+//! with a zero-latency upstream, all of the time is the engine's).
+//! Environment: `FERRY_BENCH_ITEMS` (default 1,000,000), `FERRY_BENCH_SAMPLES` (default 20,000).
+
+use std::time::{Duration, Instant};
+
+use ferry::config::{Config, LaneConfig, Mode, UpstreamConfig};
+use ferry::engine::{Engine, Prompt};
+
+fn bench_config(max_batch: usize) -> Config {
+    let mut config = Config::default();
+    config.batching.queue_capacity = 10_000_000;
+    config.lanes.clear();
+    config.lanes.insert(
+        "bulk".into(),
+        LaneConfig {
+            rank: 0,
+            window_ms: 0,
+            max_batch: Some(max_batch),
+            delay_ms: Some(0),
+            max_tokens: Some(16),
+            latency_ms: 1_000,
+            mode: Mode::Fanout,
+            queue_capacity: None,
+            model: None,
+        },
+    );
+    let mut mock = UpstreamConfig::mock("mock");
+    mock.concurrency = 1_000_000;
+    config.upstreams = vec![mock];
+    config
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn throughput(items: usize) -> f64 {
+    let engine = Engine::start(&bench_config(4096)).expect("engine starts");
+    const CHUNK: usize = 10_000;
+    let started = Instant::now();
+    let mut submissions = Vec::new();
+    let mut sent = 0;
+    while sent < items {
+        let n = CHUNK.min(items - sent);
+        let prompts: Vec<Prompt> = (sent..sent + n).map(|i| Prompt::text(format!("prompt {i}"))).collect();
+        submissions.push(engine.submit("bulk", prompts).await.expect("accepted"));
+        sent += n;
+    }
+    let mut ok = 0;
+    for submission in submissions {
+        ok += submission.collect().await.iter().filter(|o| o.is_ok()).count();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(ok, items, "every prompt answered");
+    items as f64 / elapsed.as_secs_f64()
+}
+
+async fn added_latency(samples: usize) -> (Duration, Duration, Duration) {
+    let engine = Engine::start(&bench_config(64)).expect("engine starts");
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let started = Instant::now();
+        let outcome = engine.submit_one("bulk", Prompt::text(format!("prompt {i}"))).await.expect("accepted");
+        latencies.push(started.elapsed());
+        assert!(outcome.is_ok());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (at(0.50), at(0.99), at(0.999))
+}
+
+fn main() {
+    let items = env_usize("FERRY_BENCH_ITEMS", 1_000_000);
+    let samples = env_usize("FERRY_BENCH_SAMPLES", 20_000);
+    let system = actix::System::new();
+    system.block_on(async {
+        // Warm up allocator and code paths.
+        throughput(50_000).await;
+        let rate = throughput(items).await;
+        println!("engine throughput (fanout, in-process mock, zero latency): {rate:.0} prompts/s over {items} prompts");
+        let (p50, p99, p999) = added_latency(samples).await;
+        println!(
+            "engine added latency at low load (one at a time, {samples} samples): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            p999.as_secs_f64() * 1e6
+        );
+    });
+}

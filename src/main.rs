@@ -1,1 +1,116 @@
-fn main() {}
+//! The `ferry` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ferry::config::Config;
+use ferry::engine::{Engine, Prompt};
+use ferry::mock_upstream::{self, MockUpstreamArgs};
+
+/// ferry: an actor-based LLM batch engine.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print what it resolves to (exit 1 on errors).
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Serve the simulated upstream over HTTP (OpenAI- and Gemini-compatible).
+    MockUpstream(MockUpstreamArgs),
+    /// Push a burst of prompts through the engine and print what each lane's batches did.
+    Demo {
+        /// The config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Prompts per lane.
+        #[arg(long, default_value_t = 40)]
+        prompts: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::MockUpstream(args)) => mock_upstream(args),
+        Some(Command::Demo { config, prompts }) => demo(&config, prompts),
+        None => demo(&PathBuf::from("config.toml"), 40),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ferry: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", config.render());
+            eprintln!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
+    let logging = ferry::config::LoggingConfig { level: "info".into(), ..Default::default() };
+    let _guard = ferry::logging::init(&logging, false).context("starting logging")?;
+    actix::System::new().block_on(mock_upstream::serve(args)).context("mock upstream")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(path: &PathBuf, prompts: usize) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
+    actix::System::new().block_on(async move {
+        let engine = Engine::start(&config)?;
+        let started = Instant::now();
+        let mut waiting = Vec::new();
+        for lane in engine.lanes() {
+            let batch: Vec<Prompt> =
+                (0..prompts).map(|i| Prompt::text(format!("{lane} prompt {i}"))).collect();
+            waiting.push((lane.clone(), engine.submit(&lane, batch).await?));
+        }
+        println!("submitted {prompts} prompts to each of {} lanes", waiting.len());
+        for (lane, submission) in waiting {
+            let outcomes = submission.collect().await;
+            let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+            println!("{lane:>8}: {ok}/{} answered after {:?}", outcomes.len(), started.elapsed());
+        }
+        let snapshot = engine.snapshot().await?;
+        println!("{} batches; recent:", snapshot.batches);
+        for batch in snapshot.recent_batches.iter().rev().take(12) {
+            println!(
+                "  {} {:>8} {:?} size {:>3} ok {:>3} failed {} in {:.1} ms",
+                batch.id,
+                batch.lane,
+                batch.mode,
+                batch.size,
+                batch.ok,
+                batch.failed,
+                batch.duration.as_secs_f64() * 1000.0
+            );
+        }
+        engine.shutdown(Duration::from_secs(5)).await;
+        println!("logs: {}", config.logging.dir.join(&config.logging.file).display());
+        Ok(ExitCode::SUCCESS)
+    })
+}

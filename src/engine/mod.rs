@@ -101,7 +101,7 @@ impl Engine {
 
         let mut clients = Vec::with_capacity(config.upstreams.len());
         for (index, upstream) in config.upstreams.iter().enumerate() {
-            let key = api_key(upstream)?;
+            let key = upstream.api_key().map_err(|e| EngineError::Config(e.to_string()))?;
             let provider = providers::build(upstream, key)?;
             let client = LlmClient::new(
                 index,
@@ -313,15 +313,5 @@ async fn bring_home(mut home: mpsc::UnboundedReceiver<Item>, supervisor: Addr<Su
         } else {
             item.finish(Err(ItemError::ShuttingDown));
         }
-    }
-}
-
-fn api_key(upstream: &crate::config::UpstreamConfig) -> Result<Option<String>, EngineError> {
-    match &upstream.api_key_env {
-        None => Ok(None),
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.is_empty() => Ok(Some(key)),
-            _ => Ok(None),
-        },
     }
 }
