@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use ferry::config::{Config, LaneConfig, Mode, UpstreamConfig};
 use ferry::engine::{Engine, Prompt};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench_config(max_batch: usize) -> Config {
     let mut config = Config::default();
     config.batching.queue_capacity = 10_000_000;

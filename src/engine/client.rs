@@ -50,7 +50,7 @@ pub(crate) struct Call {
     pub rate_limited: u32,
     /// Bit i set: upstream i failed this call.
     pub tried: u64,
-    pub last_error: Option<ItemError>,
+    pub last_error: Option<Box<ItemError>>,
     /// Whether this call counts against the pool's view of this client's load.
     pub holds_slot: bool,
 }
@@ -120,7 +120,7 @@ pub struct LlmClient {
     index: usize,
     name: Arc<str>,
     config: UpstreamConfig,
-    default_model: String,
+    default_model: Arc<str>,
     provider: Arc<dyn Provider>,
     pool: Addr<ClientPool>,
     metrics: Addr<MetricsHub>,
@@ -153,7 +153,7 @@ impl LlmClient {
         stop: watch::Receiver<bool>,
         log_payloads: bool,
     ) -> Self {
-        let default_model = config.models.first().cloned().unwrap_or_else(|| "default".into());
+        let default_model: Arc<str> = Arc::from(config.models.first().map_or("default", String::as_str));
         Self {
             index,
             name: Arc::from(config.name.as_str()),
@@ -194,7 +194,7 @@ impl LlmClient {
             CallItems::Combined(items) => items.first().and_then(|i| i.prompt.temperature),
         };
         CallRequest {
-            model: call.model.clone().unwrap_or_else(|| self.default_model.clone()),
+            model: call.model.clone().unwrap_or_else(|| self.default_model.to_string()),
             messages,
             max_tokens: call.max_tokens,
             temperature,
@@ -320,7 +320,10 @@ impl LlmClient {
         if self.log_payloads {
             tracing::debug!(event = "llm_reply", upstream = %self.name, text = %reply.text);
         }
-        let model: Arc<str> = Arc::from(self.request_model(&call));
+        let model = match &call.model {
+            Some(model) => Arc::from(model.as_str()),
+            None => Arc::clone(&self.default_model),
+        };
         match call.items {
             CallItems::One(item) => {
                 self.release(ctx, call.holds_slot);
@@ -345,10 +348,6 @@ impl LlmClient {
                 }
             },
         }
-    }
-
-    fn request_model(&self, call: &Call) -> String {
-        call.model.clone().unwrap_or_else(|| self.default_model.clone())
     }
 
     fn answer(&self, item: &Item, text: String, usage: Usage, model: Arc<str>) -> Answer {
@@ -452,7 +451,8 @@ impl LlmClient {
         };
         tracing::debug!(event = "failed", upstream = %self.name, error = error.kind(), attempts);
         call.tried |= 1 << (self.index % 64);
-        call.last_error = Some(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts });
+        call.last_error =
+            Some(Box::new(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts }));
         self.release(ctx, call.holds_slot);
         call.holds_slot = false;
         self.pool.do_send(Reroute { from: self.index, calls: vec![call], final_failure: true });

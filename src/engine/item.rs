@@ -185,7 +185,7 @@ pub(crate) struct Item {
     /// Bit i set: upstream i already failed this item.
     pub tried: u64,
     /// The last upstream error, reported if no upstream is left to try.
-    pub last_error: Option<ItemError>,
+    pub last_error: Option<Box<ItemError>>,
     pub batch: Option<Arc<BatchTracker>>,
     reply: Option<Reply>,
     shared: Arc<Shared>,

@@ -1,46 +1,26 @@
 //! The order in which an upstream client starts its calls.
 //!
-//! Calls that may start now wait in a heap by lane rank (then arrival), so a high-lane call that
-//! arrives behind a low-lane backlog still goes first; calls waiting out a backoff sit in a
-//! second heap by the instant they become due. Plain data, no clock: the client passes `now`.
+//! Calls that may start now wait in one FIFO per lane rank, highest rank first, so a high-lane
+//! call that arrives behind a low-lane backlog still goes first; ranks are few, so finding a
+//! bucket is a short scan and a call is moved once in and once out (a heap would move it log n
+//! times). Calls waiting out a backoff sit in a heap by the instant they become due. Plain data,
+//! no clock: the client passes `now`.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
 
 use tokio::time::Instant;
 
-struct Ready<T> {
-    rank: u32,
-    seq: u64,
-    value: T,
-}
-
-impl<T> PartialEq for Ready<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.rank == other.rank && self.seq == other.seq
-    }
-}
-impl<T> Eq for Ready<T> {}
-impl<T> PartialOrd for Ready<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Ready<T> {
-    // Max-heap: higher rank first, then the earlier arrival.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank.cmp(&other.rank).then_with(|| Reverse(self.seq).cmp(&Reverse(other.seq)))
-    }
-}
-
 struct Delayed<T> {
     due: Instant,
-    inner: Ready<T>,
+    seq: u64,
+    rank: u32,
+    value: T,
 }
 
 impl<T> PartialEq for Delayed<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.due == other.due && self.inner == other.inner
+        self.due == other.due && self.seq == other.seq
     }
 }
 impl<T> Eq for Delayed<T> {}
@@ -50,55 +30,70 @@ impl<T> PartialOrd for Delayed<T> {
     }
 }
 impl<T> Ord for Delayed<T> {
-    // Max-heap reversed: the earliest due first.
+    // Max-heap reversed: the earliest due first, then the earlier arrival.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.due.cmp(&self.due).then_with(|| other.inner.seq.cmp(&self.inner.seq))
+        other.due.cmp(&self.due).then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
 /// Calls waiting in one upstream client.
 pub(crate) struct Mailbox<T> {
-    ready: BinaryHeap<Ready<T>>,
+    /// (rank, calls) sorted by rank, highest first.
+    ready: Vec<(u32, VecDeque<T>)>,
+    ready_len: usize,
     delayed: BinaryHeap<Delayed<T>>,
     seq: u64,
 }
 
 impl<T> Default for Mailbox<T> {
     fn default() -> Self {
-        Self { ready: BinaryHeap::new(), delayed: BinaryHeap::new(), seq: 0 }
+        Self { ready: Vec::new(), ready_len: 0, delayed: BinaryHeap::new(), seq: 0 }
     }
 }
 
 impl<T> Mailbox<T> {
     /// A call that may start as soon as limits allow.
     pub(crate) fn push(&mut self, rank: u32, value: T) {
-        self.seq += 1;
-        self.ready.push(Ready { rank, seq: self.seq, value });
+        let at = match self.ready.iter().position(|(r, _)| *r <= rank) {
+            Some(i) if self.ready[i].0 == rank => i,
+            Some(i) => {
+                self.ready.insert(i, (rank, VecDeque::new()));
+                i
+            }
+            None => {
+                self.ready.push((rank, VecDeque::new()));
+                self.ready.len() - 1
+            }
+        };
+        self.ready[at].1.push_back(value);
+        self.ready_len += 1;
     }
 
     /// A call that may not start before `due`.
     pub(crate) fn push_at(&mut self, due: Instant, rank: u32, value: T) {
         self.seq += 1;
-        self.delayed.push(Delayed { due, inner: Ready { rank, seq: self.seq, value } });
+        self.delayed.push(Delayed { due, seq: self.seq, rank, value });
     }
 
-    /// Moves calls that are due at `now` to the ready heap.
+    /// Moves calls that are due at `now` to the ready queues.
     pub(crate) fn promote(&mut self, now: Instant) {
         while self.delayed.peek().is_some_and(|d| d.due <= now) {
             if let Some(d) = self.delayed.pop() {
-                self.ready.push(d.inner);
+                self.push(d.rank, d.value);
             }
         }
     }
 
     /// The call to start next, if any is ready.
     pub(crate) fn peek(&self) -> Option<&T> {
-        self.ready.peek().map(|r| &r.value)
+        self.ready.iter().find_map(|(_, calls)| calls.front())
     }
 
     /// Takes the call [`peek`](Self::peek) showed.
     pub(crate) fn pop(&mut self) -> Option<T> {
-        self.ready.pop().map(|r| r.value)
+        let value = self.ready.iter_mut().find_map(|(_, calls)| calls.pop_front())?;
+        self.ready_len -= 1;
+        Some(value)
     }
 
     /// When the next delayed call becomes due.
@@ -108,7 +103,7 @@ impl<T> Mailbox<T> {
 
     /// Calls waiting, ready or delayed.
     pub(crate) fn len(&self) -> usize {
-        self.ready.len() + self.delayed.len()
+        self.ready_len + self.delayed.len()
     }
 
     /// Whether nothing waits.
@@ -118,8 +113,9 @@ impl<T> Mailbox<T> {
 
     /// Removes every waiting call.
     pub(crate) fn drain(&mut self) -> Vec<T> {
-        let mut all: Vec<T> = self.ready.drain().map(|r| r.value).collect();
-        all.extend(self.delayed.drain().map(|d| d.inner.value));
+        let mut all: Vec<T> = self.ready.iter_mut().flat_map(|(_, calls)| calls.drain(..)).collect();
+        self.ready_len = 0;
+        all.extend(self.delayed.drain().map(|d| d.value));
         all
     }
 }

@@ -88,7 +88,7 @@ impl ClientPool {
                     per_client[i].push(call);
                 }
                 None => {
-                    let error = call.last_error.clone().unwrap_or_else(|| ItemError::NoUpstream {
+                    let error = call.last_error.take().map(|e| *e).unwrap_or_else(|| ItemError::NoUpstream {
                         model: call.model.clone().unwrap_or_else(|| "(default)".into()),
                     });
                     call.fail(error);

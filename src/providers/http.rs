@@ -125,7 +125,7 @@ pub(crate) fn status_error(
     match code {
         429 => ProviderError::RateLimited {
             retry_after: headers::retry_after(headers, SystemTime::now()).or_else(|| body_retry_after(body)),
-            hints: headers::rate_hints(headers),
+            hints: Box::new(headers::rate_hints(headers)),
         },
         503 => ProviderError::Overloaded { message: error_message(status, body) },
         500..=599 => ProviderError::Server { status: code, message: error_message(status, body) },

@@ -200,7 +200,7 @@ impl Provider for MockProvider {
             if fault == Some(Fault::RateLimited) {
                 return Err(ProviderError::RateLimited {
                     retry_after: Some(retry_after),
-                    hints: RateHints::default(),
+                    hints: Box::default(),
                 });
             }
             if !delay.is_zero() {

@@ -129,8 +129,9 @@ pub enum ProviderError {
     RateLimited {
         /// Parsed `Retry-After` (or provider-specific equivalent), already clamped to >= 0.
         retry_after: Option<Duration>,
-        /// Any rate-limit headers sent with the 429.
-        hints: RateHints,
+        /// Any rate-limit headers sent with the 429 (boxed: keeps every error, and so every
+        /// outcome, small).
+        hints: Box<RateHints>,
     },
     /// HTTP 503: the upstream has no free slot (llama.cpp, Ollama). Backpressure, not failure.
     #[error("upstream overloaded (503): {message}")]
