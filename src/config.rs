@@ -146,6 +146,15 @@ pub enum Mode {
     Combined,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Fanout => "fanout",
+            Mode::Combined => "combined",
+        })
+    }
+}
+
 /// `[lanes.NAME]`: one priority class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

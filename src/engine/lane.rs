@@ -175,7 +175,7 @@ impl Handler<Take> for LaneQueue {
             batch_id = %tracker.id,
             lane = %self.name,
             size = n,
-            mode = ?self.settings.mode,
+            mode = %self.settings.mode,
             waiting = self.queue.len(),
         );
         self.metrics.do_send(Publish(MetricsEvent::BatchDispatched {

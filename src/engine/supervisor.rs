@@ -325,7 +325,7 @@ impl Handler<PatchLane> for Supervisor {
         }
         if let Some(v) = patch.mode {
             lane.mode = v;
-            changes.push(format!("mode={v:?}"));
+            changes.push(format!("mode={v}"));
         }
         self.push_lane_settings();
         if !changes.is_empty() {
