@@ -266,12 +266,18 @@ impl LlmClient {
         let mut stop = self.stop.clone();
         actix::spawn(async move {
             let started = Instant::now();
+            let stopped = async move {
+                // A closed channel (engine dropped without a shutdown) is not a stop signal.
+                if stop.wait_for(|stopped| *stopped).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 biased;
                 result = future => client.do_send(CallDone { call, permit, result, latency: started.elapsed() }),
                 // Shutdown past its deadline: dropping the call sends its items home, where
                 // the Supervisor answers them.
-                _ = stop.wait_for(|stopped| *stopped) => drop(call),
+                () = stopped => drop(call),
             }
         });
     }
