@@ -355,15 +355,13 @@ mod tests {
 
     #[tokio::test]
     async fn every_fault_knob_is_injected_in_process() {
-        let knobs: [(fn(&mut MockConfig), &str); 4] = [
-            (|c| c.overload_rate = 1.0, "overloaded"),
-            (|c| c.malformed_rate = 1.0, "malformed"),
-            (|c| c.drop_rate = 1.0, "dropped"),
-            (|c| c.timeout_rate = 1.0, "timeout"),
+        let knobs = [
+            (MockConfig { overload_rate: 1.0, ..MockConfig::default() }, "overloaded"),
+            (MockConfig { malformed_rate: 1.0, ..MockConfig::default() }, "malformed"),
+            (MockConfig { drop_rate: 1.0, ..MockConfig::default() }, "dropped"),
+            (MockConfig { timeout_rate: 1.0, ..MockConfig::default() }, "timeout"),
         ];
-        for (set, kind) in knobs {
-            let mut config = MockConfig::default();
-            set(&mut config);
+        for (config, kind) in knobs {
             let error = MockProvider::new(config).call(request(vec![ChatMessage::user("hi")])).await;
             assert_eq!(error.err().map(|e| e.kind()), Some(kind));
         }
