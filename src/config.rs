@@ -339,6 +339,18 @@ pub struct MockConfig {
     pub error_rate: f64,
     /// Share of calls answered with HTTP 429.
     pub rate_limit_rate: f64,
+    /// Share of calls answered with HTTP 503 (backpressure).
+    pub overload_rate: f64,
+    /// Share of calls answered with a reply that is not the API's shape.
+    pub malformed_rate: f64,
+    /// Share of calls whose connection drops after the request was sent.
+    pub drop_rate: f64,
+    /// Share of calls that time out (after the latency, not the upstream's `timeout_ms`).
+    pub timeout_rate: f64,
+    /// Share of successful combined calls answered with text that is not a valid answer array
+    /// (prose, or an array of the wrong length), to exercise the item-by-item fallback. Drawn
+    /// apart from the fault rates: it does not count toward their sum.
+    pub garble_rate: f64,
     /// `Retry-After` sent with an injected 429.
     pub retry_after_ms: u64,
     /// Seed for the fault draws (same seed, same faults).
@@ -353,6 +365,11 @@ impl Default for MockConfig {
             output_tokens: 8,
             error_rate: 0.0,
             rate_limit_rate: 0.0,
+            overload_rate: 0.0,
+            malformed_rate: 0.0,
+            drop_rate: 0.0,
+            timeout_rate: 0.0,
+            garble_rate: 0.0,
             retry_after_ms: 1_000,
             seed: 1,
         }
@@ -874,20 +891,29 @@ fn check_models(index: usize, models: &[String], problems: &mut Vec<String>) {
 
 fn check_mock(index: usize, mock: &MockConfig, problems: &mut Vec<String>) {
     let key = |field: &str| format!("upstreams[{index}].mock.{field}");
+    let faults = [
+        ("error_rate", mock.error_rate),
+        ("rate_limit_rate", mock.rate_limit_rate),
+        ("overload_rate", mock.overload_rate),
+        ("malformed_rate", mock.malformed_rate),
+        ("drop_rate", mock.drop_rate),
+        ("timeout_rate", mock.timeout_rate),
+    ];
     let mut rates_ok = true;
-    for (field, rate) in [("error_rate", mock.error_rate), ("rate_limit_rate", mock.rate_limit_rate)] {
+    for (field, rate) in faults.iter().copied().chain([("garble_rate", mock.garble_rate)]) {
         if !(0.0..=1.0).contains(&rate) {
             rates_ok = false;
             problems.push(format!("{}: must be between 0.0 and 1.0 (got {rate})", key(field)));
         }
     }
-    // The tolerance keeps shares such as 0.7 + 0.3 from failing on float rounding.
-    if rates_ok && mock.error_rate + mock.rate_limit_rate > 1.0 + 1e-9 {
+    // One draw picks at most one fault, so the fault rates share the unit interval (garble_rate
+    // is drawn apart). The tolerance keeps shares such as 0.7 + 0.3 from failing on float rounding.
+    let total: f64 = faults.iter().map(|(_, rate)| rate).sum();
+    if rates_ok && total > 1.0 + 1e-9 {
         problems.push(format!(
-            "{}: error_rate + rate_limit_rate must be at most 1.0 (got {} + {})",
+            "{}: the fault rates error_rate + rate_limit_rate + overload_rate + malformed_rate + \
+             drop_rate + timeout_rate must be at most 1.0 (got {total})",
             key("rate_limit_rate"),
-            mock.error_rate,
-            mock.rate_limit_rate
         ));
     }
 }
@@ -1080,6 +1106,11 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         out.value("output_tokens", mock.output_tokens);
         out.value("error_rate", toml::Value::Float(mock.error_rate));
         out.value("rate_limit_rate", toml::Value::Float(mock.rate_limit_rate));
+        out.value("overload_rate", toml::Value::Float(mock.overload_rate));
+        out.value("malformed_rate", toml::Value::Float(mock.malformed_rate));
+        out.value("drop_rate", toml::Value::Float(mock.drop_rate));
+        out.value("timeout_rate", toml::Value::Float(mock.timeout_rate));
+        out.value("garble_rate", toml::Value::Float(mock.garble_rate));
         out.value("retry_after_ms", mock.retry_after_ms);
         out.value("seed", mock.seed);
     }
@@ -1110,6 +1141,19 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn mock_fault_rates_are_checked_each_and_together() {
+        let mut config = Config::default();
+        config.upstreams[0].mock =
+            MockConfig { drop_rate: 0.6, timeout_rate: 0.5, garble_rate: 1.0, ..MockConfig::default() };
+        let problems = config.validate().expect_err("0.6 + 0.5 is over 1.0");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("must be at most 1.0 (got 1.1"), "{problems:?}");
+        config.upstreams[0].mock = MockConfig { overload_rate: 1.5, ..MockConfig::default() };
+        let problems = config.validate().expect_err("1.5 is not a rate");
+        assert_eq!(problems, ["upstreams[0].mock.overload_rate: must be between 0.0 and 1.0 (got 1.5)"]);
     }
 
     #[test]

@@ -82,7 +82,13 @@ const CASES: &[(&str, bool, &[&str])] = &[
         false,
         &["upstreams[0].mock.error_rate: must be between 0.0 and 1.0 (got 1.5)"],
     ),
-    ("mock_rates_sum_over_one.toml", false, &["error_rate + rate_limit_rate must be at most 1.0"]),
+    (
+        "mock_rates_sum_over_one.toml",
+        false,
+        &[
+            "error_rate + rate_limit_rate + overload_rate + malformed_rate + drop_rate + timeout_rate must be at most 1.0",
+        ],
+    ),
     ("mock_knobs_on_openai.toml", false, &["upstreams[0].mock: only valid with provider = \"mock\""]),
     ("bad_log_level.toml", false, &["logging.level", "\"inof\" is not a level"]),
     ("log_file_with_directory.toml", false, &["logging.file: must be a plain file name"]),

@@ -41,6 +41,10 @@ pub struct MockUpstreamArgs {
     /// Share of calls never answered (held for an hour).
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub timeout_rate: f64,
+    /// Share of combined calls answered 200 with text that is not a valid answer array (prose,
+    /// or an array of the wrong length); drawn apart from the fault rates above.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub garble_rate: f64,
     /// Retry delay announced with an injected 429, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub retry_after_ms: u64,
@@ -69,6 +73,7 @@ impl Default for MockUpstreamArgs {
             malformed_rate: 0.0,
             drop_rate: 0.0,
             timeout_rate: 0.0,
+            garble_rate: 0.0,
             retry_after_ms: 1_000,
             rpm: None,
             seed: 1,

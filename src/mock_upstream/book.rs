@@ -44,6 +44,8 @@ pub struct Outcomes {
     pub dropped: u64,
     /// Injected hang.
     pub timeout: u64,
+    /// Combined calls answered 200 with a garbled answer array (`--garble-rate`).
+    pub garbled: u64,
     /// 400: the request body was not understood.
     pub bad_request: u64,
 }

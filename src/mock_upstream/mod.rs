@@ -18,6 +18,8 @@
 //!   unsent). The client sees "connection closed before message completed": sent, no status. The
 //!   server logs this at error level ("Response payload stream error"); that line is expected.
 //! - timeout: the reply is held for an hour, so the client's own timeout fires.
+//! - garble (combined calls only): 200 with a well-formed body whose text is prose or an answer
+//!   array of the wrong length, so ferry must fall back to sending the items one by one.
 //!
 //! Latency (`--latency-ms` plus jitter) is applied before every reply except 429s, which real
 //! limiters send at once.
@@ -169,8 +171,8 @@ enum Verdict {
     RpmLimited(Duration),
     /// An injected fault, after `delay` (except a 429, which is sent at once).
     Fault(Fault, Duration),
-    /// A normal answer after `delay`.
-    Answer(Duration),
+    /// A normal answer after `delay`; `bits` is the draw that decides `--garble-rate`.
+    Answer(Duration, u64),
 }
 
 /// The two APIs' ways of writing answers and errors.
@@ -236,7 +238,7 @@ impl Upstream {
                 );
             }
         };
-        let Some(fault) = self.faults.pick(draw) else { return (Verdict::Answer(delay), rpm, serial) };
+        let Some(fault) = self.faults.pick(draw) else { return (Verdict::Answer(delay, bits), rpm, serial) };
         let outcomes = book.outcomes();
         match fault {
             Fault::Server => outcomes.server_error += 1,
@@ -282,11 +284,16 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
             pause(delay).await;
             dropped()
         }
-        Verdict::Answer(delay) => {
+        Verdict::Answer(delay, bits) => {
             pause(delay).await;
-            let reply = mock::answer(&request, upstream.args.output_tokens);
-            let prompts = combine::parse_request(&request.messages).map_or(1, |p| p.len() as u64);
-            upstream.book().answered(prompts);
+            let mut reply = mock::answer(&request, upstream.args.output_tokens);
+            if let Some(text) = mock::garble(&request, upstream.args.garble_rate, bits) {
+                reply.text = text;
+                upstream.book().outcomes().garbled += 1;
+            } else {
+                let prompts = combine::parse_request(&request.messages).map_or(1, |p| p.len() as u64);
+                upstream.book().answered(prompts);
+            }
             dialect.answer(&request, &reply, serial)
         }
     };

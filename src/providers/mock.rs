@@ -48,6 +48,27 @@ pub fn answer(request: &CallRequest, output_tokens: u32) -> CallReply {
     CallReply { text, usage: Some(usage), hints: RateHints::default() }
 }
 
+/// The garbled reply `garble_rate` asks for, when `request` is a combined call and the draw
+/// (`bits`) falls under `rate`: text that is not a valid answer array — by the draw, either prose
+/// or an array with one answer too many. `None` for any other call.
+pub fn garble(request: &CallRequest, rate: f64, bits: u64) -> Option<String> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let prompts = combine::parse_request(&request.messages)?;
+    // `bits` also picks the latency jitter; a hash of it decides here, independently.
+    let roll = splitmix64(bits);
+    if (roll >> 11) as f64 / (1u64 << 53) as f64 >= rate {
+        return None;
+    }
+    if roll & 1 == 0 {
+        return Some("I am sorry, I cannot answer these prompts in the requested format.".into());
+    }
+    let mut answers: Vec<String> = prompts.iter().map(|p| format!("{ANSWER_PREFIX}{p}")).collect();
+    answers.push(format!("{ANSWER_PREFIX}a prompt nobody sent"));
+    serde_json::to_string(&answers).ok()
+}
+
 /// The text of the last user message (empty when there is none).
 fn last_user_message(request: &CallRequest) -> &str {
     request.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
@@ -180,7 +201,10 @@ impl MockProvider {
         let faults = FaultRates {
             server: config.error_rate,
             rate_limited: config.rate_limit_rate,
-            ..FaultRates::default()
+            overloaded: config.overload_rate,
+            malformed: config.malformed_rate,
+            dropped: config.drop_rate,
+            timeout: config.timeout_rate,
         };
         let draws = Draws::new(config.seed);
         Self { config, faults, draws }
@@ -189,12 +213,14 @@ impl MockProvider {
 
 impl Provider for MockProvider {
     fn call(&self, request: CallRequest) -> CallFuture {
-        let needs_draw = !self.faults.is_zero() || self.config.latency_jitter_ms > 0;
+        let needs_draw =
+            !self.faults.is_zero() || self.config.latency_jitter_ms > 0 || self.config.garble_rate > 0.0;
         let (draw, bits) = if needs_draw { self.draws.next() } else { (1.0, 0) };
         let fault = self.faults.pick(draw);
         let delay = latency(self.config.latency_ms, self.config.latency_jitter_ms, bits);
         let output_tokens = self.config.output_tokens;
         let retry_after = Duration::from_millis(self.config.retry_after_ms);
+        let garble_rate = self.config.garble_rate;
         Box::pin(async move {
             // A 429 comes back at once, as real rate limiters answer before doing any work.
             if fault == Some(Fault::RateLimited) {
@@ -206,11 +232,28 @@ impl Provider for MockProvider {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            // In-process there is no connection to hold, so a timeout ends after the latency.
             match fault {
                 Some(Fault::Server) => {
                     Err(ProviderError::Server { status: 500, message: "mock: injected server error".into() })
                 }
-                _ => Ok(answer(&request, output_tokens)),
+                Some(Fault::Overloaded) => {
+                    Err(ProviderError::Overloaded { message: "mock: injected overload".into() })
+                }
+                Some(Fault::Malformed) => {
+                    Err(ProviderError::Malformed { message: "mock: injected malformed reply".into() })
+                }
+                Some(Fault::Dropped) => {
+                    Err(ProviderError::Dropped { message: "mock: injected dropped connection".into() })
+                }
+                Some(Fault::Timeout) => Err(ProviderError::Timeout),
+                Some(Fault::RateLimited) | None => {
+                    let mut reply = answer(&request, output_tokens);
+                    if let Some(text) = garble(&request, garble_rate, bits) {
+                        reply.text = text;
+                    }
+                    Ok(reply)
+                }
             }
         })
     }
@@ -308,6 +351,37 @@ mod tests {
         for count in [server, limited] {
             assert!((400..600).contains(&count), "{ok} {server} {limited}");
         }
+    }
+
+    #[tokio::test]
+    async fn every_fault_knob_is_injected_in_process() {
+        let knobs = [
+            (MockConfig { overload_rate: 1.0, ..MockConfig::default() }, "overloaded"),
+            (MockConfig { malformed_rate: 1.0, ..MockConfig::default() }, "malformed"),
+            (MockConfig { drop_rate: 1.0, ..MockConfig::default() }, "dropped"),
+            (MockConfig { timeout_rate: 1.0, ..MockConfig::default() }, "timeout"),
+        ];
+        for (config, kind) in knobs {
+            let error = MockProvider::new(config).call(request(vec![ChatMessage::user("hi")])).await;
+            assert_eq!(error.err().map(|e| e.kind()), Some(kind));
+        }
+    }
+
+    #[tokio::test]
+    async fn garble_spoils_combined_replies_only() {
+        let mock = MockProvider::new(MockConfig { garble_rate: 1.0, ..MockConfig::default() });
+        let (mut prose, mut too_long) = (0, 0);
+        for _ in 0..50 {
+            let reply = mock.call(request(combine::build(&["a", "b"]))).await.expect("a 200 reply");
+            match combine::split(&reply.text, 2) {
+                Err(combine::SplitError::NotAnArray) => prose += 1,
+                Err(combine::SplitError::WrongCount { got: 3, want: 2 }) => too_long += 1,
+                other => panic!("a garbled reply split as {other:?}"),
+            }
+        }
+        assert!(prose > 0 && too_long > 0, "{prose} {too_long}");
+        let plain = mock.call(request(vec![ChatMessage::user("plain")])).await.expect("a reply");
+        assert!(plain.text.starts_with("mock answer to: plain"), "{}", plain.text);
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,3 +59,44 @@ pub fn closed_port_url() -> String {
     drop(listener);
     format!("http://{addr}/v1")
 }
+
+// ---- Engine setups for the upstream tests (upstream_faults, rate_limits, combined, soak) ----
+
+use std::collections::BTreeMap;
+
+use ferry::config::{Config, LaneConfig, Mode};
+
+/// The lane name [`engine_config`] configures.
+pub const LANE: &str = "test";
+
+/// A lane that releases at once (window 0, no delay between batches), `max_batch` items at most.
+pub fn quick_lane(mode: Mode, max_batch: usize) -> LaneConfig {
+    LaneConfig {
+        rank: 1,
+        window_ms: 0,
+        max_batch: Some(max_batch),
+        delay_ms: Some(0),
+        max_tokens: None,
+        latency_ms: 2_000,
+        mode,
+        queue_capacity: None,
+        model: None,
+    }
+}
+
+/// The default config with one lane, [`LANE`], and `upstreams` instead of the built-in mock.
+pub fn engine_config(lane: LaneConfig, upstreams: Vec<UpstreamConfig>) -> Config {
+    Config { lanes: BTreeMap::from([(LANE.to_string(), lane)]), upstreams, ..Config::default() }
+}
+
+/// An OpenAI-speaking upstream named `name` at `base_url`, serving any model, with millisecond
+/// backoff and a cooldown that never triggers, so a test sees only the behaviour it sets up.
+pub fn fast_upstream(name: &str, base_url: &str) -> UpstreamConfig {
+    UpstreamConfig {
+        name: name.into(),
+        backoff_base_ms: 5,
+        backoff_max_ms: 50,
+        cooldown_failures: 1_000_000,
+        ..upstream_at(ProviderKind::Openai, base_url)
+    }
+}
