@@ -172,8 +172,11 @@ mod engine_helpers {
                             }
                         }
                         Ok(_) => {}
+                        // Stop recording: the test's `take` then fails, with this line in
+                        // its output, rather than pass on a partial record.
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            panic!("dispatch watch lagged {n} events")
+                            eprintln!("dispatch watch lagged by {n} events; stopped recording");
+                            return;
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
