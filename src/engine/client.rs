@@ -552,10 +552,22 @@ impl Supervised for LlmClient {
     }
 }
 
-/// Calls routed to this upstream by the pool.
+/// Calls routed to this upstream by the pool, with the pool and this client's index there.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Calls(pub Vec<Call>);
+pub(crate) struct Calls(pub Vec<Call>, pub Addr<ClientPool>, pub usize);
+
+impl Drop for Calls {
+    fn drop(&mut self) {
+        // Calls are left here only if the client panicked holding the message: their items go
+        // home by themselves, but the pool slots they hold must be given back too, or a pool
+        // that counts itself full never dispatches again.
+        let calls = self.0.iter().filter(|call| call.holds_slot).count();
+        if calls > 0 {
+            self.1.do_send(Released { client: self.2, calls });
+        }
+    }
+}
 
 /// A started call ended.
 #[derive(Message)]
@@ -584,12 +596,12 @@ pub(crate) struct PanicOnNextBatch;
 
 impl Handler<Calls> for LlmClient {
     type Result = ();
-    fn handle(&mut self, msg: Calls, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: Calls, ctx: &mut Context<Self>) {
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: upstream client `{}` panics holding {} calls", self.name, msg.0.len());
         }
-        for call in msg.0 {
+        for call in std::mem::take(&mut msg.0) {
             self.mailbox.push(call.rank, call);
         }
         self.pump(ctx);

@@ -97,7 +97,7 @@ impl ClientPool {
         }
         for (i, calls) in per_client.into_iter().enumerate() {
             if !calls.is_empty() {
-                self.clients[i].addr.do_send(Calls(calls));
+                self.clients[i].addr.do_send(Calls(calls, ctx.address(), i));
             }
         }
         self.schedule_report(ctx);
