@@ -189,6 +189,60 @@ async fn failing_upstream_hands_its_items_to_the_next() {
 }
 
 #[actix_rt::test]
+async fn rejected_request_is_not_sent_to_another_upstream() {
+    let mock = start_mock(mock_args());
+    let healthy = start_mock(mock_args());
+    let wrong_path = format!("http://{}/no-such-api/v1", mock.addr());
+    let upstreams = vec![fast_upstream("strict", &wrong_path), fast_upstream("healthy", &healthy.base_url())];
+    let engine =
+        Engine::start(&engine_config(quick_lane(Mode::Fanout, 100), upstreams)).expect("engine starts");
+
+    let outcomes = run(&engine, prompts(20)).await;
+
+    let mut rejected = 0;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(answer) => assert_eq!((&*answer.upstream, answer.attempts), ("healthy", 1), "item {i}"),
+            Err(ItemError::Upstream {
+                error: ProviderError::Rejected { status: 404, .. },
+                attempts: 1,
+                ..
+            }) => rejected += 1,
+            Err(other) => panic!("item {i}: {other}"),
+        }
+    }
+    assert!(rejected > 0, "least-loaded routing must have sent some items to `strict`");
+    assert_eq!(healthy.stats().requests, 20 - rejected, "a rejected item must not be retried elsewhere");
+}
+
+#[actix_rt::test]
+async fn retries_during_a_cooldown_go_to_another_upstream() {
+    let broken = start_mock(MockUpstreamArgs { error_rate: 1.0, ..mock_args() });
+    let healthy = start_mock(mock_args());
+    let upstreams = vec![
+        // One failure starts a cooldown longer than the test's wait: a retry left waiting in the
+        // cooling upstream's mailbox would time the test out.
+        UpstreamConfig {
+            max_retries: 3,
+            cooldown_failures: 1,
+            cooldown_ms: 600_000,
+            ..fast_upstream("broken", &broken.base_url())
+        },
+        fast_upstream("healthy", &healthy.base_url()),
+    ];
+    let engine =
+        Engine::start(&engine_config(quick_lane(Mode::Fanout, 100), upstreams)).expect("engine starts");
+
+    let outcomes = run(&engine, prompts(20)).await;
+
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let answer = outcome.as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+        assert_eq!(&*answer.upstream, "healthy", "item {i}");
+    }
+    assert!(broken.stats().requests >= 1);
+}
+
+#[actix_rt::test]
 async fn unreachable_upstream_hands_its_items_to_the_next() {
     let healthy = start_mock(mock_args());
     let upstreams = vec![

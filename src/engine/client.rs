@@ -6,10 +6,12 @@
 //! `CallDone`; the client then settles the token estimate, retries with backoff, pauses, lowers
 //! its concurrency on 503 backpressure, or gives the call back to the pool for another upstream.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -261,7 +263,17 @@ impl LlmClient {
         if self.log_payloads {
             tracing::debug!(event = "llm_request", upstream = %self.name, messages = ?request.messages);
         }
-        let future = self.provider.call(request);
+        // A panic inside the provider must not take the call's items and slot with it.
+        let future = AssertUnwindSafe(self.provider.call(request)).catch_unwind().map(|result| {
+            result.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                Err(ProviderError::Panicked { message })
+            })
+        });
         let client = ctx.address();
         let mut stop = self.stop.clone();
         actix::spawn(async move {
@@ -393,7 +405,7 @@ impl LlmClient {
                 tracing::info!(event = "rate_limited", upstream = %self.name, pause_ms = pause.as_millis() as u64);
                 call.rate_limited += 1;
                 if call.rate_limited > RATE_LIMIT_GIVE_UP {
-                    self.give_up(ctx, call, ProviderError::RateLimited { retry_after, hints });
+                    self.give_up(ctx, call, ProviderError::RateLimited { retry_after, hints }, true);
                 } else {
                     self.mailbox.push(call.rank, call);
                 }
@@ -409,15 +421,18 @@ impl LlmClient {
                 self.mailbox.push_at(now + delay, call.rank, call);
                 self.report_state();
             }
-            ProviderError::Rejected { .. } => self.give_up(ctx, call, error),
-            error if error.sent() && !self.config.retry_after_send => self.give_up(ctx, call, error),
+            // The request itself is wrong: no retry here, and no other upstream either.
+            ProviderError::Rejected { .. } => self.give_up(ctx, call, error, false),
+            // A bug does not go away on retry; another upstream (another provider) may do.
+            ProviderError::Panicked { .. } => self.give_up(ctx, call, error, true),
+            error if error.sent() && !self.config.retry_after_send => self.give_up(ctx, call, error, true),
             error => {
                 self.consecutive_failures += 1;
                 if self.consecutive_failures >= self.config.cooldown_failures {
                     self.enter_cooldown(ctx, now);
                 }
                 if call.retries >= self.config.max_retries {
-                    self.give_up(ctx, call, error);
+                    self.give_up(ctx, call, error, true);
                     return;
                 }
                 let delay = self.backoff(call.retries);
@@ -427,7 +442,12 @@ impl LlmClient {
                     self.counters.duplicate_risk += 1;
                 }
                 tracing::debug!(event = "retry", upstream = %self.name, attempt = call.retries, delay_ms = delay.as_millis() as u64, error = error.kind());
-                self.mailbox.push_at(now + delay, call.rank, call);
+                if self.cooldown_until.is_some_and(|until| until > now) {
+                    // Cooling down: the retry goes to another upstream if one can take it.
+                    self.offer_elsewhere(ctx, vec![call]);
+                } else {
+                    self.mailbox.push_at(now + delay, call.rank, call);
+                }
             }
         }
     }
@@ -442,8 +462,9 @@ impl LlmClient {
     }
 
     /// This upstream is done with the call: a combined call is retried item by item first;
-    /// a single call goes back to the pool, which tries another upstream or reports the error.
-    fn give_up(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError) {
+    /// a single call goes back to the pool, which tries another upstream (with `fallback`) or
+    /// reports the error.
+    fn give_up(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError, fallback: bool) {
         if matches!(call.items, CallItems::Combined(_)) {
             tracing::warn!(event = "combined_failed", upstream = %self.name, error = error.kind(), "sending the batch item by item");
             for single in call.into_singles() {
@@ -456,12 +477,29 @@ impl LlmClient {
             CallItems::Combined(_) => 0,
         };
         tracing::debug!(event = "failed", upstream = %self.name, error = error.kind(), attempts);
-        call.tried |= 1 << (self.index % 64);
-        call.last_error =
-            Some(Box::new(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts }));
+        let error = ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts };
         self.release(ctx, call.holds_slot);
         call.holds_slot = false;
+        if !fallback {
+            call.fail(error);
+            return;
+        }
+        call.tried |= 1 << (self.index % 64);
+        call.last_error = Some(Box::new(error));
         self.pool.do_send(Reroute { from: self.index, calls: vec![call], final_failure: true });
+    }
+
+    /// Hands calls to the pool to run on another upstream (or come back here if none can).
+    fn offer_elsewhere(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>) {
+        let mut offered = Vec::with_capacity(calls.len());
+        for mut call in calls {
+            self.release(ctx, call.holds_slot);
+            call.holds_slot = false;
+            offered.push(call);
+        }
+        if !offered.is_empty() {
+            self.pool.do_send(Reroute { from: self.index, calls: offered, final_failure: false });
+        }
     }
 
     /// Repeated failures: stop calling for a while, and offer waiting calls to other upstreams.
@@ -471,15 +509,7 @@ impl LlmClient {
         self.consecutive_failures = 0;
         tracing::warn!(event = "cooldown", upstream = %self.name, for_ms = self.config.cooldown_ms);
         let waiting = self.mailbox.drain();
-        if !waiting.is_empty() {
-            let mut calls = Vec::with_capacity(waiting.len());
-            for mut call in waiting {
-                self.release(ctx, call.holds_slot);
-                call.holds_slot = false;
-                calls.push(call);
-            }
-            self.pool.do_send(Reroute { from: self.index, calls, final_failure: false });
-        }
+        self.offer_elsewhere(ctx, waiting);
         self.report_state();
     }
 

@@ -170,6 +170,12 @@ pub enum ProviderError {
         /// What the transport said.
         message: String,
     },
+    /// The provider's code panicked during the call (a bug in ferry, not the upstream's doing).
+    #[error("provider failed internally: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
     /// A 2xx whose body is not the API's shape.
     #[error("malformed reply from upstream: {message}")]
     Malformed {
@@ -196,6 +202,7 @@ impl ProviderError {
             ProviderError::Connect { .. } => "connect",
             ProviderError::Dropped { .. } => "dropped",
             ProviderError::Malformed { .. } => "malformed",
+            ProviderError::Panicked { .. } => "panicked",
         }
     }
 }
