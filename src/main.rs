@@ -1,6 +1,6 @@
 //! The `ferry` command line: a thin layer over the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {
             print!("{}", config.render());
@@ -77,7 +77,7 @@ fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn demo(path: &PathBuf, prompts: usize) -> anyhow::Result<ExitCode> {
+fn demo(path: &Path, prompts: usize) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
     actix::System::new().block_on(async move {

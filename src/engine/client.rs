@@ -32,6 +32,10 @@ const RECOVER_AFTER: u32 = 8;
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 /// The items one upstream call answers.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved, not stored in bulk; a Box would cost an allocation per call"
+)]
 pub(crate) enum CallItems {
     /// One item, one call.
     One(Item),

@@ -292,6 +292,7 @@ impl Submission {
     }
 
     /// Waits for every outcome and returns them in submission order.
+    #[allow(clippy::result_large_err, reason = "Outcome is the engine's public result type; items are few")]
     pub async fn collect(mut self) -> Vec<Outcome> {
         let mut slots: Vec<Option<Outcome>> = (0..self.len).map(|_| None).collect();
         while let Some((index, outcome)) = self.rx.recv().await {
