@@ -175,7 +175,8 @@ async fn run(url: String) {
     // call; if it does not parse or has the wrong length, the client sends the 4 items one by one
     // (attempts = 2 each: the combined call plus its own) and the upstream made 1 + 4 calls.
     let started = Instant::now();
-    let outcomes = engine.submit("combined", prompts(&COMBINED_PROMPTS)).await.expect("submit").collect().await;
+    let outcomes =
+        engine.submit("combined", prompts(&COMBINED_PROMPTS)).await.expect("submit").collect().await;
     let combined_time = started.elapsed();
     let combined_calls = calls_so_far(&engine).await;
     say!("combined batch of {} in {combined_time:.1?}:", COMBINED_PROMPTS.len());
