@@ -1,0 +1,244 @@
+//! The `openai` provider and the engine against a real LLM server that no one here wrote:
+//! llama-cpp-python serving a 0.5B instruct model (`../shared/tools/real-llm-upstream`).
+//!
+//! Set `FERRY_REAL_LLM_URL` (e.g. `http://127.0.0.1:18081/v1`) to run it. Unset, the test skips
+//! with a loud message on stderr — unless `FERRY_REAL_LLM_REQUIRED=1` (CI sets it when the server
+//! came up), in which case a missing or unreachable server fails the test.
+//!
+//! What it checks is the protocol, not the text: every item of a `combined` batch of 4 and a
+//! `fanout` batch of 8 ends in `Ok(Answer)` with non-empty text. A small model often does not
+//! follow the combined instruction ("reply with a JSON array of exactly N strings"); the engine
+//! then sends that batch item by item. Either way every item must be answered; the test prints
+//! which of the two happened.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ferry::config::{Config, LaneConfig, Mode, ProviderKind, UpstreamConfig};
+use ferry::engine::{Engine, Outcome, Prompt};
+
+/// `eprintln!` straight to the process's stderr. libtest captures `eprintln!` and shows it only
+/// when a test fails, which would hide the skip banner and the report of what the model did;
+/// a direct write to `std::io::stderr()` is not captured, so it shows up in every `cargo test`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+const URL_VAR: &str = "FERRY_REAL_LLM_URL";
+const REQUIRED_VAR: &str = "FERRY_REAL_LLM_REQUIRED";
+/// The name `real-llm-upstream` serves the model under (any name gets the loaded model).
+const MODEL: &str = "qwen2.5-coder-0.5b-instruct";
+const UPSTREAM: &str = "real-llm";
+/// The whole test, including waiting for the server; ~13 calls of 1–3 s each on an idle machine.
+const WHOLE_TEST: Duration = Duration::from_secs(300);
+/// How long to wait for `GET /models` before calling the server unreachable.
+const REACH_WITHIN: Duration = Duration::from_secs(30);
+
+const COMBINED_PROMPTS: [&str; 4] = [
+    "What is 2 + 2? Answer with a number.",
+    "What is the capital of France? One word.",
+    "What colour is the sky on a clear day? One word.",
+    "Name one animal that says meow. One word.",
+];
+
+const FANOUT_PROMPTS: [&str; 8] = [
+    "What is 3 + 4? Answer with a number.",
+    "What is the capital of Italy? One word.",
+    "What colour is grass? One word.",
+    "Name a fruit that is yellow. One word.",
+    "How many days are in a week? Answer with a number.",
+    "What is the opposite of hot? One word.",
+    "Name a programming language. One word.",
+    "What is 10 minus 3? Answer with a number.",
+];
+
+fn required() -> bool {
+    std::env::var(REQUIRED_VAR).is_ok_and(|v| v.trim() == "1")
+}
+
+fn skip_banner(why: &str) {
+    let line = "=".repeat(78);
+    say!(
+        "\n{line}\nSKIPPED: real LLM test — set {URL_VAR} (e.g. http://127.0.0.1:18081/v1) to run it\n\
+         ({why}; start a server with ../shared/tools/real-llm-upstream [PORT];\n \
+         set {REQUIRED_VAR}=1 to make a missing server a failure)\n{line}\n"
+    );
+}
+
+/// The server's base URL, or None (after the skip banner) when the test should not run.
+fn real_llm_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().trim_end_matches('/').to_string()),
+        _ if required() => panic!("{REQUIRED_VAR}=1 but {URL_VAR} is not set: the real LLM test cannot run"),
+        _ => {
+            skip_banner(&format!("{URL_VAR} is not set"));
+            None
+        }
+    }
+}
+
+/// Waits until `GET {url}/models` answers 2xx. A URL that was given but never answers is a
+/// failure whether or not the test is required: whoever set it meant the test to run.
+async fn wait_until_reachable(url: &str) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < REACH_WITHIN {
+        match client.get(format!("{url}/models")).send().await {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => last = format!("HTTP {}", response.status()),
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "the real LLM server at {URL_VAR}={url} did not answer GET /models within {REACH_WITHIN:?} \
+         (last: {last}); required={}",
+        required()
+    );
+}
+
+fn lane(rank: u32, window_ms: u64, max_batch: usize, mode: Mode) -> LaneConfig {
+    LaneConfig {
+        rank,
+        window_ms,
+        max_batch: Some(max_batch),
+        delay_ms: Some(0),
+        // Per item; a combined call gets this times its item count.
+        max_tokens: Some(48),
+        latency_ms: 120_000,
+        mode,
+        queue_capacity: None,
+        model: None,
+    }
+}
+
+fn config(url: &str) -> Config {
+    let upstream = UpstreamConfig {
+        provider: ProviderKind::Openai,
+        base_url: Some(url.to_string()),
+        api_key_env: None,
+        models: vec![MODEL.to_string()],
+        // llama-cpp-python serves one request at a time.
+        concurrency: 1,
+        // ~1 s per answer when idle, but the machine may be busy with other builds and tests.
+        timeout_ms: 120_000,
+        max_retries: 2,
+        ..UpstreamConfig::mock(UPSTREAM)
+    };
+    Config {
+        lanes: BTreeMap::from([
+            ("combined".to_string(), lane(1, 500, COMBINED_PROMPTS.len(), Mode::Combined)),
+            ("fanout".to_string(), lane(0, 200, FANOUT_PROMPTS.len(), Mode::Fanout)),
+        ]),
+        upstreams: vec![upstream],
+        ..Config::default()
+    }
+}
+
+fn prompts(texts: &[&str]) -> Vec<Prompt> {
+    texts.iter().map(|t| Prompt { temperature: Some(0.0), ..Prompt::text(*t) }).collect()
+}
+
+/// Asserts every outcome is an answer with non-empty text, printing each.
+fn check_answers(lane: &str, texts: &[&str], outcomes: &[Outcome]) {
+    assert_eq!(outcomes.len(), texts.len(), "{lane}: one outcome per prompt");
+    for (i, (prompt, outcome)) in texts.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Ok(answer) => {
+                say!("  [{lane} {i}] {prompt:?} -> {:?} (attempts {})", answer.text, answer.attempts);
+                assert!(!answer.text.trim().is_empty(), "{lane} item {i} ({prompt:?}): empty answer");
+                assert_eq!(&*answer.upstream, UPSTREAM);
+            }
+            Err(error) => panic!("{lane} item {i} ({prompt:?}) failed: {error}"),
+        }
+    }
+}
+
+/// Upstream calls started so far, as the client last reported them (every 250 ms).
+async fn calls_so_far(engine: &Engine) -> u64 {
+    // Let the client's periodic status report reach the MetricsHub.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let snapshot = engine.snapshot().await.expect("snapshot");
+    snapshot.upstreams.get(UPSTREAM).map_or(0, |u| u.calls)
+}
+
+async fn run(url: String) {
+    wait_until_reachable(&url).await;
+    let engine = Engine::start(&config(&url)).expect("engine starts");
+
+    // Combined: 4 prompts, one upstream call asking for a JSON array of 4 strings. If the reply
+    // splits, each item's answer comes from that one call (attempts = 1) and the upstream made 1
+    // call; if it does not parse or has the wrong length, the client sends the 4 items one by one
+    // (attempts = 2 each: the combined call plus its own) and the upstream made 1 + 4 calls.
+    let started = Instant::now();
+    let outcomes =
+        engine.submit("combined", prompts(&COMBINED_PROMPTS)).await.expect("submit").collect().await;
+    let combined_time = started.elapsed();
+    let combined_calls = calls_so_far(&engine).await;
+    say!("combined batch of {} in {combined_time:.1?}:", COMBINED_PROMPTS.len());
+    check_answers("combined", &COMBINED_PROMPTS, &outcomes);
+    let split_cleanly = outcomes.iter().flatten().all(|a| a.attempts == 1);
+    let fell_back = outcomes.iter().flatten().filter(|a| a.attempts > 1).count();
+    say!(
+        "combined: {} — {combined_calls} upstream call(s) for {} items; {fell_back} item(s) answered one by one",
+        if split_cleanly {
+            "the model's JSON array split cleanly"
+        } else {
+            "the model's reply did not split; the engine fell back to item-by-item"
+        },
+        COMBINED_PROMPTS.len()
+    );
+    assert!(
+        combined_calls == 1 || combined_calls == 1 + COMBINED_PROMPTS.len() as u64,
+        "combined: expected 1 call (split) or {} (fallback), got {combined_calls}",
+        1 + COMBINED_PROMPTS.len()
+    );
+
+    // Fanout: 8 prompts, 8 calls, one at a time (concurrency 1).
+    let started = Instant::now();
+    let outcomes = engine.submit("fanout", prompts(&FANOUT_PROMPTS)).await.expect("submit").collect().await;
+    let fanout_time = started.elapsed();
+    let total_calls = calls_so_far(&engine).await;
+    say!("fanout batch of {} in {fanout_time:.1?}:", FANOUT_PROMPTS.len());
+    check_answers("fanout", &FANOUT_PROMPTS, &outcomes);
+    assert!(
+        total_calls - combined_calls >= FANOUT_PROMPTS.len() as u64,
+        "fanout: {} calls for {} items",
+        total_calls - combined_calls,
+        FANOUT_PROMPTS.len()
+    );
+
+    let snapshot = engine.snapshot().await.expect("snapshot");
+    let upstream = &snapshot.upstreams[UPSTREAM];
+    say!(
+        "real LLM upstream: {} calls, {} ok, {} failed, {} retries; {} prompt + {} completion tokens; \
+         {} batches, {} items ok, {} failed",
+        upstream.calls,
+        upstream.ok,
+        upstream.failed,
+        upstream.retries,
+        upstream.prompt_tokens,
+        upstream.completion_tokens,
+        snapshot.batches,
+        snapshot.items_ok,
+        snapshot.items_failed
+    );
+    assert_eq!(snapshot.items_failed, 0);
+    assert_eq!(snapshot.items_ok, (COMBINED_PROMPTS.len() + FANOUT_PROMPTS.len()) as u64);
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[actix_rt::test]
+async fn openai_provider_against_a_real_llm_combined_and_fanout() {
+    let Some(url) = real_llm_url() else { return };
+    say!("real LLM test against {url} (model {MODEL})");
+    let started = Instant::now();
+    tokio::time::timeout(WHOLE_TEST, run(url))
+        .await
+        .unwrap_or_else(|_| panic!("the real LLM test did not finish within {WHOLE_TEST:?}"));
+    say!("real LLM test took {:.1?}", started.elapsed());
+}
