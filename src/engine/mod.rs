@@ -12,6 +12,7 @@
 
 mod batch;
 mod batch_former;
+mod call;
 mod client;
 mod item;
 mod lane;

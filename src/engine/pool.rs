@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::batch::Batch;
 use super::batch_former::{BatchFormer, Capacity};
-use super::client::{Call, CallItems, Calls, LlmClient};
+use super::call::{Call, CallItems};
+use super::client::{Calls, LlmClient};
 use super::item::{Item, ItemError};
 use crate::config::{Mode, UpstreamConfig};
 
