@@ -111,6 +111,11 @@ impl BatchFormer {
 
 impl Actor for BatchFormer {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // After a restart the wake timer is gone; dispatching re-arms it.
+        self.dispatch(ctx);
+    }
 }
 
 impl Supervised for BatchFormer {

@@ -176,16 +176,15 @@ pub(crate) struct Item {
     pub id: u64,
     /// Index of its lane.
     pub lane: usize,
+    /// What to ask.
     pub prompt: Prompt,
+    /// When the engine accepted it; its lane is ordered by this.
     pub accepted_at: Instant,
     /// Upstream calls made so far.
     pub attempts: u32,
     /// Times it came home from a failed holder.
     pub requeues: u32,
-    /// Bit i set: upstream i already failed this item.
-    pub tried: u64,
-    /// The last upstream error, reported if no upstream is left to try.
-    pub last_error: Option<Box<ItemError>>,
+    /// The batch it went out in, once released.
     pub batch: Option<Arc<BatchTracker>>,
     reply: Option<Reply>,
     shared: Arc<Shared>,
@@ -202,8 +201,6 @@ impl Item {
             accepted_at: Instant::now(),
             attempts: 0,
             requeues: 0,
-            tried: 0,
-            last_error: None,
             batch: None,
             reply: Some(reply),
             shared: Arc::clone(shared),
@@ -248,8 +245,6 @@ impl Drop for Item {
             accepted_at: self.accepted_at,
             attempts: self.attempts,
             requeues: self.requeues + 1,
-            tried: self.tried,
-            last_error: self.last_error.take(),
             batch: None,
             reply: Some(reply),
             shared: Arc::clone(&self.shared),

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -25,8 +26,12 @@ pub struct LaneQueue {
     former: Addr<BatchFormer>,
     metrics: Addr<MetricsHub>,
     accepting: bool,
+    depth_scheduled: bool,
     panic_on_next_batch: bool,
 }
+
+/// How often a lane reports its depth to the MetricsHub while it changes.
+const DEPTH_EVERY: Duration = Duration::from_millis(100);
 
 impl LaneQueue {
     pub(crate) fn new(
@@ -44,27 +49,34 @@ impl LaneQueue {
             former,
             metrics,
             accepting: true,
+            depth_scheduled: false,
             panic_on_next_batch: false,
         }
     }
 
-    fn report(&self, batch: Option<Batch>, take_done: bool) {
+    fn report(&mut self, ctx: &mut Context<Self>, batch: Option<Batch>, take_done: bool) {
         let oldest = self.queue.front().map(|item| item.accepted_at);
         self.former.do_send(LaneReport { lane: self.index, len: self.queue.len(), oldest, batch, take_done });
-        self.metrics.do_send(Publish(MetricsEvent::LaneDepth {
-            lane: Arc::clone(&self.name),
-            depth: self.queue.len(),
-        }));
+        if !self.depth_scheduled {
+            // One depth event per period, not one per submission.
+            self.depth_scheduled = true;
+            ctx.run_later(DEPTH_EVERY, |lane, _| {
+                lane.depth_scheduled = false;
+                let depth = lane.queue.len();
+                lane.metrics
+                    .do_send(Publish(MetricsEvent::LaneDepth { lane: Arc::clone(&lane.name), depth }));
+            });
+        }
     }
 }
 
 impl Actor for LaneQueue {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         // After a restart the former's view may be stale, and a Take may have been lost with
         // the panic; a report brings it back in line.
-        self.report(None, true);
+        self.report(ctx, None, true);
     }
 }
 
@@ -72,6 +84,7 @@ impl Supervised for LaneQueue {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // The queue itself is consistent (pushes and pops are single calls); keep every item.
         self.panic_on_next_batch = false;
+        self.depth_scheduled = false;
     }
 }
 
@@ -115,7 +128,7 @@ pub(crate) struct PanicOnNextBatch;
 impl Handler<Enqueue> for LaneQueue {
     type Result = Result<(), SubmitError>;
 
-    fn handle(&mut self, msg: Enqueue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
         let items = msg.0;
         if !self.accepting {
             items.into_iter().for_each(Item::withdraw);
@@ -133,7 +146,7 @@ impl Handler<Enqueue> for LaneQueue {
         }
         self.queue.extend(items);
         tracing::debug!(event = "enqueue", lane = %self.name, count = asked, depth = self.queue.len());
-        self.report(None, false);
+        self.report(ctx, None, false);
         Ok(())
     }
 }
@@ -141,7 +154,7 @@ impl Handler<Enqueue> for LaneQueue {
 impl Handler<Requeue> for LaneQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Requeue, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Requeue, ctx: &mut Context<Self>) {
         let item = msg.0;
         // Requeued items are rare; a linear search keeps acceptance order, so an item that came
         // home is served before items accepted after it.
@@ -152,17 +165,17 @@ impl Handler<Requeue> for LaneQueue {
             .unwrap_or(self.queue.len());
         tracing::debug!(event = "requeue", lane = %self.name, item = item.id, requeues = item.requeues);
         self.queue.insert(at, item);
-        self.report(None, false);
+        self.report(ctx, None, false);
     }
 }
 
 impl Handler<Take> for LaneQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Take, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Take, ctx: &mut Context<Self>) {
         let n = msg.max.min(self.queue.len());
         if n == 0 {
-            self.report(None, true);
+            self.report(ctx, None, true);
             return;
         }
         let tracker = BatchTracker::new(Arc::clone(&self.name), self.settings.mode, n, self.metrics.clone());
@@ -191,7 +204,7 @@ impl Handler<Take> for LaneQueue {
             max_tokens: self.settings.max_tokens,
             items,
         };
-        self.report(Some(batch), true);
+        self.report(ctx, Some(batch), true);
     }
 }
 
@@ -211,12 +224,12 @@ impl Handler<CloseIntake> for LaneQueue {
 
 impl Handler<FailAll> for LaneQueue {
     type Result = usize;
-    fn handle(&mut self, msg: FailAll, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: FailAll, ctx: &mut Context<Self>) -> usize {
         let n = self.queue.len();
         for item in self.queue.drain(..) {
             item.finish(Err(msg.0.clone()));
         }
-        self.report(None, false);
+        self.report(ctx, None, false);
         n
     }
 }

@@ -36,7 +36,7 @@ pub use metrics::{BatchRecord, MetricsEvent, Snapshot, UpstreamState, UpstreamSt
 pub use supervisor::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 
 use self::batch_former::{AddLanes, BatchFormer};
-use self::client::LlmClient;
+use self::client::{ClientOptions, LlmClient};
 use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub};
@@ -100,6 +100,7 @@ impl Engine {
         let shared = Shared::new(home_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
 
+        let aging = Duration::from_millis(config.batching.aging_ms);
         let mut clients = Vec::with_capacity(config.upstreams.len());
         for (index, upstream) in config.upstreams.iter().enumerate() {
             let key = upstream.api_key().map_err(|e| EngineError::Config(e.to_string()))?;
@@ -111,7 +112,7 @@ impl Engine {
                 pool_addr.clone(),
                 metrics.clone(),
                 stop_rx.clone(),
-                config.logging.log_payloads,
+                ClientOptions { log_payloads: config.logging.log_payloads, aging },
             );
             let addr = restart::start(
                 Context::new(),
@@ -291,11 +292,11 @@ impl Engine {
     /// is left with [`ItemError::ShuttingDown`].
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.inner.accepting.store(false, Ordering::Release);
-        self.inner
-            .supervisor
-            .send(Shutdown(deadline))
-            .await
-            .unwrap_or(ShutdownReport { drained: 0, cut_off: 0 })
+        self.inner.supervisor.send(Shutdown(deadline)).await.unwrap_or(ShutdownReport {
+            drained: 0,
+            cut_off: 0,
+            left: self.open_items(),
+        })
     }
 
     /// Fault injection for tests and drills: the target panics while handling its next message

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::batch::Batch;
 use super::batch_former::{BatchFormer, Capacity};
-use super::call::{Call, CallItems};
+use super::call::{Call, CallItems, Slot};
 use super::client::{Calls, LlmClient};
 use super::item::{Item, ItemError};
 use crate::config::{Mode, UpstreamConfig};
@@ -84,7 +84,7 @@ impl ClientPool {
             };
             match target {
                 Some(i) => {
-                    call.holds_slot = true;
+                    call.slot = Slot::held(ctx.address(), i);
                     self.clients[i].assigned += 1;
                     per_client[i].push(call);
                 }
@@ -98,7 +98,7 @@ impl ClientPool {
         }
         for (i, calls) in per_client.into_iter().enumerate() {
             if !calls.is_empty() {
-                self.clients[i].addr.do_send(Calls(calls, ctx.address(), i));
+                self.clients[i].addr.do_send(Calls(calls));
             }
         }
         self.schedule_report(ctx);
@@ -178,6 +178,11 @@ impl Supervised for ClientPool {
         self.panic_on_next_batch = false;
         self.report_scheduled = false;
         self.schedule_report(ctx);
+        // The restart cancelled the timers that report a paused client's slots coming back.
+        let now = Instant::now();
+        for until in self.clients.iter().filter_map(|c| c.unavailable_until).filter(|t| *t > now) {
+            ctx.run_later(until - now, |pool, ctx| pool.schedule_report(ctx));
+        }
     }
 }
 

@@ -44,21 +44,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = self.get_mut();
-        loop {
-            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx)));
-            match polled {
-                Ok(Poll::Pending) => return Poll::Pending,
-                // A clean stop (every Addr dropped, or the actor stopped itself) ends it.
-                Ok(Poll::Ready(())) => return Poll::Ready(()),
-                Err(_) => {
-                    tracing::error!(event = "actor_restarted", actor = %this.name);
-                    if let Some(metrics) = &this.metrics {
-                        metrics.do_send(Publish(MetricsEvent::ActorRestarted { actor: this.name.clone() }));
-                    }
-                    if !this.fut.restart() {
-                        return Poll::Ready(());
-                    }
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            // A clean stop (every Addr dropped, or the actor stopped itself) ends it.
+            Ok(Poll::Ready(())) => Poll::Ready(()),
+            Err(_) => {
+                tracing::error!(event = "actor_restarted", actor = %this.name);
+                if let Some(metrics) = &this.metrics {
+                    metrics.do_send(Publish(MetricsEvent::ActorRestarted { actor: this.name.clone() }));
                 }
+                if !this.fut.restart() {
+                    return Poll::Ready(());
+                }
+                // Let the rest of the arbiter run before the restarted actor does: an actor that
+                // panics again at once must not hold the thread in a loop here.
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }

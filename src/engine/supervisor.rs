@@ -112,6 +112,9 @@ pub struct ShutdownReport {
     pub drained: usize,
     /// Items answered "shutting down" because the deadline passed first.
     pub cut_off: usize,
+    /// Items still unanswered after the deadline and a one-second grace (0 unless an upstream
+    /// call ignores cancellation).
+    pub left: usize,
 }
 
 /// Which actor a fault injection targets.
@@ -399,30 +402,34 @@ impl Handler<Shutdown> for Supervisor {
             while shared.open() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let mut cut_off = 0;
-            if shared.open() > 0 {
+            let open_at_deadline = shared.open();
+            if open_at_deadline > 0 {
+                // From here on clients start no call and fail whatever reaches their mailbox;
+                // calls still running are dropped, and their items, coming home, are answered
+                // "shutting down" by the Orphan handler.
+                stop.send_replace(true);
                 for lane in &lanes {
-                    cut_off += lane.send(FailAll(ItemError::ShuttingDown)).await.unwrap_or(0);
+                    let _ = lane.send(FailAll(ItemError::ShuttingDown)).await;
                 }
                 for client in &clients {
-                    cut_off += client.send(FailWaiting(ItemError::ShuttingDown)).await.unwrap_or(0);
+                    let _ = client.send(FailWaiting(ItemError::ShuttingDown)).await;
                 }
-                // Calls still running are dropped; their items come home and are answered
-                // "shutting down" by the Orphan handler.
-                let in_flight = shared.open();
-                stop.send_replace(true);
                 let grace = Instant::now() + Duration::from_secs(1);
                 while shared.open() > 0 && Instant::now() < grace {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                cut_off += in_flight.saturating_sub(shared.open());
             }
-            let report = ShutdownReport { drained: open_at_start.saturating_sub(cut_off), cut_off };
+            let left = shared.open();
+            let report = ShutdownReport {
+                drained: open_at_start.saturating_sub(open_at_deadline),
+                cut_off: open_at_deadline.saturating_sub(left),
+                left,
+            };
             tracing::info!(
                 event = "shutdown_complete",
                 drained = report.drained,
                 cut_off = report.cut_off,
-                left = shared.open()
+                left
             );
             report
         })

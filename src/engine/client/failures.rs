@@ -8,90 +8,125 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::{LlmClient, RATE_LIMIT_GIVE_UP};
+use super::{LlmClient, PATIENCE};
 use crate::core::limits::Permit;
 use crate::core::retry;
 use crate::engine::call::{Call, CallItems};
 use crate::engine::item::ItemError;
 use crate::engine::pool::Reroute;
-use crate::providers::ProviderError;
+use crate::providers::{ProviderError, RateHints};
 
 impl LlmClient {
     pub(super) fn on_error(
         &mut self,
         ctx: &mut Context<Self>,
-        mut call: Call,
+        call: Call,
         permit: Permit,
         error: ProviderError,
     ) {
         let now = Instant::now();
-        if error.sent() {
-            // It reached the upstream: it counts, at its estimate.
-            let estimated = permit.tokens();
-            self.limits.settle(permit, estimated);
-        } else {
-            self.limits.give_back(permit);
-        }
+        self.settle_failed(permit, &error);
         self.counters.failed += 1;
         self.last_error = Some(error.to_string());
         tracing::debug!(event = "llm_call", upstream = %self.name, ok = false, error = error.kind());
         match error {
             ProviderError::RateLimited { retry_after, hints } => {
-                self.counters.rate_limited += 1;
-                self.limits.apply_hints(now, &hints);
-                let max = Duration::from_millis(self.config.retry_after_max_ms);
-                let pause = retry::clamp_retry_after(retry_after, max)
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or_else(|| self.backoff(call.rate_limited));
-                let until = now + pause;
-                self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
-                tracing::info!(event = "rate_limited", upstream = %self.name, pause_ms = pause.as_millis() as u64);
-                call.rate_limited += 1;
-                if call.rate_limited > RATE_LIMIT_GIVE_UP {
-                    self.give_up(ctx, call, ProviderError::RateLimited { retry_after, hints }, true);
-                } else {
-                    self.mailbox.push(call.rank, call);
-                }
-                self.report_state();
+                self.on_rate_limited(ctx, call, retry_after, hints, now)
             }
-            ProviderError::Overloaded { .. } if self.concurrency > 1 => {
-                // A local server with no free slot: ask less of it rather than fail.
-                self.counters.backpressure += 1;
-                self.concurrency -= 1;
-                self.success_streak = 0;
-                tracing::info!(event = "backpressure", upstream = %self.name, concurrency = self.concurrency);
-                let delay = self.backoff(0);
-                self.mailbox.push_at(now + delay, call.rank, call);
-                self.report_state();
-            }
+            ProviderError::Overloaded { .. } => self.on_overloaded(ctx, call, error, now),
             // The request itself is wrong: no retry here, and no other upstream either.
             ProviderError::Rejected { .. } => self.give_up(ctx, call, error, false),
             // A bug does not go away on retry; another upstream (another provider) may do.
             ProviderError::Panicked { .. } => self.give_up(ctx, call, error, true),
             error if error.sent() && !self.config.retry_after_send => self.give_up(ctx, call, error, true),
-            error => {
-                self.consecutive_failures += 1;
-                if self.consecutive_failures >= self.config.cooldown_failures {
-                    self.enter_cooldown(ctx, now);
-                }
-                if call.retries >= self.config.max_retries {
-                    self.give_up(ctx, call, error, true);
-                    return;
-                }
-                let delay = self.backoff(call.retries);
-                call.retries += 1;
-                self.counters.retries += 1;
-                if error.sent() {
-                    self.counters.duplicate_risk += 1;
-                }
-                tracing::debug!(event = "retry", upstream = %self.name, attempt = call.retries, delay_ms = delay.as_millis() as u64, error = error.kind());
-                if self.cooldown_until.is_some_and(|until| until > now) {
-                    // Cooling down: the retry goes to another upstream if one can take it.
-                    self.offer_elsewhere(ctx, vec![call]);
-                } else {
-                    self.mailbox.push_at(now + delay, call.rank, call);
-                }
+            error => self.retry(ctx, call, error, now),
+        }
+    }
+
+    /// What a failed call costs against the limits.
+    fn settle_failed(&mut self, permit: Permit, error: &ProviderError) {
+        match error {
+            // Refused before any work: the request counts, its tokens do not.
+            ProviderError::RateLimited { .. } => self.limits.settle(permit, 0),
+            // Never sent, or not known to have been: everything goes back.
+            ProviderError::Connect { .. } | ProviderError::Panicked { .. } => self.limits.give_back(permit),
+            // It reached the upstream: it counts, at its estimate.
+            _ => {
+                let estimated = permit.tokens();
+                self.limits.settle(permit, estimated);
             }
+        }
+    }
+
+    /// A 429: pause the whole mailbox until Retry-After (clamped), else back off.
+    fn on_rate_limited(
+        &mut self,
+        ctx: &mut Context<Self>,
+        mut call: Call,
+        retry_after: Option<Duration>,
+        hints: Box<RateHints>,
+        now: Instant,
+    ) {
+        self.counters.rate_limited += 1;
+        self.limits.apply_hints(now, &hints);
+        let max = Duration::from_millis(self.config.retry_after_max_ms);
+        let pause = retry::clamp_retry_after(retry_after, max)
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| self.backoff(call.rate_limited));
+        let until = now + pause;
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+        tracing::info!(event = "rate_limited", upstream = %self.name, pause_ms = pause.as_millis() as u64);
+        call.rate_limited += 1;
+        if call.rate_limited > PATIENCE {
+            self.give_up(ctx, call, ProviderError::RateLimited { retry_after, hints }, true);
+        } else {
+            self.mailbox.push(now, call.rank, call);
+        }
+        self.report_state();
+    }
+
+    /// A 503: a local server with no free slot. Backpressure, not failure: ask less of it (down
+    /// to one call at a time) and try again after a backoff.
+    fn on_overloaded(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError, now: Instant) {
+        self.counters.backpressure += 1;
+        self.success_streak = 0;
+        if self.concurrency > 1 {
+            self.concurrency -= 1;
+            tracing::info!(event = "backpressure", upstream = %self.name, concurrency = self.concurrency);
+            self.report_state();
+        }
+        call.overloaded += 1;
+        if call.overloaded > PATIENCE {
+            self.give_up(ctx, call, error, true);
+            return;
+        }
+        let delay = self.backoff(call.overloaded - 1);
+        self.mailbox.push_at(now + delay, call.rank, call);
+    }
+
+    /// A retryable failure (5xx, timeout, dropped connection, malformed reply): back off and try
+    /// again, up to `max_retries`; count towards a cooldown.
+    fn retry(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError, now: Instant) {
+        self.consecutive_failures += 1;
+        if self.consecutive_failures >= self.config.cooldown_failures {
+            self.enter_cooldown(ctx, now);
+        }
+        if call.retries >= self.config.max_retries {
+            self.give_up(ctx, call, error, true);
+            return;
+        }
+        let delay = self.backoff(call.retries);
+        call.retries += 1;
+        self.counters.retries += 1;
+        if error.sent() {
+            self.counters.duplicate_risk += 1;
+        }
+        tracing::debug!(event = "retry", upstream = %self.name, attempt = call.retries, delay_ms = delay.as_millis() as u64, error = error.kind());
+        if self.cooldown_until.is_some_and(|until| until > now) {
+            // Cooling down: the retry goes to another upstream if one can take it.
+            self.offer_elsewhere(ctx, vec![call]);
+        } else {
+            self.mailbox.push_at(now + delay, call.rank, call);
         }
     }
 
@@ -111,7 +146,7 @@ impl LlmClient {
         if matches!(call.items, CallItems::Combined(_)) {
             tracing::warn!(event = "combined_failed", upstream = %self.name, error = error.kind(), "sending the batch item by item");
             for single in call.into_singles() {
-                self.mailbox.push(single.rank, single);
+                self.mailbox.push(Instant::now(), single.rank, single);
             }
             return;
         }
@@ -121,14 +156,15 @@ impl LlmClient {
         };
         tracing::debug!(event = "failed", upstream = %self.name, error = error.kind(), attempts);
         let error = ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts };
-        self.release(ctx, call.holds_slot);
-        call.holds_slot = false;
+        self.release(ctx, &mut call.slot);
         if !fallback {
             call.fail(error);
             return;
         }
         call.tried |= 1 << (self.index % 64);
         call.last_error = Some(Box::new(error));
+        // The next upstream gets its own full set of retries.
+        (call.retries, call.rate_limited, call.overloaded) = (0, 0, 0);
         self.pool.do_send(Reroute { from: self.index, calls: vec![call], final_failure: true });
     }
 
@@ -136,8 +172,7 @@ impl LlmClient {
     fn offer_elsewhere(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>) {
         let mut offered = Vec::with_capacity(calls.len());
         for mut call in calls {
-            self.release(ctx, call.holds_slot);
-            call.holds_slot = false;
+            self.release(ctx, &mut call.slot);
             offered.push(call);
         }
         if !offered.is_empty() {

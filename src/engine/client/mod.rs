@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::call::{Call, CallItems};
+use super::call::{Call, CallItems, Slot};
 use super::item::{Answer, Item, ItemError};
 use super::mailbox::Mailbox;
 use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
@@ -29,8 +29,9 @@ use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderEr
 
 /// Reply budget assumed for the token estimate when a call sets no `max_tokens`.
 const DEFAULT_REPLY_TOKENS: u32 = 256;
-/// 429s one call may receive before it ends in an error, so a call cannot wait forever.
-const RATE_LIMIT_GIVE_UP: u32 = 20;
+/// 429s (or 503s at concurrency 1) one call may receive on an upstream before it gives up
+/// there, so a call cannot wait forever.
+const PATIENCE: u32 = 20;
 /// Successful calls after which a concurrency lowered by 503s is raised again by one.
 const RECOVER_AFTER: u32 = 8;
 /// How often the client reports its status to the MetricsHub.
@@ -47,6 +48,14 @@ struct Counters {
     backpressure: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
+}
+
+/// Engine-wide settings a client follows.
+pub(crate) struct ClientOptions {
+    /// Log prompt and reply text.
+    pub log_payloads: bool,
+    /// The wait worth one rank in the mailbox (`[batching] aging_ms`).
+    pub aging: Duration,
 }
 
 /// The client actor.
@@ -77,7 +86,6 @@ pub struct LlmClient {
 }
 
 impl LlmClient {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: usize,
         config: UpstreamConfig,
@@ -85,7 +93,7 @@ impl LlmClient {
         pool: Addr<ClientPool>,
         metrics: Addr<MetricsHub>,
         stop: watch::Receiver<bool>,
-        log_payloads: bool,
+        options: ClientOptions,
     ) -> Self {
         let default_model: Arc<str> = Arc::from(config.models.first().map_or("default", String::as_str));
         Self {
@@ -95,7 +103,7 @@ impl LlmClient {
             provider,
             pool,
             metrics,
-            mailbox: Mailbox::default(),
+            mailbox: Mailbox::new(options.aging),
             running: 0,
             concurrency: config.concurrency.max(1),
             success_streak: 0,
@@ -109,7 +117,7 @@ impl LlmClient {
             counters: Counters::default(),
             last_error: None,
             stop,
-            log_payloads,
+            log_payloads: options.log_payloads,
             panic_on_next_batch: false,
             config,
         }
@@ -142,6 +150,11 @@ impl LlmClient {
 
     /// Starts every call that limits allow, then arms the timer for the next possible start.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if *self.stop.borrow() {
+            // Shutdown past its deadline: start nothing, answer what waits.
+            self.fail_waiting(ItemError::ShuttingDown);
+            return;
+        }
         let now = Instant::now();
         self.mailbox.promote(now);
         if let Some(until) = self.blocked_until(now) {
@@ -151,12 +164,12 @@ impl LlmClient {
             return;
         }
         while self.running < self.concurrency {
-            let Some(call) = self.mailbox.peek() else { break };
+            let Some(call) = self.mailbox.peek(now) else { break };
             let request = self.request_for(call);
             let tokens = estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS);
             match self.limits.try_acquire(now, tokens) {
                 Ok(permit) => {
-                    if let Some(call) = self.mailbox.pop() {
+                    if let Some(call) = self.mailbox.pop(now) {
                         self.start(ctx, call, request, permit);
                     }
                 }
@@ -226,8 +239,22 @@ impl LlmClient {
         });
     }
 
-    fn release(&mut self, ctx: &mut Context<Self>, call_held_slot: bool) {
-        if !call_held_slot {
+    /// Answers every waiting call with `error`; returns the number of items.
+    fn fail_waiting(&mut self, error: ItemError) -> usize {
+        let mut n = 0;
+        for call in self.mailbox.drain() {
+            n += match &call.items {
+                CallItems::One(_) => 1,
+                CallItems::Combined(items) => items.len(),
+            };
+            call.fail(error.clone());
+        }
+        n
+    }
+
+    /// Gives a call's pool slot back, coalescing releases into one message per burst.
+    fn release(&mut self, ctx: &mut Context<Self>, slot: &mut Slot) {
+        if !slot.take() {
             return;
         }
         self.released += 1;
@@ -242,7 +269,7 @@ impl LlmClient {
     fn on_success(
         &mut self,
         ctx: &mut Context<Self>,
-        call: Call,
+        mut call: Call,
         permit: Permit,
         reply: CallReply,
         latency: Duration,
@@ -276,13 +303,13 @@ impl LlmClient {
         };
         match call.items {
             CallItems::One(item) => {
-                self.release(ctx, call.holds_slot);
+                self.release(ctx, &mut call.slot);
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
             }
             CallItems::Combined(items) => match combine::split(&reply.text, items.len()) {
                 Ok(texts) => {
-                    self.release(ctx, call.holds_slot);
+                    self.release(ctx, &mut call.slot);
                     let share = share_usage(usage, items.len());
                     for (item, text) in items.into_iter().zip(texts) {
                         let answer = self.answer(&item, text, share, Arc::clone(&model));
@@ -293,7 +320,7 @@ impl LlmClient {
                     tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = items.len(), reason = %error);
                     let call = Call { items: CallItems::Combined(items), ..call };
                     for single in call.into_singles() {
-                        self.mailbox.push(single.rank, single);
+                        self.mailbox.push(Instant::now(), single.rank, single);
                     }
                 }
             },
@@ -364,6 +391,11 @@ impl Actor for LlmClient {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.released > 0 {
+            // Releases counted before a restart whose flush the restart cancelled.
+            self.release_scheduled = true;
+            ctx.notify(FlushReleased);
+        }
         ctx.run_interval(STATUS_EVERY, |client, _| {
             let status = client.status(Instant::now());
             client.metrics.do_send(Publish(MetricsEvent::Upstream(status)));
@@ -374,29 +406,21 @@ impl Actor for LlmClient {
 
 impl Supervised for LlmClient {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        // Timers were cancelled by the restart; `started` re-arms them. Waiting calls stay.
+        // Timers were cancelled by the restart; `started` re-arms them. Waiting calls are
+        // dropped: their items go home to their lanes (counting a requeue, so an item that
+        // makes this client panic every time ends in an error instead of a restart loop) and
+        // their slots go back to the pool.
         self.wake = None;
         self.release_scheduled = false;
         self.panic_on_next_batch = false;
+        drop(self.mailbox.drain());
     }
 }
 
-/// Calls routed to this upstream by the pool, with the pool and this client's index there.
+/// Calls routed to this upstream by the pool.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Calls(pub Vec<Call>, pub Addr<ClientPool>, pub usize);
-
-impl Drop for Calls {
-    fn drop(&mut self) {
-        // Calls are left here only if the client panicked holding the message: their items go
-        // home by themselves, but the pool slots they hold must be given back too, or a pool
-        // that counts itself full never dispatches again.
-        let calls = self.0.iter().filter(|call| call.holds_slot).count();
-        if calls > 0 {
-            self.1.do_send(Released { client: self.2, calls });
-        }
-    }
-}
+pub(crate) struct Calls(pub Vec<Call>);
 
 /// A started call ended.
 #[derive(Message)]
@@ -425,13 +449,14 @@ pub(crate) struct PanicOnNextBatch;
 
 impl Handler<Calls> for LlmClient {
     type Result = ();
-    fn handle(&mut self, mut msg: Calls, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Calls, ctx: &mut Context<Self>) {
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: upstream client `{}` panics holding {} calls", self.name, msg.0.len());
         }
-        for call in std::mem::take(&mut msg.0) {
-            self.mailbox.push(call.rank, call);
+        let now = Instant::now();
+        for call in msg.0 {
+            self.mailbox.push(now, call.rank, call);
         }
         self.pump(ctx);
     }
@@ -463,15 +488,7 @@ impl Handler<FlushReleased> for LlmClient {
 impl Handler<FailWaiting> for LlmClient {
     type Result = usize;
     fn handle(&mut self, msg: FailWaiting, _: &mut Context<Self>) -> usize {
-        let mut n = 0;
-        for call in self.mailbox.drain() {
-            n += match &call.items {
-                CallItems::One(_) => 1,
-                CallItems::Combined(items) => items.len(),
-            };
-            call.fail(msg.0.clone());
-        }
-        n
+        self.fail_waiting(msg.0)
     }
 }
 
