@@ -1,0 +1,504 @@
+//! The typed configuration: `config.toml`, validated when it is loaded.
+//!
+//! Every struct denies unknown keys, so a typo fails at start with the key's name and line.
+//! Defaults live in one place (the `Default` impls and `default_*` functions below).
+//! [`Config::validate`] reports every problem at once.
+//!
+//! The submodules hold what is done with a loaded configuration: `validate` (the checks serde
+//! cannot make), `lanes` (each lane with `[batching]` defaults applied), `render` (`ferry check`'s
+//! output), `api_key` (reading keys from the environment) and `parse_error` (toml errors as
+//! `KEY: reason (line N, column M)`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use parse_error::parse_message;
+
+mod api_key;
+mod lanes;
+mod parse_error;
+mod render;
+mod validate;
+
+pub use api_key::mask_secret;
+pub use lanes::LaneSettings;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: the HTTP door.
+    pub server: ServerConfig,
+    /// `[storage]`: where the SQLite store lives.
+    pub storage: StorageConfig,
+    /// `[logging]`: log files and their format.
+    pub logging: LoggingConfig,
+    /// `[batching]`: defaults every lane follows unless it sets its own.
+    pub batching: BatchingConfig,
+    /// `[lanes.NAME]`: priority classes.
+    pub lanes: BTreeMap<String, LaneConfig>,
+    /// `[[upstreams]]`: where calls go.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub bind: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { bind: "127.0.0.1:8000".into() }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SQLite database file.
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/ferry.db") }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` text, one event per line.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// When the log file is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// One file, never rotated by ferry (use logrotate with `copytruncate`).
+    Never,
+    /// A new file every hour; the old one is renamed with its hour.
+    Hourly,
+    /// A new file every day; the old one is renamed with its date.
+    Daily,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Directory of the log file.
+    pub dir: PathBuf,
+    /// File name inside `dir`; always the file being written, so `tail -F` follows it.
+    pub file: String,
+    /// `tracing` filter: `info`, `debug`, `ferry=debug,actix_web=warn`, …
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// `never`, `hourly` or `daily`.
+    pub rotation: Rotation,
+    /// Log prompt and response text (off by default: prompts may be private).
+    pub log_payloads: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("logs"),
+            file: "ferry.log".into(),
+            level: "info".into(),
+            format: LogFormat::Text,
+            rotation: Rotation::Daily,
+            log_payloads: false,
+        }
+    }
+}
+
+/// `[batching]`: the global defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Items per batch for lanes without their own `max_batch` (seed 000: 10).
+    pub batch_size: usize,
+    /// Minimum pause between two batches of a lane without its own `delay_ms` (seed 000: 100).
+    pub batch_delay_ms: u64,
+    /// Items a lane may hold before submissions are refused with "queue full".
+    pub queue_capacity: usize,
+    /// Every `aging_ms` an item waits adds one rank to its lane, so low lanes are never starved.
+    pub aging_ms: u64,
+    /// Times an item is put back after the actor holding it failed, before it gets an error.
+    pub max_requeues: u32,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 10,
+            batch_delay_ms: 100,
+            queue_capacity: 100_000,
+            aging_ms: 5_000,
+            max_requeues: 3,
+        }
+    }
+}
+
+/// How a lane's batch is sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each item is its own upstream call; the calls run concurrently.
+    Fanout,
+    /// The batch is one upstream call whose answer is a JSON array split back by index.
+    Combined,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Fanout => "fanout",
+            Mode::Combined => "combined",
+        })
+    }
+}
+
+/// `[lanes.NAME]`: one priority class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    /// Higher rank is served first when capacity is short.
+    pub rank: u32,
+    /// A batch is ready when its oldest item has waited this long…
+    #[serde(default)]
+    pub window_ms: u64,
+    /// …or the lane holds this many items. Absent: `[batching] batch_size`.
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// Minimum pause between two batches of this lane. Absent: `[batching] batch_delay_ms`.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Cap on generated tokens per item (`max_tokens` upstream), unless the item sets one.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Latency target; the HTTP door derives its timeout from it.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: u64,
+    /// `fanout` or `combined`.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Items this lane may hold. Absent: `[batching] queue_capacity`.
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    /// Model for items that do not name one. Absent: the upstream's first model.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+fn default_latency_ms() -> u64 {
+    2_000
+}
+
+fn default_mode() -> Mode {
+    Mode::Fanout
+}
+
+/// Which API an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions (also llama.cpp server, vLLM, Ollama, LM Studio).
+    Openai,
+    /// Google Gemini `generateContent`.
+    Gemini,
+    /// The built-in simulated upstream.
+    Mock,
+}
+
+fn provider_name(provider: ProviderKind) -> &'static str {
+    match provider {
+        ProviderKind::Openai => "openai",
+        ProviderKind::Gemini => "gemini",
+        ProviderKind::Mock => "mock",
+    }
+}
+
+/// `[[upstreams]]`: one upstream server and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// `openai`, `gemini` or `mock`.
+    pub provider: ProviderKind,
+    /// API root, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Models this upstream serves; the first is the default. Empty: serves any model asked for.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Requests per minute (absent: unlimited).
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute, prompt plus completion (absent: unlimited).
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests per day (absent: unlimited).
+    #[serde(default)]
+    pub rpd: Option<u64>,
+    /// Calls in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-call timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Retries after a retryable failure, before the item gets an error.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Retry calls that may already have run upstream (timeouts, dropped connections, 5xx).
+    /// Off: such a call ends in an error instead of risking a duplicate.
+    #[serde(default = "default_true")]
+    pub retry_after_send: bool,
+    /// First backoff delay; doubles each retry, with jitter.
+    #[serde(default = "default_backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// Longest backoff delay.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Longest pause a `Retry-After` header can ask for.
+    #[serde(default = "default_retry_after_max_ms")]
+    pub retry_after_max_ms: u64,
+    /// Consecutive failed calls that put the upstream in cooldown.
+    #[serde(default = "default_cooldown_failures")]
+    pub cooldown_failures: u32,
+    /// How long a cooldown lasts.
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// `[upstreams.mock]`: knobs of the simulated upstream (provider = "mock" only).
+    #[serde(default)]
+    pub mock: MockConfig,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backoff_base_ms() -> u64 {
+    250
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+fn default_retry_after_max_ms() -> u64 {
+    120_000
+}
+fn default_cooldown_failures() -> u32 {
+    5
+}
+fn default_cooldown_ms() -> u64 {
+    30_000
+}
+
+impl UpstreamConfig {
+    /// An in-process mock upstream with default knobs.
+    pub fn mock(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            provider: ProviderKind::Mock,
+            base_url: None,
+            api_key_env: None,
+            models: vec!["mock".into()],
+            rpm: None,
+            tpm: None,
+            rpd: None,
+            concurrency: default_concurrency(),
+            timeout_ms: default_timeout_ms(),
+            max_retries: default_max_retries(),
+            retry_after_send: true,
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            retry_after_max_ms: default_retry_after_max_ms(),
+            cooldown_failures: default_cooldown_failures(),
+            cooldown_ms: default_cooldown_ms(),
+            mock: MockConfig::default(),
+        }
+    }
+
+    /// Whether this upstream serves `model` (an upstream with no `models` serves any).
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+}
+
+/// `[upstreams.mock]`: the simulated upstream. Rates are probabilities in `0.0..=1.0`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Base latency of a call.
+    pub latency_ms: u64,
+    /// Extra latency drawn uniformly from `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Tokens the answer is padded to (the answer always mentions the prompt).
+    pub output_tokens: u32,
+    /// Share of calls answered with HTTP 500.
+    pub error_rate: f64,
+    /// Share of calls answered with HTTP 429.
+    pub rate_limit_rate: f64,
+    /// Share of calls answered with HTTP 503 (backpressure).
+    pub overload_rate: f64,
+    /// Share of calls answered with a reply that is not the API's shape.
+    pub malformed_rate: f64,
+    /// Share of calls whose connection drops after the request was sent.
+    pub drop_rate: f64,
+    /// Share of calls that time out (after the latency, not the upstream's `timeout_ms`).
+    pub timeout_rate: f64,
+    /// Share of successful combined calls answered with text that is not a valid answer array
+    /// (prose, or an array of the wrong length), to exercise the item-by-item fallback. Drawn
+    /// apart from the fault rates: it does not count toward their sum.
+    pub garble_rate: f64,
+    /// `Retry-After` sent with an injected 429.
+    pub retry_after_ms: u64,
+    /// Seed for the fault draws (same seed, same faults).
+    pub seed: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            output_tokens: 8,
+            error_rate: 0.0,
+            rate_limit_rate: 0.0,
+            overload_rate: 0.0,
+            malformed_rate: 0.0,
+            drop_rate: 0.0,
+            timeout_rate: 0.0,
+            garble_rate: 0.0,
+            retry_after_ms: 1_000,
+            seed: 1,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            logging: LoggingConfig::default(),
+            batching: BatchingConfig::default(),
+            lanes: default_lanes(),
+            upstreams: vec![UpstreamConfig::mock("mock")],
+        }
+    }
+}
+
+/// The four lanes of DESIGN.md: seed 002's high/medium/low and a fanout `bulk` lane.
+pub fn default_lanes() -> BTreeMap<String, LaneConfig> {
+    let lane = |rank, window_ms, max_batch, max_tokens, latency_ms, mode| LaneConfig {
+        rank,
+        window_ms,
+        max_batch,
+        delay_ms: None,
+        max_tokens,
+        latency_ms,
+        mode,
+        queue_capacity: None,
+        model: None,
+    };
+    BTreeMap::from([
+        ("high".to_string(), lane(3, 200, Some(6), Some(1_000), 500, Mode::Combined)),
+        ("medium".to_string(), lane(2, 1_000, Some(4), Some(5_000), 2_000, Mode::Combined)),
+        ("low".to_string(), lane(1, 4_000, Some(4), Some(10_000), 5_000, Mode::Combined)),
+        ("bulk".to_string(), lane(0, 0, None, None, 5_000, Mode::Fanout)),
+    ])
+}
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// Values that parse but make no sense; every problem is listed.
+    #[error("{path}: invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem, each naming its key.
+        problems: Vec<String>,
+    },
+    /// An upstream names an API key variable that is not set, and needs a key.
+    #[error(
+        "upstream {upstream:?}: environment variable {var} is not set (or is empty); \
+         export it before starting ferry, or point base_url at a local server that needs no key"
+    )]
+    MissingApiKey {
+        /// The upstream's name.
+        upstream: String,
+        /// The environment variable named by `api_key_env`.
+        var: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: parse_message(text, &e) })?;
+        config.validate().map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_toml_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, Config::default());
+    }
+}
