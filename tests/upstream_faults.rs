@@ -332,3 +332,45 @@ async fn overload_lowers_concurrency_and_items_still_succeed() {
     assert!(status.backpressure > 0, "{status:?}");
     assert_eq!(mock.stats().outcomes.overloaded, status.backpressure + status.retries, "{status:?}");
 }
+
+#[actix_rt::test]
+async fn overload_at_concurrency_one_is_backpressure_not_failure() {
+    // llama.cpp with one slot: a 503 there must mean "wait", not use up the item's retries.
+    let mock = start_mock(MockUpstreamArgs { overload_rate: 0.5, ..mock_args() });
+    let upstream =
+        UpstreamConfig { concurrency: 1, max_retries: 0, ..fast_upstream("one-slot", &mock.base_url()) };
+    let engine =
+        Engine::start(&engine_config(quick_lane(Mode::Fanout, 50), vec![upstream])).expect("engine starts");
+
+    let outcomes = run(&engine, prompts(30)).await;
+
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.is_ok(), "item {i}: {outcome:?}");
+    }
+    assert!(mock.stats().outcomes.overloaded > 0, "the mock must have sent some 503s");
+}
+
+#[actix_rt::test]
+async fn fallback_upstream_gets_its_own_retries() {
+    let broken = start_mock(MockUpstreamArgs { error_rate: 1.0, ..mock_args() });
+    let flaky = start_mock(MockUpstreamArgs { error_rate: 0.1, seed: 11, ..mock_args() });
+    let upstreams = vec![
+        // The larger concurrency makes "broken" the least loaded, so most items start there.
+        UpstreamConfig { max_retries: 5, concurrency: 200, ..fast_upstream("broken", &broken.base_url()) },
+        UpstreamConfig { max_retries: 5, ..fast_upstream("flaky", &flaky.base_url()) },
+    ];
+    let engine =
+        Engine::start(&engine_config(quick_lane(Mode::Fanout, 200), upstreams)).expect("engine starts");
+
+    let outcomes = run(&engine, prompts(100)).await;
+
+    // Most items fail over from "broken" with its 5 retries used up. Had they kept
+    // that count, flaky's first 500 (1 in 10) would end them; with their own retries, an item
+    // fails only after 6 500s in a row (one in a million).
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let answer = outcome.as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+        assert_eq!(&*answer.upstream, "flaky", "item {i}");
+    }
+    let failed_over = outcomes.iter().filter(|o| o.as_ref().is_ok_and(|a| a.attempts > 6)).count();
+    assert!(failed_over >= 50, "only {failed_over} items failed over");
+}
