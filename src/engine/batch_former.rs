@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::batch::Batch;
 use super::lane::{LaneQueue, Take};
 use super::pool::{ClientPool, Dispatch};
+use super::wake::Wake;
 use crate::config::{LaneSettings, Mode};
 use crate::core::batching::{self, LaneView};
 
@@ -50,12 +51,12 @@ pub struct BatchFormer {
     free_slots: usize,
     aging: Duration,
     paused: bool,
-    wake: Option<(Instant, SpawnHandle)>,
+    wake: Wake,
 }
 
 impl BatchFormer {
     pub(crate) fn new(pool: Addr<ClientPool>, aging: Duration) -> Self {
-        Self { lanes: Vec::new(), pool, free_slots: 0, aging, paused: false, wake: None }
+        Self { lanes: Vec::new(), pool, free_slots: 0, aging, paused: false, wake: Wake::default() }
     }
 
     /// Releases every batch that is ready and fits, then arms the timer for the next one.
@@ -95,17 +96,10 @@ impl BatchFormer {
 
     fn arm_timer(&mut self, ctx: &mut Context<Self>, views: &[LaneView], now: Instant) {
         let Some(at) = batching::next_wake(views, now) else { return };
-        if let Some((current, handle)) = self.wake {
-            if current <= at {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let handle = ctx.run_later(at.saturating_duration_since(now), |former, ctx| {
-            former.wake = None;
+        self.wake.arm(ctx, at, now, |former, ctx| {
+            former.wake.fired();
             former.dispatch(ctx);
         });
-        self.wake = Some((at, handle));
     }
 }
 
@@ -122,7 +116,7 @@ impl Supervised for BatchFormer {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // Reports lost in the panic would leave lanes marked as taking forever; the lanes'
         // next reports (and the pool's next capacity report) rebuild the view.
-        self.wake = None;
+        self.wake.fired();
         for lane in &mut self.lanes {
             lane.taking = false;
         }
@@ -214,9 +208,7 @@ impl Handler<UpdateLaneView> for BatchFormer {
             lane.settings = msg.settings;
         }
         // A shorter window or delay may make a lane ready now; re-arm from scratch.
-        if let Some((_, handle)) = self.wake.take() {
-            ctx.cancel_future(handle);
-        }
+        self.wake.cancel(ctx);
         self.dispatch(ctx);
     }
 }

@@ -21,6 +21,7 @@ pub mod metrics;
 mod pool;
 mod restart;
 mod supervisor;
+mod wake;
 
 use std::collections::HashMap;
 use std::sync::Arc;

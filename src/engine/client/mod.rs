@@ -22,6 +22,7 @@ use super::item::{Answer, Item, ItemError};
 use super::mailbox::Mailbox;
 use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
 use super::pool::{ClientPool, ClientState, Released};
+use super::wake::Wake;
 use crate::config::UpstreamConfig;
 use crate::core::limits::{Limits, Permit};
 use crate::core::{combine, estimate};
@@ -75,7 +76,7 @@ pub struct LlmClient {
     paused_until: Option<Instant>,
     cooldown_until: Option<Instant>,
     consecutive_failures: u32,
-    wake: Option<(Instant, SpawnHandle)>,
+    wake: Wake,
     released: usize,
     release_scheduled: bool,
     counters: Counters,
@@ -111,7 +112,7 @@ impl LlmClient {
             paused_until: None,
             cooldown_until: None,
             consecutive_failures: 0,
-            wake: None,
+            wake: Wake::default(),
             released: 0,
             release_scheduled: false,
             counters: Counters::default(),
@@ -185,17 +186,10 @@ impl LlmClient {
     }
 
     fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant, now: Instant) {
-        if let Some((current, handle)) = self.wake {
-            if current <= at {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let handle = ctx.run_later(at.saturating_duration_since(now), |client, ctx| {
-            client.wake = None;
+        self.wake.arm(ctx, at, now, |client, ctx| {
+            client.wake.fired();
             client.pump(ctx);
         });
-        self.wake = Some((at, handle));
     }
 
     fn start(&mut self, ctx: &mut Context<Self>, mut call: Call, request: CallRequest, permit: Permit) {
@@ -410,7 +404,7 @@ impl Supervised for LlmClient {
         // dropped: their items go home to their lanes (counting a requeue, so an item that
         // makes this client panic every time ends in an error instead of a restart loop) and
         // their slots go back to the pool.
-        self.wake = None;
+        self.wake.fired();
         self.release_scheduled = false;
         self.panic_on_next_batch = false;
         drop(self.mailbox.drain());
