@@ -29,7 +29,7 @@ impl Wake {
             }
             ctx.cancel_future(handle);
         }
-        let handle = ctx.run_later(at.saturating_duration_since(now), move |actor, ctx| then(actor, ctx));
+        let handle = ctx.run_later(at.saturating_duration_since(now), then);
         self.0 = Some((at, handle));
     }
 
