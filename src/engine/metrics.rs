@@ -99,6 +99,8 @@ pub struct UpstreamStatus {
     pub prompt_tokens: u64,
     /// Completion tokens reported.
     pub completion_tokens: u64,
+    /// Times calls had to wait for a rate window (RPM/TPM/RPD or an announced limit) to open.
+    pub limit_waits: u64,
     /// The last error, shortened.
     pub last_error: Option<String>,
 }
@@ -159,12 +161,48 @@ pub struct Snapshot {
     pub items_ok: u64,
     /// Items that ended in an error since start.
     pub items_failed: u64,
+    /// Totals and batch-duration histogram per lane.
+    pub lanes: BTreeMap<String, LaneTotals>,
     /// Latest status per upstream.
     pub upstreams: BTreeMap<String, UpstreamStatus>,
     /// Actor restarts since start.
     pub restarts: u64,
     /// Whether dispatch is paused.
     pub paused: bool,
+}
+
+/// Upper bounds, in seconds, of the batch-duration histogram's buckets (Prometheus `le`).
+pub const BATCH_SECONDS_BUCKETS: [f64; 12] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One lane's totals since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LaneTotals {
+    /// Batches completed.
+    pub batches: u64,
+    /// Items answered.
+    pub items_ok: u64,
+    /// Items that ended in an error.
+    pub items_failed: u64,
+    /// Batches whose duration was at most each bound of [`BATCH_SECONDS_BUCKETS`] (cumulative).
+    pub duration_buckets: [u64; BATCH_SECONDS_BUCKETS.len()],
+    /// Sum of batch durations, in seconds.
+    pub duration_sum: f64,
+}
+
+impl LaneTotals {
+    fn record(&mut self, record: &BatchRecord) {
+        self.batches += 1;
+        self.items_ok += record.ok as u64;
+        self.items_failed += record.failed as u64;
+        let seconds = record.duration.as_secs_f64();
+        self.duration_sum += seconds;
+        for (count, bound) in self.duration_buckets.iter_mut().zip(BATCH_SECONDS_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+    }
 }
 
 /// The hub actor.
@@ -187,6 +225,7 @@ impl MetricsHub {
                 self.snapshot.batches += 1;
                 self.snapshot.items_ok += record.ok as u64;
                 self.snapshot.items_failed += record.failed as u64;
+                self.snapshot.lanes.entry(record.lane.to_string()).or_default().record(record);
                 if self.snapshot.recent_batches.len() == RECENT_BATCHES {
                     self.snapshot.recent_batches.pop_front();
                 }

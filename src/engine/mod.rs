@@ -33,7 +33,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::BatchId;
 pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
-pub use metrics::{BatchRecord, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus};
+pub use metrics::{
+    BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
+};
 pub use supervisor::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 
 use self::batch_former::{AddLanes, BatchFormer};

@@ -33,6 +33,11 @@ impl Wake {
         self.0 = Some((at, handle));
     }
 
+    /// Whether no wake-up is pending.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// The wake-up ran.
     pub(crate) fn fired(&mut self) {
         self.0 = None;

@@ -49,6 +49,7 @@ struct Counters {
     backpressure: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
+    limit_waits: u64,
 }
 
 /// Engine-wide settings a client follows.
@@ -175,6 +176,10 @@ impl LlmClient {
                     }
                 }
                 Err(at) => {
+                    if self.wake.is_idle() {
+                        // Count each stretch of waiting once, not every look at the limits.
+                        self.counters.limit_waits += 1;
+                    }
                     self.wake_at(ctx, at, now);
                     break;
                 }
@@ -367,6 +372,7 @@ impl LlmClient {
             backpressure: c.backpressure,
             prompt_tokens: c.prompt_tokens,
             completion_tokens: c.completion_tokens,
+            limit_waits: c.limit_waits,
             last_error: self.last_error.clone(),
         }
     }
