@@ -14,6 +14,7 @@
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod http;
 pub mod logging;
 pub mod mock_upstream;
 pub mod providers;

@@ -1,0 +1,219 @@
+//! The HTTP layer's one error type and its mapping to statuses.
+//!
+//! Every 4xx and 5xx is JSON: `{"error": {"message", "type", "param"?}}` — OpenAI's shape, so
+//! OpenAI clients show it well — with the offending field in `param` where there is one. Handlers
+//! return `Result<_, ApiError>`; this file alone decides the status for each case.
+
+use std::time::Duration;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::engine::{ControlError, SubmitError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input; `param` names the field when there is one.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong and what would be valid.
+        message: String,
+        /// The offending field.
+        param: Option<String>,
+    },
+    /// No or unknown credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Known credentials without the right (e.g. an inference key on an admin endpoint).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource (or not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is over the configured limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A lane is full; try again later.
+    #[error("{message}")]
+    QueueFull {
+        /// Which lane and how full.
+        message: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The item did not finish within the endpoint's timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// ferry is shutting down or its engine has stopped.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault inside ferry; the message says what without leaking internals.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Bad input in `param`.
+    pub fn bad(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { message: message.into(), param: Some(param.into()) }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "invalid_request_error",
+            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
+            ApiError::NotFound(_) => "not_found_error",
+            ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::UnsupportedMediaType(_) => "invalid_request_error",
+            ApiError::QueueFull { .. } => "rate_limit_error",
+            ApiError::Timeout(_) => "timeout_error",
+            ApiError::Unavailable(_) => "unavailable_error",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let param = match self {
+            ApiError::BadRequest { param, .. } => param.as_deref(),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::QueueFull { retry_after, .. } = self {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.insert_header((header::RETRY_AFTER, value));
+            }
+        }
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(Body { error: Detail { message: self.to_string(), kind: self.kind(), param } })
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::QueueFull { .. } => {
+                ApiError::QueueFull { message: error.to_string(), retry_after: Duration::from_secs(1) }
+            }
+            SubmitError::UnknownLane { .. } => ApiError::bad("priority", error.to_string()),
+            SubmitError::ShuttingDown | SubmitError::Stopped => ApiError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::Invalid { field, .. } => ApiError::bad(field, error.to_string()),
+            ControlError::UnknownLane { .. } => ApiError::bad("lane", error.to_string()),
+            ControlError::UnknownUpstream(_) => ApiError::bad("upstream", error.to_string()),
+            ControlError::Stopped => ApiError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Turns actix-web's JSON extractor errors into [`ApiError`]s that name the field.
+pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &error {
+        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+            ApiError::PayloadTooLarge { limit: *limit }
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
+            "the body must be JSON, sent with Content-Type: application/json".into(),
+        ),
+        JsonPayloadError::Deserialize(inner) => {
+            let message = inner.to_string();
+            match field_of(&message) {
+                Some(field) => ApiError::bad(field, format!("invalid JSON body: {message}")),
+                None => {
+                    ApiError::BadRequest { message: format!("invalid JSON body: {message}"), param: None }
+                }
+            }
+        }
+        other => ApiError::BadRequest { message: format!("invalid JSON body: {other}"), param: None },
+    };
+    api.into()
+}
+
+/// Turns query-string errors into [`ApiError`]s.
+pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let message = error.to_string();
+    let param = field_of(&message);
+    ApiError::BadRequest { message: format!("invalid query string: {message}"), param }.into()
+}
+
+/// Turns path errors into [`ApiError`]s.
+pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("invalid path: {error}")).into()
+}
+
+/// The field serde's message names: "missing field `prompt`", "unknown field `x`", or the
+/// key path a typed error points at ("invalid type: … at line 1 column 12" has none).
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_is_read_from_serde_messages() {
+        assert_eq!(field_of("missing field `prompt` at line 1 column 2"), Some("prompt".into()));
+        assert_eq!(field_of("invalid type: string \"x\", expected u64"), None);
+    }
+
+    #[test]
+    fn queue_full_is_429_with_retry_after() {
+        let error = ApiError::QueueFull { message: "full".into(), retry_after: Duration::from_secs(2) };
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+    }
+}
