@@ -192,6 +192,11 @@ impl Engine {
         self.inner.lanes.iter().map(|(n, _)| n.to_string()).collect()
     }
 
+    /// Whether a lane of this name exists.
+    pub fn has_lane(&self, lane: &str) -> bool {
+        self.inner.lane_index.contains_key(lane)
+    }
+
     fn lane(&self, lane: &str) -> Result<usize, SubmitError> {
         if !self.inner.accepting.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);

@@ -51,6 +51,9 @@ pub enum ApiError {
         /// Suggested wait.
         retry_after: Duration,
     },
+    /// The upstream failed the item (after retries and fallbacks).
+    #[error("{0}")]
+    Upstream(String),
     /// The item did not finish within the endpoint's timeout.
     #[error("{0}")]
     Timeout(String),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::UnsupportedMediaType(_) => "invalid_request_error",
             ApiError::QueueFull { .. } => "rate_limit_error",
+            ApiError::Upstream(_) => "upstream_error",
             ApiError::Timeout(_) => "timeout_error",
             ApiError::Unavailable(_) => "unavailable_error",
             ApiError::Internal(_) => "server_error",
@@ -108,6 +112,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,6 +4,9 @@
 //! to statuses in one place ([`error`]). One file per resource.
 
 pub mod error;
+pub mod openai;
+pub mod priority;
+pub mod query;
 
 use std::sync::Arc;
 

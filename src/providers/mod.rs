@@ -50,6 +50,11 @@ impl ChatMessage {
         Self { role: Role::User, content: content.into() }
     }
 
+    /// An answer from the model.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, content: content.into() }
+    }
+
     /// A system instruction.
     pub fn system(content: impl Into<String>) -> Self {
         Self { role: Role::System, content: content.into() }
