@@ -45,7 +45,8 @@ use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub};
 use self::pool::{AddClients, ClientPool};
 use self::supervisor::{
-    GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, Shutdown, Supervisor,
+    GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown,
+    Supervisor,
 };
 use crate::config::Config;
 use crate::providers;
@@ -305,6 +306,13 @@ impl Engine {
             cut_off: 0,
             left: self.open_items(),
         })
+    }
+
+    /// Gives an upstream (the first one when `upstream` is None) a new API key, live: calls from
+    /// now on use it. The key is never logged.
+    pub async fn set_upstream_key(&self, upstream: Option<&str>, key: String) -> Result<(), ControlError> {
+        let msg = SetUpstreamKey { upstream: upstream.map(str::to_string), key };
+        self.inner.supervisor.send(msg).await.map_err(|_| ControlError::Stopped)?
     }
 
     /// Fault injection for tests and drills: the target panics while handling its next message

@@ -21,6 +21,7 @@ use super::lane::{self, CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
 use super::pool::{self, ClientPool};
 use crate::config::{Config, LaneSettings, Mode, ProviderKind};
+use crate::providers;
 
 /// A change to one lane; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -235,6 +236,37 @@ pub(crate) struct GetConfig;
 #[derive(Message)]
 #[rtype(result = "ShutdownReport")]
 pub(crate) struct Shutdown(pub Duration);
+
+/// Give an upstream a new API key (the first upstream when none is named).
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub(crate) struct SetUpstreamKey {
+    pub upstream: Option<String>,
+    pub key: String,
+}
+
+impl Handler<SetUpstreamKey> for Supervisor {
+    type Result = Result<(), ControlError>;
+    fn handle(&mut self, msg: SetUpstreamKey, _: &mut Context<Self>) -> Self::Result {
+        let index = match &msg.upstream {
+            Some(name) => self
+                .config
+                .upstreams
+                .iter()
+                .position(|u| u.name == *name)
+                .ok_or_else(|| ControlError::UnknownUpstream(name.clone()))?,
+            None => 0,
+        };
+        let upstream =
+            self.config.upstreams.get(index).ok_or(ControlError::UnknownUpstream("(default)".into()))?;
+        let provider = providers::build(upstream, Some(msg.key))
+            .map_err(|e| ControlError::Invalid { field: "api_key", message: e.to_string() })?;
+        self.clients[index].do_send(client::ReplaceProvider(provider));
+        // The key itself is never logged.
+        self.changed(format!("upstreams.{}.api_key=(replaced)", upstream.name));
+        Ok(())
+    }
+}
 
 /// Fault injection.
 #[derive(Message)]

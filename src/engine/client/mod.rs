@@ -442,6 +442,18 @@ struct FlushReleased;
 #[rtype(result = "usize")]
 pub(crate) struct FailWaiting(pub ItemError);
 
+/// Use a new provider (same API, new key) for calls from now on; running calls finish on the old.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReplaceProvider(pub Arc<dyn Provider>);
+
+impl Handler<ReplaceProvider> for LlmClient {
+    type Result = ();
+    fn handle(&mut self, msg: ReplaceProvider, _: &mut Context<Self>) {
+        self.provider = msg.0;
+    }
+}
+
 /// Fault injection: panic while handling the next `Calls`.
 #[derive(Message)]
 #[rtype(result = "()")]
