@@ -57,6 +57,9 @@ pub struct MockUpstreamArgs {
     /// actix-web worker threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: u64,
+    /// Require this API key (`Authorization: Bearer` or `x-goog-api-key`); other calls get 401.
+    #[arg(long)]
+    pub api_key: Option<String>,
 }
 
 impl Default for MockUpstreamArgs {
@@ -78,6 +81,7 @@ impl Default for MockUpstreamArgs {
             rpm: None,
             seed: 1,
             workers: 1,
+            api_key: None,
         }
     }
 }

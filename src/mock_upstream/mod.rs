@@ -34,9 +34,12 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{self, Next};
 use actix_web::{App, HttpResponse, HttpServer, web};
 pub use args::MockUpstreamArgs;
 use book::{Book, RpmState};
@@ -128,7 +131,11 @@ fn build(args: &MockUpstreamArgs, signals: bool) -> io::Result<(Server, SocketAd
     let upstream = web::Data::new(Upstream::new(args));
     let data = upstream.clone();
     let mut server = HttpServer::new(move || {
-        App::new().app_data(data.clone()).app_data(web::PayloadConfig::new(MAX_BODY_BYTES)).configure(routes)
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .wrap(middleware::from_fn(require_key))
+            .configure(routes)
     })
     .workers(usize::try_from(args.workers).unwrap_or(1))
     .keep_alive(KEEP_ALIVE)
@@ -151,6 +158,28 @@ fn routes(config: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health))
         .route("/stats", web::get().to(stats))
         .default_service(web::to(not_found));
+}
+
+/// With `--api-key`, refuses model calls that do not carry it (as a real provider would).
+async fn require_key(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let wanted = request.app_data::<web::Data<Upstream>>().and_then(|u| u.args.api_key.clone());
+    let open_path = matches!(request.path(), "/health" | "/stats");
+    if let (Some(wanted), false) = (wanted, open_path) {
+        let headers = request.headers();
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let goog = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
+        if bearer.or(goog) != Some(wanted.as_str()) {
+            let refusal = openai::error_response(StatusCode::UNAUTHORIZED, "invalid or missing API key");
+            return Ok(request.into_response(refusal).map_into_right_body());
+        }
+    }
+    next.call(request).await.map(ServiceResponse::map_into_left_body)
 }
 
 async fn health() -> HttpResponse {
