@@ -14,6 +14,11 @@ use tempfile::TempDir;
 const JAN_27: i64 = 1_737_936_000_000;
 const DAY_MS: i64 = 86_400_000;
 
+/// A temp dir for one test (its failure reported through the test's error type).
+fn temp_dir() -> Result<TempDir, StoreError> {
+    TempDir::new().map_err(|source| StoreError::Secret { path: std::env::temp_dir(), source })
+}
+
 fn db_in(dir: &TempDir) -> PathBuf {
     dir.path().join("data").join("ferry.db")
 }
@@ -75,15 +80,6 @@ async fn chats_list_newest_first_with_limit_and_before_paging() -> Result<(), St
     assert!(none.is_empty());
     assert!(store.chats(ChatQuery::default()).await?.is_empty(), "limit 0 lists nothing");
     Ok(())
-}
-
-/// `TempDir::new` fails only when /tmp is unusable; name something for the error.
-fn dir_err() -> PathBuf {
-    std::env::temp_dir()
-}
-
-fn temp_dir() -> Result<TempDir, StoreError> {
-    TempDir::new().map_err(|source| StoreError::Secret { path: dir_err(), source })
 }
 
 #[actix_rt::test]

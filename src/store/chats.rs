@@ -247,6 +247,21 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_stored_whole_or_not_at_all() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON chats WHEN NEW.lane = 'refused' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )?;
+        let refused = NewChat { lane: "refused".into(), ..chat(2) };
+        assert!(insert_all(&mut conn, &[chat(1), refused, chat(3)]).is_err());
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM chats", [], |row| row.get(0))?;
+        assert_eq!(count, 0);
+        Ok(())
+    }
+
+    #[test]
     fn damaged_json_is_reported_with_the_chat_id() -> Result<(), StoreError> {
         let mut conn = Connection::open_in_memory()?;
         migrate(&mut conn)?;

@@ -2,8 +2,8 @@
 //!
 //! Chats (each finished item's request and response, with its batch, lane and owner) and the
 //! settings that override `config.toml`. [`Store`] is the handle: cheap to clone, usable from any
-//! thread; every call is a message to the store actor's one thread, so blocking SQLite never runs on an
-//! async executor.
+//! thread; every call is a message to the store actor's one thread, so blocking SQLite never runs
+//! on an async executor.
 //!
 //! - `connection`: the file (0600, its directory created), WAL and the other pragmas.
 //! - [`migrations`]: versioned schema; a file from a newer ferry is refused.
@@ -111,6 +111,12 @@ pub fn key_id(api_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_across_worker_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Store>();
+    }
 
     #[test]
     fn key_id_is_16_hex_digits_stable_and_distinct() {
