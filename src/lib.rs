@@ -18,5 +18,6 @@ pub mod http;
 pub mod logging;
 pub mod mock_upstream;
 pub mod providers;
+pub mod store;
 
 pub use engine::Engine;

@@ -1,0 +1,119 @@
+//! Versioned schema migrations.
+//!
+//! `PRAGMA user_version` holds the schema version (0 for a new file); `schema_migrations` keeps a
+//! row per applied migration, for people reading the file. Each migration runs in its own
+//! transaction with the version bump, so a crash leaves the file at a whole version. A file from a
+//! newer ferry is refused rather than guessed at. Migrations are append-only: never edit one that
+//! has shipped; add the next.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// One step of the schema.
+struct Migration {
+    version: u32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "chats and lane budgets",
+    sql: "
+        CREATE TABLE chats (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            owner        TEXT,
+            username     TEXT,
+            request_id   TEXT,
+            lane         TEXT    NOT NULL,
+            priority     TEXT,
+            batch_id     TEXT,
+            request      TEXT    NOT NULL,
+            response     TEXT    NOT NULL,
+            ok           INTEGER NOT NULL,
+            created_at   INTEGER NOT NULL,
+            completed_at INTEGER NOT NULL,
+            tokens_used  INTEGER NOT NULL,
+            latency_ms   REAL    NOT NULL
+        );
+        CREATE INDEX chats_owner_id ON chats (owner, id);
+        CREATE INDEX chats_owner_username_id ON chats (owner, username, id);
+        CREATE INDEX chats_username_id ON chats (username, id);
+        CREATE INDEX chats_completed_at ON chats (completed_at);
+        CREATE TABLE lane_budgets (
+            priority   TEXT    PRIMARY KEY CHECK (priority IN ('high', 'medium', 'low')),
+            tokens     INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL
+        );
+    ",
+}];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT    NOT NULL,
+            applied_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+        )",
+    )?;
+    for step in MIGRATIONS.iter().filter(|m| m.version > found) {
+        apply(conn, step).map_err(|source| StoreError::Migrate {
+            version: step.version,
+            name: step.name,
+            source,
+        })?;
+        tracing::info!(event = "store_migrated", version = step.version, name = step.name);
+    }
+    Ok(())
+}
+
+fn apply(conn: &mut Connection, step: &Migration) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(step.sql)?;
+    tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", (step.version, step.name))?;
+    // PRAGMA takes no bound parameters; the version is our own constant.
+    tx.execute_batch(&format!("PRAGMA user_version = {}", step.version))?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_and_end_at_the_schema_version() {
+        for (index, step) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(step.version as usize, index + 1, "{}", step.name);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        migrate(&mut conn)?;
+        let applied: u32 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))?;
+        assert_eq!(applied, SCHEMA_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA user_version = 99")?;
+        match migrate(&mut conn) {
+            Err(StoreError::NewerSchema { found: 99, supported: SCHEMA_VERSION }) => Ok(()),
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The store: SQLite (WAL) behind a SyncArbiter actor.
+//!
+//! Chats (each finished item's request and response, with its batch, lane and owner) and the
+//! settings that override `config.toml`. [`Store`] is the handle: cheap to clone, usable from any
+//! thread; every call is a message to the store actor's one thread, so blocking SQLite never runs
+//! on an async executor.
+//!
+//! - `connection`: the file (0600, its directory created), WAL and the other pragmas.
+//! - [`migrations`]: versioned schema; a file from a newer ferry is refused.
+//! - [`chats`], [`settings`], [`analytics`]: one concern each, as plain functions over a
+//!   connection, tested without the actor.
+//!
+//! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records
+//! [`key_id`]`(key)` as the chat's owner. The upstream API key from `PUT /v1/settings` lives in
+//! its own 0600 file beside the database, not in it (see [`settings`]).
+
+mod actor;
+pub mod analytics;
+pub mod chats;
+mod connection;
+mod error;
+pub mod migrations;
+pub mod settings;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use actix::{Addr, SyncArbiter};
+use sha2::{Digest, Sha256};
+
+use actor::{ComputeAnalytics, ListChats, LoadSettings, RecordChat, RecordChats, SaveSettings, StoreActor};
+pub use analytics::{Analytics, DateCount, NameValue};
+pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat};
+pub use error::StoreError;
+pub use migrations::SCHEMA_VERSION;
+pub use settings::{LaneBudget, StoredSettings};
+
+/// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
+#[derive(Clone)]
+pub struct Store {
+    actor: Addr<StoreActor>,
+}
+
+impl Store {
+    /// Opens (creating the file, mode 0600 on Unix, and its directory if missing) and migrates
+    /// the database at `path`, then starts its actor. Refuses a database from a newer ferry with
+    /// [`StoreError::NewerSchema`].
+    ///
+    /// Must be called inside a running actix System (it panics otherwise, as actix does). It
+    /// blocks while opening and migrating: call it at start-up, not from a request handler.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = connection::open(path)?;
+        migrations::migrate(&mut conn)?;
+        tracing::info!(event = "store_open", path = %path.display(), schema_version = SCHEMA_VERSION);
+        // The factory runs once on the actor's thread; it takes the connection opened here so
+        // that errors reach the caller. A later call (after a restart) reopens lazily.
+        let handoff = Mutex::new(Some(conn));
+        let path = path.to_path_buf();
+        let actor = SyncArbiter::start(1, move || {
+            let conn = handoff.lock().ok().and_then(|mut slot| slot.take());
+            StoreActor::new(conn, path.clone())
+        });
+        Ok(Store { actor })
+    }
+
+    /// Records one finished item and returns its id.
+    pub async fn record_chat(&self, chat: NewChat) -> Result<ChatId, StoreError> {
+        self.actor.send(RecordChat(chat)).await?
+    }
+
+    /// Records many finished items in one transaction: all are stored or none.
+    pub async fn record_chats(&self, chats: Vec<NewChat>) -> Result<(), StoreError> {
+        if chats.is_empty() {
+            return Ok(());
+        }
+        self.actor.send(RecordChats(chats)).await?
+    }
+
+    /// Lists chats newest first, filtered and paged by `query`.
+    pub async fn chats(&self, query: ChatQuery) -> Result<Vec<ChatRecord>, StoreError> {
+        self.actor.send(ListChats(query)).await?
+    }
+
+    /// Loads the stored settings (all `None` until something is saved).
+    pub async fn settings(&self) -> Result<StoredSettings, StoreError> {
+        self.actor.send(LoadSettings).await?
+    }
+
+    /// Replaces the stored settings with `settings` (merge a partial update before calling).
+    pub async fn save_settings(&self, settings: StoredSettings) -> Result<(), StoreError> {
+        self.actor.send(SaveSettings(settings)).await?
+    }
+
+    /// Computes seed 002's batch-level analytics over `owner`'s chats, or everyone's when `None`.
+    pub async fn analytics(&self, owner: Option<String>) -> Result<Analytics, StoreError> {
+        self.actor.send(ComputeAnalytics(owner)).await?
+    }
+}
+
+/// Domain prefix, so a key id can never be mistaken for (or matched against) a plain SHA-256 of
+/// the key computed elsewhere.
+const KEY_ID_DOMAIN: &[u8] = b"ferry key id v1\0";
+
+/// A stable, non-secret id for an API key: the first 16 hex digits (64 bits) of SHA-256 over a
+/// fixed prefix and the key. The HTTP layer stores it as a chat's owner instead of the key.
+pub fn key_id(api_key: &str) -> String {
+    let digest = Sha256::new().chain_update(KEY_ID_DOMAIN).chain_update(api_key.as_bytes()).finalize();
+    digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_across_worker_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Store>();
+    }
+
+    #[test]
+    fn key_id_is_16_hex_digits_stable_and_distinct() {
+        let id = key_id("sk-one");
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(id, key_id("sk-one"));
+        assert_ne!(id, key_id("sk-two"));
+        assert!(!id.contains("sk-one"));
+    }
+}
