@@ -3,8 +3,9 @@
 //! [`run`] starts both, logs a line of totals once a minute, and on `shutdown` (SIGINT/SIGTERM
 //! from [`signals`] in the binary, any future in tests) stops in order: the server stops
 //! accepting connections, the engine drains queued and in-flight items for
-//! `[server] shutdown_grace_ms` and answers what is left "shutting down", the requests waiting
-//! on those items get their replies, and the server finishes.
+//! `[server] shutdown_grace_ms` (less a short reserve) and answers what is left "shutting
+//! down", the requests waiting on those items get their replies, and the server closes every
+//! connection. The whole sequence fits in the grace.
 
 use std::future::Future;
 use std::io;
@@ -13,11 +14,15 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, ShutdownReport, Snapshot};
-use crate::http::server::{Unprotected, check_exposure};
+use crate::http::server::{Bound, Unprotected, check_exposure};
 use crate::http::{AppState, Keys};
 
 /// How often the totals line is logged.
 const TOTALS_EVERY: Duration = Duration::from_secs(60);
+/// Part of the shutdown grace kept for replies to be written after the engine's drain.
+const REPLY_RESERVE: Duration = Duration::from_millis(250);
+/// Pause between the last reply leaving its handler and the connections being closed.
+const FLUSH: Duration = Duration::from_millis(20);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +57,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let engine = Engine::start(&config)?;
     let state = AppState { engine: engine.clone(), config: Arc::clone(&config) };
     let bind = config.server.bind.clone();
-    let (server, addr) = crate::http::build(state, &config.server, keys)
+    let Bound { server, addr, in_flight } = crate::http::server::bind(state, &config.server, keys)
         .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
     let handle = server.handle();
     let mut server = actix_rt::spawn(server);
@@ -75,9 +80,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     tracing::info!(event = "shutdown", phase = "stop_accepting", grace_ms = config.server.shutdown_grace_ms);
     totals.abort();
-    // Stop accepting first; requests already in flight keep waiting for their items.
-    let stopped = handle.stop(true);
-    let report = engine.shutdown(grace).await;
+    // Stop accepting connections; requests already in flight keep waiting for their items.
+    handle.pause().await;
+    let report = engine.shutdown(grace.saturating_sub(REPLY_RESERVE)).await;
     tracing::info!(
         event = "shutdown",
         phase = "drained",
@@ -85,9 +90,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         cut_off = report.cut_off,
         left = report.left
     );
-    stopped.await;
+    // Every item is answered; let the requests waiting on them reply, then close every
+    // connection, idle keep-alive ones included.
+    let settled = in_flight.settle(REPLY_RESERVE).await;
+    tokio::time::sleep(FLUSH).await;
+    handle.stop(false).await;
     let _ = server.await;
-    tracing::info!(event = "shutdown", phase = "done");
+    tracing::info!(
+        event = "shutdown",
+        phase = "done",
+        unanswered_requests = if settled { 0 } else { in_flight.count() }
+    );
     Ok(report)
 }
 
@@ -135,6 +148,7 @@ async fn log_totals(engine: Engine) {
 
 /// `lane:depth` pairs, comma-separated, for the totals line.
 fn depths(snapshot: &Snapshot) -> String {
-    let pairs: Vec<String> = snapshot.lane_depths.iter().map(|(lane, depth)| format!("{lane}:{depth}")).collect();
+    let pairs: Vec<String> =
+        snapshot.lane_depths.iter().map(|(lane, depth)| format!("{lane}:{depth}")).collect();
     pairs.join(",")
 }

@@ -103,7 +103,11 @@ const CASES: &[(&str, bool, &[&str])] = &[
         &["server.api_keys_env: must be the name of an environment variable", "not a key"],
     ),
     ("zero_max_body_bytes.toml", false, &["server.max_body_bytes: must be at least 1 (got 0)"]),
-    ("bad_cors_origin.toml", false, &["server.cors_origins[1]: \"https://app.example.com/\" must be an origin"]),
+    (
+        "bad_cors_origin.toml",
+        false,
+        &["server.cors_origins[1]: \"https://app.example.com/\" must be an origin"],
+    ),
     ("same_key_variables.toml", false, &["server.admin_keys_env: must differ from server.api_keys_env"]),
 ];
 

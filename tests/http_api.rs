@@ -55,8 +55,9 @@ async fn a_single_prompt_is_answered() {
 #[actix_rt::test]
 async fn prompts_come_back_in_order_and_length() {
     let server = TestServer::start(Keys::none());
-    let prompts: Vec<Value> =
-        (0..25).map(|i| if i % 2 == 0 { json!(format!("p-{i}")) } else { json!({"prompt": format!("p-{i}")}) }).collect();
+    let prompts: Vec<Value> = (0..25)
+        .map(|i| if i % 2 == 0 { json!(format!("p-{i}")) } else { json!({"prompt": format!("p-{i}")}) })
+        .collect();
     let (status, body) = post(&server, "/api/v1/prompts", json!({ "prompts": prompts })).await;
     assert_eq!(status, 200, "{body}");
     let responses = body["responses"].as_array().expect("responses array");
@@ -126,7 +127,8 @@ async fn batch_size_and_delay_change_live() {
 
     // The new size shapes the next batches: 7 prompts in batches of at most 3.
     post(&server, "/api/v1/config/batch-delay", json!({"delay_ms": 0})).await;
-    let (_, body) = post(&server, "/api/v1/prompts", json!({"prompts": ["a", "b", "c", "d", "e", "f", "g"]})).await;
+    let (_, body) =
+        post(&server, "/api/v1/prompts", json!({"prompts": ["a", "b", "c", "d", "e", "f", "g"]})).await;
     assert_eq!(body["responses"].as_array().map(Vec::len), Some(7));
     let snapshot = server.engine.snapshot().await.expect("snapshot");
     assert!(snapshot.recent_batches.iter().all(|b| b.size <= 3), "{:?}", snapshot.recent_batches);
@@ -222,7 +224,8 @@ async fn keys_open_inference_to_both_kinds_and_config_to_admins_only() {
     for key in [INFERENCE_KEY, ADMIN_KEY] {
         assert_eq!(send("/api/v1/stats", Some(key)).await.expect("request").status(), 200);
         assert_eq!(send("/metrics", Some(key)).await.expect("request").status(), 200);
-        let prompt = client().post(server.url("/api/v1/prompt")).bearer_auth(key).json(&json!({"prompt": "hi"}));
+        let prompt =
+            client().post(server.url("/api/v1/prompt")).bearer_auth(key).json(&json!({"prompt": "hi"}));
         assert_eq!(prompt.send().await.expect("request").status(), 200);
     }
     assert_eq!(send("/api/v1/config", Some(ADMIN_KEY)).await.expect("request").status(), 200);
@@ -249,7 +252,10 @@ async fn cors_headers_only_for_configured_origins() {
             .send()
     };
     let allowed = preflight("http://localhost:3000").await.expect("request");
-    assert_eq!(allowed.headers().get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"http://localhost:3000"[..]));
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").map(|v| v.as_bytes()),
+        Some(&b"http://localhost:3000"[..])
+    );
     let refused = preflight("http://evil.example").await.expect("request");
     assert!(refused.headers().get("access-control-allow-origin").is_none());
     server.stop().await;

@@ -29,7 +29,14 @@ struct Case {
     names: String,
 }
 
-fn case(name: &'static str, method: &'static str, path: &'static str, body: Body, status: u16, names: &str) -> Case {
+fn case(
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Body,
+    status: u16,
+    names: &str,
+) -> Case {
     Case { name, method, path, key: Some(ADMIN_KEY), body, status, names: names.to_string() }
 }
 
@@ -52,24 +59,94 @@ fn cases() -> Vec<Case> {
         case("prompt: number", post, one, json("{\"prompt\": 42}"), 400, "prompt"),
         case("prompt: empty", post, one, json("{\"prompt\": \"\"}"), 400, "prompt"),
         case("prompt: blank", post, one, json("{\"prompt\": \"   \"}"), 400, "prompt"),
-        case("prompt: unknown field", post, one, json("{\"prompt\": \"x\", \"lane\": \"high\"}"), 400, "lane"),
+        case(
+            "prompt: unknown field",
+            post,
+            one,
+            json("{\"prompt\": \"x\", \"lane\": \"high\"}"),
+            400,
+            "lane",
+        ),
         case("prompt: array body", post, one, json("[\"x\"]"), 400, "prompt"),
-        case("prompt: text/plain", post, one, Typed("text/plain", "{\"prompt\": \"x\"}".into()), 415, "~Content-Type"),
-        case("prompt: no content type", post, one, Typed("", "{\"prompt\": \"x\"}".into()), 415, "~Content-Type"),
+        case(
+            "prompt: text/plain",
+            post,
+            one,
+            Typed("text/plain", "{\"prompt\": \"x\"}".into()),
+            415,
+            "~Content-Type",
+        ),
+        case(
+            "prompt: no content type",
+            post,
+            one,
+            Typed("", "{\"prompt\": \"x\"}".into()),
+            415,
+            "~Content-Type",
+        ),
         case("prompts: empty array", post, many, json("{\"prompts\": []}"), 400, "prompts"),
         case("prompts: 1001 prompts", post, many, prompts_json(1001), 400, "prompts"),
         case("prompts: a string", post, many, json("{\"prompts\": \"x\"}"), 400, "prompts"),
         case("prompts: missing", post, many, json("{}"), 400, "prompts"),
         case("prompts: null", post, many, json("{\"prompts\": null}"), 400, "prompts"),
-        case("prompts: number at 3", post, many, json("{\"prompts\": [\"a\", \"b\", \"c\", 4]}"), 400, "prompts[3]"),
-        case("prompts: empty string at 2", post, many, json("{\"prompts\": [\"a\", \"b\", \"\"]}"), 400, "prompts[2]"),
+        case(
+            "prompts: number at 3",
+            post,
+            many,
+            json("{\"prompts\": [\"a\", \"b\", \"c\", 4]}"),
+            400,
+            "prompts[3]",
+        ),
+        case(
+            "prompts: empty string at 2",
+            post,
+            many,
+            json("{\"prompts\": [\"a\", \"b\", \"\"]}"),
+            400,
+            "prompts[2]",
+        ),
         case("prompts: null entry", post, many, json("{\"prompts\": [null]}"), 400, "prompts[0]"),
-        case("prompts: object without prompt", post, many, json("{\"prompts\": [\"a\", {}]}"), 400, "prompts[1].prompt"),
-        case("prompts: object prompt not a string", post, many, json("{\"prompts\": [{\"prompt\": [1]}]}"), 400, "prompts[0].prompt"),
-        case("prompts: object with unknown field", post, many, json("{\"prompts\": [{\"text\": \"a\"}]}"), 400, "prompts[0].text"),
+        case(
+            "prompts: object without prompt",
+            post,
+            many,
+            json("{\"prompts\": [\"a\", {}]}"),
+            400,
+            "prompts[1].prompt",
+        ),
+        case(
+            "prompts: object prompt not a string",
+            post,
+            many,
+            json("{\"prompts\": [{\"prompt\": [1]}]}"),
+            400,
+            "prompts[0].prompt",
+        ),
+        case(
+            "prompts: object with unknown field",
+            post,
+            many,
+            json("{\"prompts\": [{\"text\": \"a\"}]}"),
+            400,
+            "prompts[0].text",
+        ),
         case("prompts: malformed JSON", post, many, json("{\"prompts\": [\"a\",]}"), 400, "~invalid JSON"),
-        case("prompts: over max_body_bytes", post, many, json(format!("{{\"prompts\": [\"{}\"]}}", "x".repeat(MAX_BODY))), 413, "~larger than"),
-        case("prompts: form content type", post, many, Typed("application/x-www-form-urlencoded", "prompts=a".into()), 415, "~Content-Type"),
+        case(
+            "prompts: over max_body_bytes",
+            post,
+            many,
+            json(format!("{{\"prompts\": [\"{}\"]}}", "x".repeat(MAX_BODY))),
+            413,
+            "~larger than",
+        ),
+        case(
+            "prompts: form content type",
+            post,
+            many,
+            Typed("application/x-www-form-urlencoded", "prompts=a".into()),
+            415,
+            "~Content-Type",
+        ),
         case("batch-size: zero", post, size, json("{\"size\": 0}"), 400, "size"),
         case("batch-size: negative", post, size, json("{\"size\": -5}"), 400, "size"),
         case("batch-size: float", post, size, json("{\"size\": 2.5}"), 400, "size"),
@@ -94,7 +171,14 @@ fn cases() -> Vec<Case> {
         ("no key on stats", get, "/api/v1/stats", None, 401, "~Authorization: Bearer"),
         ("inference key on config", get, "/api/v1/config", Some(INFERENCE_KEY), 403, "~admin key"),
         ("inference key on batch-size", post, size, Some(INFERENCE_KEY), 403, "~admin key"),
-        ("inference key on encoded config path", post, "/api/v1/%63onfig/batch-size", Some(INFERENCE_KEY), 403, "~admin key"),
+        (
+            "inference key on encoded config path",
+            post,
+            "/api/v1/%63onfig/batch-size",
+            Some(INFERENCE_KEY),
+            403,
+            "~admin key",
+        ),
     ];
     for (name, method, path, key, status, names) in auth {
         let body = json("{\"prompt\": \"x\", \"size\": 3}");
@@ -148,11 +232,20 @@ async fn every_bad_request_gets_its_status_and_names_the_field() {
             assert!(!body.to_string().contains(key), "{}: the key is echoed: {body}", case.name);
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 
     let (status, body) = json_of(client().get(server.url("/health")).send().await.expect("health")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "the server still answers");
-    let good = client().post(server.url("/api/v1/prompt")).bearer_auth(INFERENCE_KEY).json(&json!({"prompt": "still here?"}));
+    let good = client()
+        .post(server.url("/api/v1/prompt"))
+        .bearer_auth(INFERENCE_KEY)
+        .json(&json!({"prompt": "still here?"}));
     let (status, body) = json_of(good.send().await.expect("prompt")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("success")), "{body}");
     server.stop().await;
@@ -161,7 +254,8 @@ async fn every_bad_request_gets_its_status_and_names_the_field() {
 #[actix_rt::test]
 async fn an_unknown_route_is_a_json_404_without_keys_too() {
     let server = TestServer::start(Keys::none());
-    let (status, body) = json_of(client().get(server.url("/v2/anything?x=1")).send().await.expect("request")).await;
+    let (status, body) =
+        json_of(client().get(server.url("/v2/anything?x=1")).send().await.expect("request")).await;
     assert_eq!(status, 404);
     let (message, _) = error_parts(&body);
     assert!(message.contains("/v2/anything") && !message.contains("x=1"), "{message}");

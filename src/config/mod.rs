@@ -59,7 +59,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Origins allowed to call the API from a browser; empty sends no CORS headers.
     pub cors_origins: Vec<String>,
-    /// How long `ferry serve` lets queued and in-flight work finish after SIGINT/SIGTERM.
+    /// How long `ferry serve` may take to shut down after SIGINT/SIGTERM: queued and in-flight
+    /// work finishes until shortly before, what is left is answered "shutting down".
     pub shutdown_grace_ms: u64,
 }
 

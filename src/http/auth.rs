@@ -145,9 +145,8 @@ impl Keys {
 
 /// Whether `path` (decoded, as routing sees it) is an admin endpoint.
 pub fn is_admin_path(path: &str) -> bool {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
+    let under =
+        |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     under("/api/v1/config") || under("/v1/settings")
 }
 
@@ -191,8 +190,7 @@ pub async fn authenticate(
             Ok(token) => match keys.caller(token) {
                 None => Err(ApiError::Unauthorized("unknown API key".into())),
                 Some(caller) if is_admin_path(&path) && !caller.admin => Err(ApiError::Forbidden(
-                    "this endpoint needs an admin key; inference keys may not change configuration"
-                        .into(),
+                    "this endpoint needs an admin key; inference keys may not change configuration".into(),
                 )),
                 Some(caller) => Ok(Some(caller)),
             },

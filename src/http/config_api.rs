@@ -56,7 +56,10 @@ async fn set_batch_size(
     let size = usize::try_from(size).map_err(|_| ApiError::bad("size", "is too large"))?;
     let config = state.engine.set_batch_size(size).await?;
     Ok(web::Json(BatchSizeReply {
-        message: format!("batch size set to {}; lanes that follow [batching] use it from their next batch", config.batch_size),
+        message: format!(
+            "batch size set to {}; lanes that follow [batching] use it from their next batch",
+            config.batch_size
+        ),
         batch_size: config.batch_size,
     }))
 }
@@ -81,14 +84,20 @@ async fn set_batch_delay(
 pub fn integer_field(body: &Value, field: &str, min: u64, max: u64) -> Result<u64, ApiError> {
     let range = format!("an integer from {min} to {max}");
     let Value::Object(object) = body else {
-        return Err(ApiError::bad(field, format!("the body must be a JSON object like {{\"{field}\": {min}}}")));
+        return Err(ApiError::bad(
+            field,
+            format!("the body must be a JSON object like {{\"{field}\": {min}}}"),
+        ));
     };
     only_fields(object, "", &[field])?;
-    let value = object.get(field).ok_or_else(|| ApiError::bad(field, format!("missing field `{field}`: {range}")))?;
+    let value =
+        object.get(field).ok_or_else(|| ApiError::bad(field, format!("missing field `{field}`: {range}")))?;
     match value.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n),
         Some(n) => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {n})"))),
-        None if value.is_number() => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {value})"))),
+        None if value.is_number() => {
+            Err(ApiError::bad(field, format!("`{field}` must be {range} (got {value})")))
+        }
         None => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {})", kind(value)))),
     }
 }

@@ -42,7 +42,9 @@ impl From<Outcome> for PromptReply {
     fn from(outcome: Outcome) -> Self {
         match outcome {
             Ok(answer) => PromptReply { status: "success", response: answer.text, error: None },
-            Err(error) => PromptReply { status: "error", response: String::new(), error: Some(error.to_string()) },
+            Err(error) => {
+                PromptReply { status: "error", response: String::new(), error: Some(error.to_string()) }
+            }
         }
     }
 }
@@ -105,7 +107,9 @@ pub fn parse_prompts(body: &Value) -> Result<Vec<String>, ApiError> {
     };
     only_fields(object, "", &["prompts"])?;
     let items = match object.get("prompts") {
-        None => return Err(ApiError::bad("prompts", "missing field `prompts`: an array of 1 to 1000 prompts")),
+        None => {
+            return Err(ApiError::bad("prompts", "missing field `prompts`: an array of 1 to 1000 prompts"));
+        }
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(ApiError::bad(
@@ -146,7 +150,11 @@ fn object_prompt(object: &Map<String, Value>, prefix: &str) -> Result<String, Ap
 }
 
 /// Refuses fields other than `allowed`, so a misspelt field is reported, not ignored.
-pub(super) fn only_fields(object: &Map<String, Value>, prefix: &str, allowed: &[&str]) -> Result<(), ApiError> {
+pub(super) fn only_fields(
+    object: &Map<String, Value>,
+    prefix: &str,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
     match object.keys().find(|key| !allowed.contains(&key.as_str())) {
         None => Ok(()),
         Some(key) => {

@@ -2,12 +2,14 @@
 //! authentication around [`routes`](super::routes), and refuses to expose an unprotected API.
 //!
 //! Middleware, outermost first: access log (method, path, status, latency at debug; never query
-//! strings, bodies or keys) → JSON bodies for bare 404/405 answers → CORS (only for configured
+//! strings, bodies or keys; it also counts requests in flight for the daemon's shutdown) → JSON bodies for bare 404/405 answers → CORS (only for configured
 //! origins) → authentication ([`auth::authenticate`]) → the route.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
@@ -61,7 +63,62 @@ fn is_loopback_bind(bind: &str) -> bool {
 /// handle) and the address it listens on. Port 0 picks a free port. OS signals are left to the
 /// caller (see [`crate::daemon`]).
 pub fn build(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<(Server, SocketAddr)> {
+    let bound = bind(state, server, keys)?;
+    Ok((bound.server, bound.addr))
+}
+
+/// A bound API server.
+pub struct Bound {
+    /// The server future; spawn it, stop it through `server.handle()`.
+    pub server: Server,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Requests being handled now, so a shutdown can wait for their replies.
+    pub in_flight: InFlight,
+}
+
+/// Counts requests between their arrival and their response.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Requests being handled now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is being handled, at most `limit`; true if none is.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    fn enter(&self) -> Entered {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Entered(Arc::clone(&self.0))
+    }
+}
+
+/// Leaves the count when dropped, so an error or a dropped connection leaves it too.
+struct Entered(Arc<AtomicUsize>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// [`build`], also returning the in-flight request count (for [`crate::daemon`]).
+pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bound> {
     check_exposure(server, &keys).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+    let in_flight = InFlight::default();
+    let counter = web::Data::new(in_flight.clone());
     let state = web::Data::new(state);
     let keys = web::Data::new(keys);
     let limit = server.max_body_bytes;
@@ -70,7 +127,10 @@ pub fn build(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<(
         App::new()
             .app_data(state.clone())
             .app_data(keys.clone())
-            .app_data(web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(json_error))
+            .app_data(counter.clone())
+            .app_data(
+                web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(json_error),
+            )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::PayloadConfig::new(limit))
@@ -82,7 +142,8 @@ pub fn build(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<(
             .wrap(from_fn(access_log))
     })
     .disable_signals()
-    // In-flight requests wait for their items; the engine answers them all within the grace.
+    // A graceful stop waits this long for open connections (the daemon stops forcibly once
+    // every request has its reply, so idle keep-alive connections do not hold it).
     .shutdown_timeout(server.shutdown_grace_ms.div_ceil(1000) + 5)
     .bind(&server.bind)?;
     let addr = http
@@ -90,7 +151,7 @@ pub fn build(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<(
         .first()
         .copied()
         .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "bound to no address"))?;
-    Ok((http.run(), addr))
+    Ok(Bound { server: http.run(), addr, in_flight })
 }
 
 /// CORS for exactly the configured origins, with the headers ferry's clients send.
@@ -140,6 +201,7 @@ async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let _entered = req.app_data::<web::Data<InFlight>>().map(|count| count.enter());
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.match_info().as_str().to_string();

@@ -170,7 +170,11 @@ pub fn throughput(records: &[&BatchRecord], now: SystemTime, full: bool) -> Thro
     let recent = records.iter().filter(|r| since(r.finished_at) <= THROUGHPUT_WINDOW);
     let items: u64 = recent.map(|r| (r.ok + r.failed) as u64).sum();
     let oldest = records.first().map(|r| since(r.finished_at)).unwrap_or(THROUGHPUT_WINDOW);
-    let window = if full && oldest < THROUGHPUT_WINDOW { oldest.max(Duration::from_secs(1)) } else { THROUGHPUT_WINDOW };
+    let window = if full && oldest < THROUGHPUT_WINDOW {
+        oldest.max(Duration::from_secs(1))
+    } else {
+        THROUGHPUT_WINDOW
+    };
     let window_seconds = window.as_secs_f64();
     Throughput { window_seconds, items, items_per_second: items as f64 / window_seconds }
 }

@@ -382,19 +382,20 @@ mod http_helpers {
             };
             let name = key.split('{').next().unwrap_or("");
             assert!(valid_name(name), "bad metric name in {line:?}");
-            if let Some(labels) = key.strip_prefix(name) {
-                if !labels.is_empty() {
-                    let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
-                    let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
-                    for pair in inner.split(',') {
-                        let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
-                        assert!(valid_name(k) && v.starts_with('"') && v.ends_with('"'), "bad label in {line:?}");
-                    }
+            let labels = &key[name.len()..];
+            if !labels.is_empty() {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
+                for pair in inner.split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(valid_name(k) && v.starts_with('"') && v.ends_with('"'), "bad label in {line:?}");
                 }
             }
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|t| t == "histogram")))
+                .find_map(|s| {
+                    name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|t| t == "histogram"))
+                })
                 .unwrap_or(name);
             assert!(typed.contains_key(family), "sample before its # TYPE: {line:?}");
             series.insert(key.to_string(), value);
