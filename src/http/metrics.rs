@@ -158,7 +158,7 @@ mod tests {
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (13, 13));
+        assert_eq!((helps, types), (12, 12));
     }
 
     #[test]
