@@ -9,10 +9,13 @@
 //! - [`providers`]: the upstream APIs behind one trait (OpenAI, Gemini, mock).
 //! - [`engine`]: the actix actors and the [`Engine`] handle every door goes through.
 //! - [`mock_upstream`]: the mock served over HTTP as an OpenAI-compatible server.
+//! - [`http`]: the HTTP API over the engine.
+//! - [`daemon`]: `ferry serve`, the engine and the API as a headless daemon.
 //! - [`logging`]: `tracing` to files made for `tail -F`.
 
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod logging;

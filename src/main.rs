@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
+use ferry::daemon;
 use ferry::engine::{Engine, Prompt};
 use ferry::mock_upstream::{self, MockUpstreamArgs};
 
@@ -25,6 +26,13 @@ struct Cli {
 enum Command {
     /// Validate a config file and print what it resolves to (exit 1 on errors).
     Check {
+        /// The config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run the engine and the HTTP API as a headless daemon, logging to files; SIGINT/SIGTERM
+    /// stops intake, lets in-flight work finish within `[server] shutdown_grace_ms`, exits 0.
+    Serve {
         /// The config file.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
@@ -46,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Serve { config }) => serve(&config),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
         Some(Command::Demo { config, prompts }) => demo(&config, prompts),
         None => demo(&PathBuf::from("config.toml"), 40),
@@ -68,6 +77,21 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(error) => {
             eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
+    let log = config.logging.dir.join(&config.logging.file);
+    match actix::System::new().block_on(daemon::run(config, daemon::signals())) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            tracing::error!(event = "serve_failed", error = %error);
+            eprintln!("ferry serve: {error}");
+            eprintln!("log: {}", log.display());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -13,7 +13,11 @@ fn invalid_config(name: &str) -> PathBuf {
 const CASES: &[(&str, bool, &[&str])] = &[
     // Unknown keys, wrong types and bad enum values: refused by the parser, with the line.
     ("unknown_top_level_key.toml", true, &["verbose: unknown field `verbose`", "line 2, column 1"]),
-    ("unknown_server_key.toml", true, &["server.colour: unknown field `colour`, expected `bind`", "line 3"]),
+    (
+        "unknown_server_key.toml",
+        true,
+        &["server.colour: unknown field `colour`, expected one of `bind`", "`api_keys_env`", "line 3"],
+    ),
     ("unknown_section.toml", true, &["lane", "unknown field `lane`", "line 4"]),
     ("unknown_lane_key.toml", true, &["lanes.high.windw_ms", "unknown field `windw_ms`", "line 3"]),
     ("unknown_upstream_key.toml", true, &["upstreams[0].api_key", "unknown field `api_key`", "line 8"]),
@@ -93,6 +97,18 @@ const CASES: &[(&str, bool, &[&str])] = &[
     ("bad_log_level.toml", false, &["logging.level", "\"inof\" is not a level"]),
     ("log_file_with_directory.toml", false, &["logging.file: must be a plain file name"]),
     ("bad_bind.toml", false, &["server.bind: must be HOST:PORT"]),
+    (
+        "bad_api_keys_env.toml",
+        false,
+        &["server.api_keys_env: must be the name of an environment variable", "not a key"],
+    ),
+    ("zero_max_body_bytes.toml", false, &["server.max_body_bytes: must be at least 1 (got 0)"]),
+    (
+        "bad_cors_origin.toml",
+        false,
+        &["server.cors_origins[1]: \"https://app.example.com/\" must be an origin"],
+    ),
+    ("same_key_variables.toml", false, &["server.admin_keys_env: must differ from server.api_keys_env"]),
 ];
 
 #[test]
@@ -162,6 +178,12 @@ fn several_problems_are_reported_at_once() {
 fn a_secret_in_an_unknown_key_is_not_echoed() {
     let message = Config::load(&invalid_config("unknown_upstream_key.toml")).unwrap_err().to_string();
     assert!(!message.contains("sk-do-not-put-keys-here"), "{message}");
+}
+
+#[test]
+fn a_key_pasted_as_the_key_variable_is_not_echoed() {
+    let message = Config::load(&invalid_config("bad_api_keys_env.toml")).unwrap_err().to_string();
+    assert!(!message.contains("sk-123"), "{message}");
 }
 
 #[test]

@@ -43,17 +43,37 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
 }
 
-/// `[server]`.
+/// `[server]`: the HTTP door. API keys are read from the environment variables named here,
+/// never from the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the HTTP API listens on.
     pub bind: String,
+    /// Environment variable holding comma-separated inference keys (Bearer tokens).
+    pub api_keys_env: String,
+    /// Environment variable holding comma-separated admin keys (config and settings endpoints;
+    /// they may call inference endpoints too).
+    pub admin_keys_env: String,
+    /// Largest request body accepted; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Origins allowed to call the API from a browser; empty sends no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// How long `ferry serve` may take to shut down after SIGINT/SIGTERM: queued and in-flight
+    /// work finishes until shortly before, what is left is answered "shutting down".
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8000".into() }
+        Self {
+            bind: "127.0.0.1:8000".into(),
+            api_keys_env: "FERRY_API_KEYS".into(),
+            admin_keys_env: "FERRY_ADMIN_KEYS".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            cors_origins: Vec::new(),
+            shutdown_grace_ms: 30_000,
+        }
     }
 }
 

@@ -64,8 +64,15 @@ fn quote(s: &str) -> String {
 }
 
 fn render_sections(config: &Config, out: &mut Render) {
+    let server = &config.server;
     out.table("[server]");
-    out.string("bind", &config.server.bind);
+    out.string("bind", &server.bind);
+    out.string("api_keys_env", &server.api_keys_env);
+    out.string("admin_keys_env", &server.admin_keys_env);
+    out.value("max_body_bytes", server.max_body_bytes);
+    let origins: Vec<String> = server.cors_origins.iter().map(|o| quote(o)).collect();
+    out.value("cors_origins", format!("[{}]", origins.join(", ")));
+    out.value("shutdown_grace_ms", server.shutdown_grace_ms);
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
     let logging = &config.logging;

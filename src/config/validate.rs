@@ -48,6 +48,46 @@ fn check_server(server: &ServerConfig, problems: &mut Vec<String>) {
         problems
             .push(format!("server.bind: must be HOST:PORT like \"127.0.0.1:8000\" (got {:?})", server.bind));
     }
+    for (field, var) in [("api_keys_env", &server.api_keys_env), ("admin_keys_env", &server.admin_keys_env)] {
+        if !is_env_name(var) {
+            // The value is not echoed: what was pasted here may be a key.
+            problems.push(format!(
+                "server.{field}: must be the name of an environment variable like FERRY_API_KEYS \
+                 (letters, digits and '_'), not a key; the keys themselves never go in the file"
+            ));
+        }
+    }
+    if server.api_keys_env == server.admin_keys_env {
+        problems.push(format!(
+            "server.admin_keys_env: must differ from server.api_keys_env (both are {:?}), so admin \
+             keys stay apart from inference keys",
+            server.admin_keys_env
+        ));
+    }
+    at_least_one(problems, "server.max_body_bytes", server.max_body_bytes as u64);
+    for (i, origin) in server.cors_origins.iter().enumerate() {
+        if !is_origin(origin) {
+            problems.push(format!(
+                "server.cors_origins[{i}]: {origin:?} must be an origin like \"https://app.example.com\" \
+                 or \"http://localhost:3000\" (scheme and host, no path)"
+            ));
+        }
+    }
+}
+
+/// Whether `name` can be an environment variable: a letter or '_' first, then letters, digits, '_'.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `origin` is a browser origin: `http(s)://host[:port]`, nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' ', '*'])
 }
 
 fn check_logging(logging: &LoggingConfig, problems: &mut Vec<String>) {
@@ -202,10 +242,7 @@ fn check_endpoint(index: usize, upstream: &UpstreamConfig, problems: &mut Vec<St
         _ => {}
     }
     let Some(var) = &upstream.api_key_env else { return };
-    let mut chars = var.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !is_env_name(var) {
         problems.push(format!(
             "{}: {var:?} must be an environment variable name like OPENAI_API_KEY \
              (letters, digits and '_'); the key itself never goes in the file",

@@ -18,7 +18,7 @@ use crate::config::Mode;
 use crate::core::limits::LimitsSnapshot;
 
 /// Recent batches kept for the console and `/api/v1/stats`.
-const RECENT_BATCHES: usize = 256;
+pub const RECENT_BATCHES: usize = 256;
 
 /// A finished batch.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// No such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// The path exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The body is over the configured limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
+            ApiError::MethodNotAllowed(_) => "invalid_request_error",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::UnsupportedMediaType(_) => "invalid_request_error",
             ApiError::QueueFull { .. } => "rate_limit_error",
@@ -109,6 +113,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -1,19 +1,31 @@
 //! The HTTP door: actix-web handlers over the [`Engine`].
 //!
 //! Handlers only validate, turn requests into engine calls and shape replies; errors are mapped
-//! to statuses in one place ([`error`]). One file per resource.
+//! to statuses in one place ([`error`]). One file per resource; [`server`] binds them with the
+//! limits and middleware, [`auth`] decides who may call what.
 
+pub mod auth;
+pub mod config_api;
 pub mod error;
+pub mod health;
+pub mod metrics;
 pub mod openai;
 pub mod priority;
+pub mod prompts;
 pub mod query;
+pub mod server;
+pub mod stats;
 
 use std::sync::Arc;
+
+use actix_web::web;
 
 use crate::config::Config;
 use crate::engine::Engine;
 
+pub use auth::{Caller, Keys};
 pub use error::ApiError;
+pub use server::build;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -22,4 +34,15 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration ferry started with.
     pub config: Arc<Config>,
+}
+
+/// Every endpoint, each resource file adding its own.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    prompts::configure(cfg);
+    config_api::configure(cfg);
+    stats::configure(cfg);
+    metrics::configure(cfg);
+    query::configure(cfg);
+    openai::configure(cfg);
 }

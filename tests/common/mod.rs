@@ -252,3 +252,160 @@ mod engine_helpers {
         }
     }
 }
+
+// ─── HTTP helpers (http_api, http_errors and serve tests) ──────────────────────────────────
+// Kept in one block at the end of the file so parallel additions above merge cleanly.
+
+// Not every test binary uses these.
+#[allow(unused_imports)]
+pub use http_helpers::*;
+
+mod http_helpers {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actix_web::dev::ServerHandle;
+    use ferry::config::{BatchingConfig, Config, LoggingConfig, ServerConfig, StorageConfig};
+    use ferry::engine::Engine;
+    use ferry::http::{AppState, Keys};
+    use serde_json::Value;
+    use tempfile::TempDir;
+
+    /// An inference key the HTTP tests configure.
+    pub const INFERENCE_KEY: &str = "test-inference-key-7f3a";
+    /// An admin key the HTTP tests configure.
+    pub const ADMIN_KEY: &str = "test-admin-key-91c2";
+
+    /// The default lanes and in-process mock, no delay between batches, bound to a free loopback
+    /// port, with logs and data in `dir`.
+    pub fn http_config(dir: &TempDir) -> Config {
+        Config {
+            server: ServerConfig { bind: "127.0.0.1:0".into(), ..ServerConfig::default() },
+            storage: StorageConfig { path: dir.path().join("data/ferry.db") },
+            logging: LoggingConfig { dir: dir.path().join("logs"), ..LoggingConfig::default() },
+            batching: BatchingConfig { batch_delay_ms: 0, ..BatchingConfig::default() },
+            ..Config::default()
+        }
+    }
+
+    /// The engine and the API on a free port, in-process (call inside `#[actix_rt::test]`).
+    pub struct TestServer {
+        /// `http://127.0.0.1:PORT`.
+        pub base: String,
+        /// The engine behind it.
+        pub engine: Engine,
+        handle: ServerHandle,
+        _dir: TempDir,
+    }
+
+    impl TestServer {
+        /// Starts the default test config with `keys`.
+        pub fn start(keys: Keys) -> TestServer {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let config = http_config(&dir);
+            TestServer::start_with(config, keys, dir)
+        }
+
+        /// Starts `config` (its `bind` should be port 0) with `keys`; `dir` lives as long as it.
+        pub fn start_with(config: Config, keys: Keys, dir: TempDir) -> TestServer {
+            let engine = Engine::start(&config).expect("engine starts");
+            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()) };
+            let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            TestServer { base: format!("http://{addr}"), engine, handle, _dir: dir }
+        }
+
+        /// The URL of `path`.
+        pub fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.base)
+        }
+
+        /// Stops the server and the engine.
+        pub async fn stop(self) {
+            self.handle.stop(false).await;
+            self.engine.shutdown(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client that opens a fresh connection per request, so a connection the server closed
+    /// after an error cannot fail the next request.
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client")
+    }
+
+    /// The status and JSON body of a response.
+    pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, body)
+    }
+
+    /// Asserts `body` is `{"error": {"message", "type", "param"?}}` and returns (message, param).
+    pub fn error_parts(body: &Value) -> (String, Option<String>) {
+        let error = body.get("error").unwrap_or_else(|| panic!("no `error` in {body}"));
+        let message = error["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
+        assert!(error["type"].is_string(), "no type in {body}");
+        (message.to_string(), error.get("param").and_then(Value::as_str).map(str::to_string))
+    }
+
+    /// Parses Prometheus text format 0.0.4, failing the test on any malformed line or a sample
+    /// whose family has no `# TYPE`; returns each series (`name{labels}`) with its value.
+    pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+        let mut typed: BTreeMap<String, String> = BTreeMap::new();
+        let mut series = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                assert!(valid_name(name), "bad metric name in {line:?}");
+                if kind == "TYPE" {
+                    let t = parts.next().unwrap_or("");
+                    assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "{line:?}");
+                    typed.insert(name.to_string(), t.to_string());
+                } else {
+                    assert_eq!(kind, "HELP", "unknown comment {line:?}");
+                }
+                continue;
+            }
+            let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let name = key.split('{').next().unwrap_or("");
+            assert!(valid_name(name), "bad metric name in {line:?}");
+            let labels = &key[name.len()..];
+            if !labels.is_empty() {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
+                for pair in inner.split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(valid_name(k) && v.starts_with('"') && v.ends_with('"'), "bad label in {line:?}");
+                }
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "sample before its # TYPE: {line:?}");
+            series.insert(key.to_string(), value);
+        }
+        series
+    }
+
+    fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+}

@@ -1,0 +1,154 @@
+//! `ferry serve`: the engine and the HTTP API as a headless daemon.
+//!
+//! [`run`] starts both, logs a line of totals once a minute, and on `shutdown` (SIGINT/SIGTERM
+//! from [`signals`] in the binary, any future in tests) stops in order: the server stops
+//! accepting connections, the engine drains queued and in-flight items for
+//! `[server] shutdown_grace_ms` (less a short reserve) and answers what is left "shutting
+//! down", the requests waiting on those items get their replies, and the server closes every
+//! connection. The whole sequence fits in the grace.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, ShutdownReport, Snapshot};
+use crate::http::server::{Bound, Unprotected, check_exposure};
+use crate::http::{AppState, Keys};
+
+/// How often the totals line is logged.
+const TOTALS_EVERY: Duration = Duration::from_secs(60);
+/// Part of the shutdown grace kept for replies to be written after the engine's drain.
+const REPLY_RESERVE: Duration = Duration::from_millis(250);
+/// Pause between the last reply leaving its handler and the connections being closed.
+const FLUSH: Duration = Duration::from_millis(20);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Non-loopback bind without keys.
+    #[error(transparent)]
+    Unprotected(#[from] Unprotected),
+    /// The engine did not start.
+    #[error("starting the engine: {0}")]
+    Engine(#[from] EngineError),
+    /// The server could not bind.
+    #[error("binding {bind}: {source}")]
+    Bind {
+        /// The configured address.
+        bind: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The server stopped with an error before it was asked to.
+    #[error("the HTTP server failed: {0}")]
+    Server(io::Error),
+}
+
+/// Runs the daemon until `shutdown` completes, then shuts down gracefully. API keys are read
+/// from the environment variables `[server]` names; binding beyond loopback without any is
+/// refused before anything starts. Call inside a running `actix::System`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<ShutdownReport, DaemonError> {
+    let keys = Keys::from_env(&config.server);
+    check_exposure(&config.server, &keys)?;
+    let auth = if keys.is_empty() { "off" } else { "bearer" };
+    let config = Arc::new(config);
+    let engine = Engine::start(&config)?;
+    let state = AppState { engine: engine.clone(), config: Arc::clone(&config) };
+    let bind = config.server.bind.clone();
+    let Bound { server, addr, in_flight } = crate::http::server::bind(state, &config.server, keys)
+        .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
+    let handle = server.handle();
+    let mut server = actix_rt::spawn(server);
+    tracing::info!(event = "serve_started", bind = %addr, auth);
+    let totals = actix_rt::spawn(log_totals(engine.clone()));
+
+    tokio::select! {
+        () = shutdown => {}
+        ended = &mut server => {
+            totals.abort();
+            engine.shutdown(Duration::ZERO).await;
+            let error = match ended {
+                Ok(Ok(())) => io::Error::other("stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => io::Error::other(e.to_string()),
+            };
+            return Err(DaemonError::Server(error));
+        }
+    }
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    tracing::info!(event = "shutdown", phase = "stop_accepting", grace_ms = config.server.shutdown_grace_ms);
+    totals.abort();
+    // Stop accepting connections; requests already in flight keep waiting for their items.
+    handle.pause().await;
+    let report = engine.shutdown(grace.saturating_sub(REPLY_RESERVE)).await;
+    tracing::info!(
+        event = "shutdown",
+        phase = "drained",
+        drained = report.drained,
+        cut_off = report.cut_off,
+        left = report.left
+    );
+    // Every item is answered; let the requests waiting on them reply, then close every
+    // connection, idle keep-alive ones included.
+    let settled = in_flight.settle(REPLY_RESERVE).await;
+    tokio::time::sleep(FLUSH).await;
+    handle.stop(false).await;
+    let _ = server.await;
+    tracing::info!(
+        event = "shutdown",
+        phase = "done",
+        unanswered_requests = if settled { 0 } else { in_flight.count() }
+    );
+    Ok(report)
+}
+
+/// Completes on the first SIGINT or SIGTERM (Unix); on Ctrl-C elsewhere.
+pub async fn signals() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::info!(event = "signal", signal = name);
+            }
+            _ => {
+                tracing::warn!(event = "signal", error = "cannot install handlers; waiting for Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn log_totals(engine: Engine) {
+    let mut ticks = tokio::time::interval(TOTALS_EVERY);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Ok(snapshot) = engine.snapshot().await {
+            tracing::info!(
+                event = "totals",
+                items_ok = snapshot.items_ok,
+                items_failed = snapshot.items_failed,
+                batches = snapshot.batches,
+                depth = %depths(&snapshot),
+            );
+        }
+    }
+}
+
+/// `lane:depth` pairs, comma-separated, for the totals line.
+fn depths(snapshot: &Snapshot) -> String {
+    let pairs: Vec<String> =
+        snapshot.lane_depths.iter().map(|(lane, depth)| format!("{lane}:{depth}")).collect();
+    pairs.join(",")
+}

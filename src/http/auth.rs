@@ -1,0 +1,248 @@
+//! Bearer-key authentication: who is calling, and may they call this endpoint.
+//!
+//! Keys come only from the environment variables `[server] api_keys_env` and `admin_keys_env`
+//! name. ferry keeps a SHA-256 digest of each key, never the key, and compares the digest of a
+//! presented key with every stored digest in constant time, so neither timing nor a stray log
+//! line can give a key away. Admin keys may call everything; inference keys everything but the
+//! admin endpoints (`/api/v1/config*`, `/v1/settings`). With no key configured everyone is an
+//! admin — `ferry serve` allows that only on a loopback address.
+//!
+//! [`authenticate`] is the middleware; handlers read the identity it leaves with the [`Caller`]
+//! extractor.
+
+use std::future::{Ready, ready};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::config::ServerConfig;
+use crate::store::key_id;
+
+/// Domain separation: the id shown in logs and stores is not the digest used for comparison.
+const KEY_DIGEST_PREFIX: &str = "ferry-key-check:";
+
+/// Who made a request, as the auth middleware established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// A non-reversible id of the caller's key ([`key_id`]); `None` when no keys are
+    /// configured.
+    pub key_id: Option<String>,
+    /// Whether the caller may use the admin endpoints.
+    pub admin: bool,
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Absent only when the middleware is not installed: refuse rather than guess.
+        let caller = req.extensions().get::<Caller>().cloned();
+        ready(caller.ok_or_else(|| ApiError::Unauthorized("no credentials were checked".into())))
+    }
+}
+
+fn check_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(format!("{KEY_DIGEST_PREFIX}{key}").as_bytes()).into()
+}
+
+struct Key {
+    digest: [u8; 32],
+    id: String,
+    admin: bool,
+}
+
+/// The configured API keys, held as digests. `Debug` shows only how many there are.
+#[derive(Default)]
+pub struct Keys {
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let admin = self.keys.iter().filter(|k| k.admin).count();
+        write!(f, "Keys {{ inference: {}, admin: {admin} }}", self.keys.len() - admin)
+    }
+}
+
+impl Keys {
+    /// No keys: every caller is an admin (loopback only).
+    pub fn none() -> Keys {
+        Keys::default()
+    }
+
+    /// Inference and admin keys given directly (tests, embedding).
+    pub fn new<S: AsRef<str>>(inference: &[S], admin: &[S]) -> Keys {
+        let mut keys = Keys::default();
+        for key in admin {
+            keys.add(key.as_ref(), true);
+        }
+        for key in inference {
+            keys.add(key.as_ref(), false);
+        }
+        keys
+    }
+
+    /// The keys in the environment variables `server` names.
+    pub fn from_env(server: &ServerConfig) -> Keys {
+        Keys::from_lookup(server, |name| std::env::var(name).ok())
+    }
+
+    /// [`Keys::from_env`] with the environment lookup injected. Each variable holds keys separated
+    /// by commas; blanks around them are ignored, empty entries skipped.
+    pub fn from_lookup(server: &ServerConfig, lookup: impl Fn(&str) -> Option<String>) -> Keys {
+        let split = |var: &str| -> Vec<String> {
+            lookup(var)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Keys::new(&split(&server.api_keys_env), &split(&server.admin_keys_env))
+    }
+
+    fn add(&mut self, key: &str, admin: bool) {
+        let digest = check_digest(key);
+        // A key listed as both stays an admin key (admins are added first).
+        if !self.keys.iter().any(|k| k.digest == digest) {
+            self.keys.push(Key { digest, id: key_id(key), admin });
+        }
+    }
+
+    /// Whether no key is configured (authentication off).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The caller holding `presented`, if it is a configured key. Every stored digest is compared,
+    /// in constant time, whether or not an earlier one matched.
+    pub fn caller(&self, presented: &str) -> Option<Caller> {
+        let digest = check_digest(presented);
+        let mut found: Option<&Key> = None;
+        for key in &self.keys {
+            if bool::from(key.digest.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        found.map(|key| Caller { key_id: Some(key.id.clone()), admin: key.admin })
+    }
+}
+
+/// Whether `path` (decoded, as routing sees it) is an admin endpoint.
+pub fn is_admin_path(path: &str) -> bool {
+    let under =
+        |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    under("/api/v1/config") || under("/v1/settings")
+}
+
+/// Whether a request may pass without a key: the liveness probe.
+fn is_public(req: &ServiceRequest, path: &str) -> bool {
+    path == "/health" && (req.method() == Method::GET || req.method() == Method::HEAD)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(req: &ServiceRequest) -> Result<&str, ApiError> {
+    let missing = || {
+        ApiError::Unauthorized(
+            "missing API key: send an `Authorization: Bearer <key>` header with a key from the \
+             server's configured key variables"
+                .into(),
+        )
+    };
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(token.trim())
+}
+
+/// Decides who the caller is and whether the endpoint is theirs to call; leaves a [`Caller`] in
+/// the request's extensions. Needs `web::Data<Keys>` in the app data.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    // The decoded path routing uses, so `/api/v1/%63onfig` is seen as the admin path it reaches.
+    let path = req.match_info().as_str().to_string();
+    let decision = match req.app_data::<web::Data<Keys>>() {
+        _ if is_public(&req, &path) => Ok(None),
+        None => Err(ApiError::Internal("authentication is not configured".into())),
+        Some(keys) if keys.is_empty() => Ok(Some(Caller { key_id: None, admin: true })),
+        Some(keys) => match bearer(&req) {
+            Err(error) => Err(error),
+            Ok(token) => match keys.caller(token) {
+                None => Err(ApiError::Unauthorized("unknown API key".into())),
+                Some(caller) if is_admin_path(&path) && !caller.admin => Err(ApiError::Forbidden(
+                    "this endpoint needs an admin key; inference keys may not change configuration".into(),
+                )),
+                Some(caller) => Ok(Some(caller)),
+            },
+        },
+    };
+    match decision {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(error) => Ok(req.error_response(error).map_into_right_body()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_is_short_stable_and_not_the_key() {
+        let id = key_id("sk-secret-123");
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, key_id("sk-secret-123"));
+        assert_ne!(id, key_id("sk-secret-124"));
+        assert!(!id.contains("secret"));
+    }
+
+    #[test]
+    fn keys_are_read_from_the_named_variables() {
+        let server = ServerConfig::default();
+        let keys = Keys::from_lookup(&server, |name| match name {
+            "FERRY_API_KEYS" => Some(" inf-1 , ,inf-2".into()),
+            "FERRY_ADMIN_KEYS" => Some("adm-1".into()),
+            _ => None,
+        });
+        assert_eq!(format!("{keys:?}"), "Keys { inference: 2, admin: 1 }");
+        assert_eq!(keys.caller("inf-2").map(|c| c.admin), Some(false));
+        assert_eq!(keys.caller("adm-1").map(|c| c.admin), Some(true));
+        assert_eq!(keys.caller("inf-2").and_then(|c| c.key_id), Some(key_id("inf-2")));
+        assert!(keys.caller("inf-3").is_none());
+        assert!(keys.caller("").is_none());
+        assert!(Keys::from_lookup(&server, |_| None).is_empty());
+    }
+
+    #[test]
+    fn a_key_in_both_lists_is_an_admin_key() {
+        let keys = Keys::new(&["both"], &["both"]);
+        assert_eq!(keys.caller("both").map(|c| c.admin), Some(true));
+    }
+
+    #[test]
+    fn admin_paths_are_config_and_settings_only() {
+        for path in ["/api/v1/config", "/api/v1/config/batch-size", "/v1/settings"] {
+            assert!(is_admin_path(path), "{path}");
+        }
+        for path in ["/api/v1/configs", "/api/v1/prompts", "/v1/settingsx", "/health", "/metrics"] {
+            assert!(!is_admin_path(path), "{path}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `GET /health`: liveness and a summary (seed 002) — queue depth per lane and each upstream's
+//! state. Open to everyone, keys or not, so probes need no secret; it shows no configuration.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::engine::UpstreamState;
+
+/// Registers the route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)));
+}
+
+/// The reply.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// Always `"ok"` when the engine answers.
+    pub status: &'static str,
+    /// Whether dispatch is paused (items queue but no batch goes out).
+    pub paused: bool,
+    /// Per lane: items waiting.
+    pub lanes: BTreeMap<String, LaneHealth>,
+    /// Per upstream: its state.
+    pub upstreams: BTreeMap<String, UpstreamHealth>,
+}
+
+/// One lane in [`Health`].
+#[derive(Debug, Serialize)]
+pub struct LaneHealth {
+    /// Items waiting in the lane.
+    pub depth: usize,
+}
+
+/// One upstream in [`Health`].
+#[derive(Debug, Serialize)]
+pub struct UpstreamHealth {
+    /// `ok`, `backing_off` (rate-limited), `cooling_down` (failing) or `unknown` (no report yet).
+    pub state: &'static str,
+    /// Milliseconds until a backing-off or cooling-down upstream is tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_ms: Option<u64>,
+    /// Calls running now.
+    pub in_flight: usize,
+}
+
+async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let snapshot = state.engine.snapshot().await?;
+    let lanes = state
+        .engine
+        .lanes()
+        .into_iter()
+        .map(|lane| {
+            let depth = snapshot.lane_depths.get(&lane).copied().unwrap_or(0);
+            (lane, LaneHealth { depth })
+        })
+        .collect();
+    let upstreams = state
+        .config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let health = match snapshot.upstreams.get(&upstream.name) {
+                None => UpstreamHealth { state: "unknown", for_ms: None, in_flight: 0 },
+                Some(status) => {
+                    let (state, for_ms) = match status.state {
+                        UpstreamState::Ok => ("ok", None),
+                        UpstreamState::BackingOff { for_ms } => ("backing_off", Some(for_ms)),
+                        UpstreamState::CoolingDown { for_ms } => ("cooling_down", Some(for_ms)),
+                    };
+                    UpstreamHealth { state, for_ms, in_flight: status.in_flight }
+                }
+            };
+            (upstream.name.clone(), health)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Health { status: "ok", paused: snapshot.paused, lanes, upstreams }))
+}

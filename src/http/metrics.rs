@@ -1,0 +1,168 @@
+//! `GET /metrics`: the engine's counters in the Prometheus text format 0.0.4, for scraping.
+//!
+//! [`render`] is a pure function of a metrics [`Snapshot`]; lanes and upstreams that have not
+//! reported yet are listed with zeros so every series exists from the first scrape.
+
+use std::fmt::Write as _;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+use super::{ApiError, AppState, Caller};
+use crate::engine::{BATCH_SECONDS_BUCKETS, LaneTotals, Snapshot, UpstreamStatus};
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Registers the route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+async fn metrics(state: web::Data<AppState>, _: Caller) -> Result<HttpResponse, ApiError> {
+    let snapshot = state.engine.snapshot().await?;
+    let upstreams: Vec<String> = state.config.upstreams.iter().map(|u| u.name.clone()).collect();
+    let body = render(&snapshot, &state.engine.lanes(), &upstreams);
+    Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, CONTENT_TYPE)).body(body))
+}
+
+/// The exposition text for `snapshot`, with a series for each of `lanes` and `upstreams`.
+pub fn render(snapshot: &Snapshot, lanes: &[String], upstreams: &[String]) -> String {
+    let mut out = Exposition::default();
+    let lane_totals: Vec<(&str, LaneTotals)> =
+        lanes.iter().map(|l| (l.as_str(), snapshot.lanes.get(l).cloned().unwrap_or_default())).collect();
+
+    out.family("ferry_queue_depth", "gauge", "Items waiting in a lane.");
+    for lane in lanes {
+        let depth = snapshot.lane_depths.get(lane).copied().unwrap_or(0);
+        out.sample("ferry_queue_depth", &[("lane", lane)], depth as f64);
+    }
+    out.family("ferry_batches_total", "counter", "Batches completed.");
+    for (lane, totals) in &lane_totals {
+        out.sample("ferry_batches_total", &[("lane", lane)], totals.batches as f64);
+    }
+    out.family("ferry_items_total", "counter", "Items finished, by outcome.");
+    for (lane, totals) in &lane_totals {
+        out.sample("ferry_items_total", &[("lane", lane), ("outcome", "ok")], totals.items_ok as f64);
+        out.sample("ferry_items_total", &[("lane", lane), ("outcome", "failed")], totals.items_failed as f64);
+    }
+    render_histogram(&mut out, &lane_totals);
+    render_upstreams(&mut out, snapshot, upstreams);
+    out.family("ferry_actor_restarts_total", "counter", "Engine actors restarted after a panic.");
+    out.sample("ferry_actor_restarts_total", &[], snapshot.restarts as f64);
+    out.text
+}
+
+fn render_histogram(out: &mut Exposition, lanes: &[(&str, LaneTotals)]) {
+    let name = "ferry_batch_duration_seconds";
+    out.family(name, "histogram", "Time from a batch's release to its last item's outcome.");
+    for (lane, totals) in lanes {
+        for (bound, count) in BATCH_SECONDS_BUCKETS.iter().zip(totals.duration_buckets) {
+            let le = bound.to_string();
+            out.sample(&format!("{name}_bucket"), &[("lane", lane), ("le", &le)], count as f64);
+        }
+        out.sample(&format!("{name}_bucket"), &[("lane", lane), ("le", "+Inf")], totals.batches as f64);
+        out.sample(&format!("{name}_sum"), &[("lane", lane)], totals.duration_sum);
+        out.sample(&format!("{name}_count"), &[("lane", lane)], totals.batches as f64);
+    }
+}
+
+type Counter = fn(&UpstreamStatus) -> f64;
+
+fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[String]) {
+    let families: [(&str, &str, &str, Counter); 7] = [
+        ("ferry_upstream_calls_total", "counter", "Upstream calls started.", |u| u.calls as f64),
+        ("ferry_upstream_failures_total", "counter", "Upstream calls that failed.", |u| u.failed as f64),
+        ("ferry_upstream_retries_total", "counter", "Upstream calls retried.", |u| u.retries as f64),
+        ("ferry_upstream_rate_limited_total", "counter", "Upstream 429 answers.", |u| u.rate_limited as f64),
+        (
+            "ferry_upstream_backpressure_total",
+            "counter",
+            "Upstream 503 answers taken as backpressure.",
+            |u| u.backpressure as f64,
+        ),
+        (
+            "ferry_upstream_limit_waits_total",
+            "counter",
+            "Times calls waited for a rate window (RPM/TPM/RPD or an announced limit).",
+            |u| u.limit_waits as f64,
+        ),
+        ("ferry_upstream_in_flight", "gauge", "Upstream calls running now.", |u| u.in_flight as f64),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for upstream in upstreams {
+            let v = snapshot.upstreams.get(upstream).map_or(0.0, value);
+            out.sample(name, &[("upstream", upstream)], v);
+        }
+    }
+}
+
+/// Exposition text built family by family.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.text, "{{{}}}", pairs.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value escaped as the format requires: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_help_type_and_labelled_samples() {
+        let mut snapshot = Snapshot::default();
+        snapshot.lane_depths.insert("bulk".into(), 3);
+        let mut totals = LaneTotals { batches: 2, items_ok: 19, items_failed: 1, ..LaneTotals::default() };
+        totals.duration_buckets = [0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2];
+        totals.duration_sum = 0.125;
+        snapshot.lanes.insert("bulk".into(), totals);
+        snapshot.restarts = 1;
+        let text = render(&snapshot, &["bulk".into(), "high".into()], &["mock".into()]);
+        for line in [
+            "# TYPE ferry_queue_depth gauge",
+            "ferry_queue_depth{lane=\"bulk\"} 3",
+            "ferry_queue_depth{lane=\"high\"} 0",
+            "ferry_batches_total{lane=\"bulk\"} 2",
+            "ferry_items_total{lane=\"bulk\",outcome=\"ok\"} 19",
+            "ferry_items_total{lane=\"bulk\",outcome=\"failed\"} 1",
+            "# TYPE ferry_batch_duration_seconds histogram",
+            "ferry_batch_duration_seconds_bucket{lane=\"bulk\",le=\"0.05\"} 1",
+            "ferry_batch_duration_seconds_bucket{lane=\"bulk\",le=\"+Inf\"} 2",
+            "ferry_batch_duration_seconds_sum{lane=\"bulk\"} 0.125",
+            "ferry_batch_duration_seconds_count{lane=\"bulk\"} 2",
+            "ferry_upstream_calls_total{upstream=\"mock\"} 0",
+            "# TYPE ferry_upstream_in_flight gauge",
+            "ferry_actor_restarts_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!((helps, types), (12, 12));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

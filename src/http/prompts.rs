@@ -1,0 +1,237 @@
+//! `POST /api/v1/prompt` and `POST /api/v1/prompts` (seed 000): prompts through the bulk lane,
+//! which follows `[batching]` batch size and delay, so the config endpoints steer them live.
+//!
+//! A prompt that fails upstream is answered in its slot as
+//! `{"status": "error", "response": "", "error": "…"}` with HTTP 200 — the request itself was
+//! valid and served; only bad input (400), a full queue (429) or a shutdown (503) fail the
+//! request as a whole.
+
+use actix_web::web;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState, Caller};
+use crate::config::Config;
+use crate::engine::{Outcome, Prompt};
+
+/// Most prompts one `/api/v1/prompts` request may carry (seed 000).
+pub const MAX_PROMPTS: usize = 1000;
+
+/// The lane seed 000's endpoints use.
+pub const PROMPTS_LANE: &str = "bulk";
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/prompt").route(web::post().to(prompt)))
+        .service(web::resource("/api/v1/prompts").route(web::post().to(prompts)));
+}
+
+/// One prompt's answer, as seed 000 shapes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptReply {
+    /// `"success"` or `"error"`.
+    pub status: &'static str,
+    /// The answer; empty on error.
+    pub response: String,
+    /// What went wrong; only on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<Outcome> for PromptReply {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Ok(answer) => PromptReply { status: "success", response: answer.text, error: None },
+            Err(error) => {
+                PromptReply { status: "error", response: String::new(), error: Some(error.to_string()) }
+            }
+        }
+    }
+}
+
+/// `/api/v1/prompts`'s reply: one entry per prompt, in order.
+#[derive(Debug, Serialize)]
+pub struct PromptsReply {
+    /// The answers, same order and length as the prompts.
+    pub responses: Vec<PromptReply>,
+}
+
+async fn prompt(
+    state: web::Data<AppState>,
+    _: Caller,
+    body: web::Json<Value>,
+) -> Result<web::Json<PromptReply>, ApiError> {
+    let text = parse_prompt(&body)?;
+    let outcome = state.engine.submit_one(lane(&state.config), Prompt::text(text)).await?;
+    Ok(web::Json(outcome.into()))
+}
+
+async fn prompts(
+    state: web::Data<AppState>,
+    _: Caller,
+    body: web::Json<Value>,
+) -> Result<web::Json<PromptsReply>, ApiError> {
+    let texts = parse_prompts(&body)?;
+    let submission =
+        state.engine.submit(lane(&state.config), texts.into_iter().map(Prompt::text).collect()).await?;
+    let responses = submission.collect().await.into_iter().map(PromptReply::from).collect();
+    Ok(web::Json(PromptsReply { responses }))
+}
+
+/// [`PROMPTS_LANE`] when configured, else the lowest-ranked lane.
+fn lane(config: &Config) -> &str {
+    if config.lanes.contains_key(PROMPTS_LANE) {
+        return PROMPTS_LANE;
+    }
+    config.lanes.iter().min_by_key(|(_, lane)| lane.rank).map_or(PROMPTS_LANE, |(name, _)| name)
+}
+
+/// The text of `{"prompt": "…"}`.
+pub fn parse_prompt(body: &Value) -> Result<String, ApiError> {
+    let Value::Object(object) = body else {
+        return Err(ApiError::bad(
+            "prompt",
+            format!("the body must be a JSON object like {{\"prompt\": \"…\"}} (got {})", kind(body)),
+        ));
+    };
+    object_prompt(object, "")
+}
+
+/// The texts of `{"prompts": ["…", {"prompt": "…"}, …]}`: 1..=[`MAX_PROMPTS`], each non-empty.
+pub fn parse_prompts(body: &Value) -> Result<Vec<String>, ApiError> {
+    let Value::Object(object) = body else {
+        return Err(ApiError::bad(
+            "prompts",
+            format!("the body must be a JSON object like {{\"prompts\": [\"…\"]}} (got {})", kind(body)),
+        ));
+    };
+    only_fields(object, "", &["prompts"])?;
+    let items = match object.get("prompts") {
+        None => {
+            return Err(ApiError::bad("prompts", "missing field `prompts`: an array of 1 to 1000 prompts"));
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "prompts",
+                format!("must be an array of 1 to {MAX_PROMPTS} prompts (got {})", kind(other)),
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_PROMPTS {
+        return Err(ApiError::bad(
+            "prompts",
+            format!("must hold 1 to {MAX_PROMPTS} prompts (got {})", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(text) => non_empty(text, &format!("prompts[{i}]")),
+            Value::Object(object) => object_prompt(object, &format!("prompts[{i}].")),
+            other => Err(ApiError::bad(
+                format!("prompts[{i}]"),
+                format!("must be a string or {{\"prompt\": \"…\"}} (got {})", kind(other)),
+            )),
+        })
+        .collect()
+}
+
+/// The `prompt` of an object whose fields are named `{prefix}field` in errors.
+fn object_prompt(object: &Map<String, Value>, prefix: &str) -> Result<String, ApiError> {
+    only_fields(object, prefix, &["prompt"])?;
+    let param = format!("{prefix}prompt");
+    match object.get("prompt") {
+        None => Err(ApiError::bad(&param, format!("missing field `{param}`: the prompt text"))),
+        Some(Value::String(text)) => non_empty(text, &param),
+        Some(other) => Err(ApiError::bad(&param, format!("must be a string (got {})", kind(other)))),
+    }
+}
+
+/// Refuses fields other than `allowed`, so a misspelt field is reported, not ignored.
+pub(super) fn only_fields(
+    object: &Map<String, Value>,
+    prefix: &str,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
+    match object.keys().find(|key| !allowed.contains(&key.as_str())) {
+        None => Ok(()),
+        Some(key) => {
+            let expected: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
+            Err(ApiError::bad(
+                format!("{prefix}{key}"),
+                format!("unknown field `{prefix}{key}`; expected {}", expected.join(", ")),
+            ))
+        }
+    }
+}
+
+fn non_empty(text: &str, param: &str) -> Result<String, ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad(param, format!("`{param}` must not be empty")));
+    }
+    Ok(text.to_string())
+}
+
+/// A JSON value's type, for messages.
+pub(super) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn param(result: Result<impl std::fmt::Debug, ApiError>) -> Option<String> {
+        match result {
+            Err(ApiError::BadRequest { param, .. }) => param,
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prompts_take_strings_and_objects_in_order() {
+        let body = json!({"prompts": ["a", {"prompt": "b"}, "c"]});
+        assert_eq!(parse_prompts(&body).ok(), Some(vec!["a".into(), "b".into(), "c".into()]));
+    }
+
+    #[test]
+    fn bad_prompts_name_the_offending_entry() {
+        let cases = [
+            (json!({"prompts": []}), "prompts"),
+            (json!({"prompts": "x"}), "prompts"),
+            (json!({}), "prompts"),
+            (json!([]), "prompts"),
+            (json!({"prompts": ["a", "b", "c", 4]}), "prompts[3]"),
+            (json!({"prompts": ["a", " "]}), "prompts[1]"),
+            (json!({"prompts": [{"text": "a"}]}), "prompts[0].text"),
+            (json!({"prompts": [{}]}), "prompts[0].prompt"),
+            (json!({"prompts": [{"prompt": 1}]}), "prompts[0].prompt"),
+            (json!({"prompts": ["a"], "lane": "high"}), "lane"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(param(parse_prompts(&body)).as_deref(), Some(expected), "{body}");
+        }
+        let many = json!({"prompts": vec!["p"; MAX_PROMPTS + 1]});
+        assert_eq!(param(parse_prompts(&many)).as_deref(), Some("prompts"));
+        assert!(parse_prompts(&json!({"prompts": vec!["p"; MAX_PROMPTS]})).is_ok());
+    }
+
+    #[test]
+    fn a_single_prompt_must_be_a_non_empty_string() {
+        assert_eq!(parse_prompt(&json!({"prompt": "hi"})).ok().as_deref(), Some("hi"));
+        for body in [json!({}), json!({"prompt": ""}), json!({"prompt": 3}), json!("hi")] {
+            assert_eq!(param(parse_prompt(&body)).as_deref(), Some("prompt"), "{body}");
+        }
+    }
+}
