@@ -269,6 +269,7 @@ mod http_helpers {
     use ferry::config::{BatchingConfig, Config, LoggingConfig, ServerConfig, StorageConfig};
     use ferry::engine::Engine;
     use ferry::http::{AppState, Keys};
+    use ferry::store::Store;
     use serde_json::Value;
     use tempfile::TempDir;
 
@@ -310,7 +311,8 @@ mod http_helpers {
         /// Starts `config` (its `bind` should be port 0) with `keys`; `dir` lives as long as it.
         pub fn start_with(config: Config, keys: Keys, dir: TempDir) -> TestServer {
             let engine = Engine::start(&config).expect("engine starts");
-            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()) };
+            let store = Store::open(&config.storage.path).expect("store opens");
+            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
             let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
             let handle = server.handle();
             actix_rt::spawn(server);
