@@ -9,7 +9,7 @@ use crate::store::Analytics;
 
 /// Registers the route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/analytics", web::get().to(analytics));
+    cfg.service(web::resource("/v1/analytics").route(web::get().to(analytics)));
 }
 
 async fn analytics(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<Analytics>, ApiError> {

@@ -19,7 +19,7 @@ pub const MAX_LIMIT: usize = 1000;
 
 /// Registers the route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat", web::get().to(list));
+    cfg.service(web::resource("/v1/chat").route(web::get().to(list)));
 }
 
 /// The query string, as text so each bad value is reported against its own name.
