@@ -308,3 +308,22 @@ async fn bad_input_to_chat_and_settings_names_the_field() {
     assert_eq!((status, settings["high_priority"]["tokens"].as_u64()), (200, Some(1000)), "nothing changed");
     server.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_store_that_cannot_open_stops_the_daemon_with_its_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where the data directory should be").expect("write");
+    let mut config = http_config(&dir);
+    config.server.bind = free_bind();
+    config.server.api_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_KEYS".into();
+    config.server.admin_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_ADMIN_KEYS".into();
+    config.storage.path = blocker.join("ferry.db");
+    match ferry::daemon::run(config, std::future::pending()).await {
+        Err(error @ ferry::daemon::DaemonError::Store { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("[storage] path") && message.contains("not-a-dir"), "{message}");
+        }
+        other => panic!("expected a store error, got {:?}", other.map(|_| ())),
+    }
+}
