@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, ShutdownReport, Snapshot};
+use crate::engine::{ControlError, Engine, EngineError, ShutdownReport, Snapshot};
 use crate::http::server::{Bound, Unprotected, check_exposure};
 use crate::http::{AppState, Keys};
+use crate::store::{Store, StoreError, StoredSettings};
 
 /// How often the totals line is logged.
 const TOTALS_EVERY: Duration = Duration::from_secs(60);
@@ -33,6 +34,20 @@ pub enum DaemonError {
     /// The engine did not start.
     #[error("starting the engine: {0}")]
     Engine(#[from] EngineError),
+    /// The store could not be opened or read at start.
+    #[error("the store ([storage] path = {path}): {source}")]
+    Store {
+        /// The configured database file.
+        path: String,
+        /// What went wrong.
+        source: StoreError,
+    },
+    /// The stored settings could not be read at start.
+    #[error("reading the stored settings at start: {0}")]
+    LoadSettings(StoreError),
+    /// The stored settings could not be applied to the engine at start.
+    #[error("applying the stored settings (PUT /v1/settings) at start: {0}")]
+    Settings(ControlError),
     /// The server could not bind.
     #[error("binding {bind}: {source}")]
     Bind {
@@ -54,8 +69,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     check_exposure(&config.server, &keys)?;
     let auth = if keys.is_empty() { "off" } else { "bearer" };
     let config = Arc::new(config);
+    let store_failed =
+        |source| DaemonError::Store { path: config.storage.path.display().to_string(), source };
+    let store = Store::open(&config.storage.path).map_err(store_failed)?;
     let engine = Engine::start(&config)?;
-    let state = AppState { engine: engine.clone(), config: Arc::clone(&config) };
+    if let Err(error) = apply_stored_settings(&engine, &store).await {
+        engine.shutdown(Duration::ZERO).await;
+        return Err(error);
+    }
+    let state = AppState { engine: engine.clone(), config: Arc::clone(&config), store };
     let bind = config.server.bind.clone();
     let Bound { server, addr, in_flight } = crate::http::server::bind(state, &config.server, keys)
         .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
@@ -102,6 +124,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         unanswered_requests = if settled { 0 } else { in_flight.count() }
     );
     Ok(report)
+}
+
+/// Applies the settings saved through `PUT /v1/settings` over `config.toml`: the stored upstream
+/// key to the default upstream, the stored budgets to the lanes `high`, `medium` and `low`
+/// (those that exist). Run at start, before the server takes requests.
+pub async fn apply_stored_settings(engine: &Engine, store: &Store) -> Result<(), DaemonError> {
+    let stored = store.settings().await.map_err(DaemonError::LoadSettings)?;
+    crate::http::settings::apply(engine, &stored).await.map_err(DaemonError::Settings)?;
+    if stored != StoredSettings::default() {
+        tracing::info!(event = "settings_applied", api_key = stored.api_key.is_some());
+    }
+    Ok(())
 }
 
 /// Completes on the first SIGINT or SIGTERM (Unix); on Ctrl-C elsewhere.

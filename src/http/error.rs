@@ -176,7 +176,7 @@ pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error 
             "the body must be JSON, sent with Content-Type: application/json".into(),
         ),
         JsonPayloadError::Deserialize(inner) => {
-            let message = inner.to_string();
+            let message = without_values(&inner.to_string());
             match field_of(&message) {
                 Some(field) => ApiError::bad(field, format!("invalid JSON body: {message}")),
                 None => {
@@ -191,7 +191,7 @@ pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error 
 
 /// Turns query-string errors into [`ApiError`]s.
 pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let message = error.to_string();
+    let message = without_values(&error.to_string());
     let param = field_of(&message);
     ApiError::BadRequest { message: format!("invalid query string: {message}"), param }.into()
 }
@@ -209,9 +209,42 @@ fn field_of(message: &str) -> Option<String> {
     Some(message[start..end].to_string())
 }
 
+/// serde quotes the value it refused (`invalid type: string "…", expected a sequence`), and that
+/// value may be a prompt or a key sent in the wrong field: keep the message, drop the value.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_values_are_not_echoed() {
+        let message = r#"invalid type: string "secret \"x\" text", expected a sequence at line 1 column 9"#;
+        assert_eq!(
+            without_values(message),
+            "invalid type: string \"…\", expected a sequence at line 1 column 9"
+        );
+        assert_eq!(without_values("missing field `prompt`"), "missing field `prompt`");
+    }
 
     #[test]
     fn field_is_read_from_serde_messages() {

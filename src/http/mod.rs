@@ -4,7 +4,9 @@
 //! to statuses in one place ([`error`]). One file per resource; [`server`] binds them with the
 //! limits and middleware, [`auth`] decides who may call what.
 
+pub mod analytics;
 pub mod auth;
+pub mod chat;
 pub mod config_api;
 pub mod error;
 pub mod health;
@@ -13,7 +15,9 @@ pub mod openai;
 pub mod priority;
 pub mod prompts;
 pub mod query;
+pub mod record;
 pub mod server;
+pub mod settings;
 pub mod stats;
 
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use actix_web::web;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::store::Store;
 
 pub use auth::{Caller, Keys};
 pub use error::ApiError;
@@ -34,6 +39,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration ferry started with.
     pub config: Arc<Config>,
+    /// Chats and settings.
+    pub store: Store,
 }
 
 /// Every endpoint, each resource file adding its own.
@@ -45,4 +52,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     metrics::configure(cfg);
     query::configure(cfg);
     openai::configure(cfg);
+    chat::configure(cfg);
+    settings::configure(cfg);
+    analytics::configure(cfg);
 }

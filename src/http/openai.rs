@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::priority;
-use super::{ApiError, AppState};
+use super::record::{ChatMeta, answer_one};
+use super::{ApiError, AppState, Caller};
 use crate::engine::Prompt;
 use crate::providers::{ChatMessage, Role};
 
@@ -150,6 +151,7 @@ fn prompt_of(request: &CompletionRequest) -> Result<Prompt, ApiError> {
 
 async fn complete(
     state: web::Data<AppState>,
+    caller: Caller,
     http: HttpRequest,
     body: web::Json<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -173,11 +175,8 @@ async fn complete(
         None => DEFAULT_LANE.to_string(),
     };
     let lane = priority::lane_for(engine, &priority, PRIORITY_HEADER)?;
-    let timeout = priority::timeout_for(engine, &lane).await?;
-    let outcome = tokio::time::timeout(timeout, engine.submit_one(&lane, prompt))
-        .await
-        .map_err(|_| ApiError::Timeout(format!("no answer within {} s", timeout.as_secs())))??;
-    let answer = outcome.map_err(priority::item_error)?;
+    let request = serde_json::json!({ "model": request.model, "messages": prompt.messages });
+    let answer = answer_one(&state, &ChatMeta::new(&caller, &lane), request, prompt).await?;
     let usage = answer.usage;
     Ok(HttpResponse::Ok().insert_header(("x-ferry-batch-id", answer.batch_id.to_string())).json(Completion {
         id: format!("chatcmpl-{}", ulid::Ulid::new()),

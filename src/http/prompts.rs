@@ -8,8 +8,9 @@
 
 use actix_web::web;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use super::record::{ChatMeta, record, record_all};
 use super::{ApiError, AppState, Caller};
 use crate::config::Config;
 use crate::engine::{Outcome, Prompt};
@@ -58,24 +59,30 @@ pub struct PromptsReply {
 
 async fn prompt(
     state: web::Data<AppState>,
-    _: Caller,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<web::Json<PromptReply>, ApiError> {
     let text = parse_prompt(&body)?;
-    let outcome = state.engine.submit_one(lane(&state.config), Prompt::text(text)).await?;
+    let meta = ChatMeta::new(&caller, lane(&state.config));
+    let request = json!({ "prompt": text });
+    let outcome = state.engine.submit_one(&meta.lane, Prompt::text(text)).await?;
+    record(&state.store, meta.chat(request, &outcome)).await;
     Ok(web::Json(outcome.into()))
 }
 
 async fn prompts(
     state: web::Data<AppState>,
-    _: Caller,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<web::Json<PromptsReply>, ApiError> {
     let texts = parse_prompts(&body)?;
-    let submission =
-        state.engine.submit(lane(&state.config), texts.into_iter().map(Prompt::text).collect()).await?;
-    let responses = submission.collect().await.into_iter().map(PromptReply::from).collect();
-    Ok(web::Json(PromptsReply { responses }))
+    let meta = ChatMeta::new(&caller, lane(&state.config));
+    let requests: Vec<Value> = texts.iter().map(|text| json!({ "prompt": text })).collect();
+    let submission = state.engine.submit(&meta.lane, texts.into_iter().map(Prompt::text).collect()).await?;
+    let outcomes = submission.collect().await;
+    let chats = requests.into_iter().zip(&outcomes).map(|(request, outcome)| meta.chat(request, outcome));
+    record_all(&state.store, chats.collect()).await;
+    Ok(web::Json(PromptsReply { responses: outcomes.into_iter().map(PromptReply::from).collect() }))
 }
 
 /// [`PROMPTS_LANE`] when configured, else the lowest-ranked lane.

@@ -8,7 +8,8 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::priority::{self, is_rfc3339, now_rfc3339};
-use super::{ApiError, AppState};
+use super::record::{ChatMeta, answer_one};
+use super::{ApiError, AppState, Caller};
 use crate::engine::Prompt;
 
 /// The request body.
@@ -77,16 +78,22 @@ fn validate(query: &Query) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn query(state: web::Data<AppState>, body: web::Json<Query>) -> Result<HttpResponse, ApiError> {
+async fn query(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<Query>,
+) -> Result<HttpResponse, ApiError> {
     let query = body.into_inner();
     validate(&query)?;
-    let engine = &state.engine;
-    let lane = priority::lane_for(engine, &query.priority, "priority")?;
-    let timeout = priority::timeout_for(engine, &lane).await?;
-    let outcome = tokio::time::timeout(timeout, engine.submit_one(&lane, Prompt::text(&query.prompt)))
-        .await
-        .map_err(|_| ApiError::Timeout(format!("no answer within {} s", timeout.as_secs())))??;
-    let answer = outcome.map_err(priority::item_error)?;
+    let lane = priority::lane_for(&state.engine, &query.priority, "priority")?;
+    let meta = ChatMeta {
+        username: Some(query.username.clone()),
+        request_id: Some(query.request_id.clone()),
+        priority: Some(query.priority.to_ascii_uppercase()),
+        ..ChatMeta::new(&caller, &lane)
+    };
+    let request = serde_json::json!({ "prompt": query.prompt });
+    let answer = answer_one(&state, &meta, request, Prompt::text(&query.prompt)).await?;
     Ok(HttpResponse::Ok().json(Generation {
         request_id: query.request_id,
         username: query.username,

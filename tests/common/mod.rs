@@ -269,6 +269,7 @@ mod http_helpers {
     use ferry::config::{BatchingConfig, Config, LoggingConfig, ServerConfig, StorageConfig};
     use ferry::engine::Engine;
     use ferry::http::{AppState, Keys};
+    use ferry::store::Store;
     use serde_json::Value;
     use tempfile::TempDir;
 
@@ -310,7 +311,8 @@ mod http_helpers {
         /// Starts `config` (its `bind` should be port 0) with `keys`; `dir` lives as long as it.
         pub fn start_with(config: Config, keys: Keys, dir: TempDir) -> TestServer {
             let engine = Engine::start(&config).expect("engine starts");
-            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()) };
+            let store = Store::open(&config.storage.path).expect("store opens");
+            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
             let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
             let handle = server.handle();
             actix_rt::spawn(server);
@@ -407,5 +409,90 @@ mod http_helpers {
         let mut chars = name.chars();
         chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+}
+
+// ─── Store helpers (http_store and canary tests) ────────────────────────────────────────────
+// Kept in one block at the end of the file so parallel additions above merge cleanly.
+
+// Not every test binary uses these.
+#[allow(unused_imports)]
+pub use store_helpers::*;
+
+mod store_helpers {
+    use std::time::Duration;
+
+    use ferry::config::Config;
+    use ferry::daemon::{self, DaemonError};
+    use ferry::engine::ShutdownReport;
+    use serde_json::Value;
+    use tokio::sync::oneshot;
+
+    use super::http_helpers::{client, json_of};
+
+    /// `127.0.0.1:PORT` of a port that was free a moment ago (for configs that must name one).
+    pub fn free_bind() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let addr = listener.local_addr().expect("bound address");
+        addr.to_string()
+    }
+
+    /// Sends `method path` to `base` with an optional Bearer `key` and JSON `body`; returns the
+    /// status and JSON body.
+    pub async fn call(
+        base: &str,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = client().request(method, format!("{base}{path}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        json_of(request.send().await.expect("request")).await
+    }
+
+    /// `ferry serve`'s start-up and shutdown, in-process: [`daemon::run`] on `config` (whose
+    /// `bind` names a fixed port), stopped through [`RunningDaemon::stop`].
+    pub struct RunningDaemon {
+        /// `http://127.0.0.1:PORT`.
+        pub base: String,
+        stop: oneshot::Sender<()>,
+        done: actix_rt::task::JoinHandle<Result<ShutdownReport, DaemonError>>,
+    }
+
+    impl RunningDaemon {
+        /// Runs the daemon and waits until `/health` answers (call inside `#[actix_rt::test]`).
+        pub async fn start(config: Config) -> RunningDaemon {
+            let base = format!("http://{}", config.server.bind);
+            let (stop, stopped) = oneshot::channel::<()>();
+            let done = actix_rt::spawn(daemon::run(config, async move {
+                let _ = stopped.await;
+            }));
+            for _ in 0..200 {
+                if done.is_finished() {
+                    let ended = done.await.expect("daemon task");
+                    panic!("the daemon ended at start: {:?}", ended.map(|_| ()));
+                }
+                let health = client().get(format!("{base}/health")).send().await;
+                if health.is_ok_and(|r| r.status().is_success()) {
+                    return RunningDaemon { base, stop, done };
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("the daemon did not answer /health at {base}");
+        }
+
+        /// Shuts the daemon down and waits for it to finish.
+        pub async fn stop(self) {
+            let _ = self.stop.send(());
+            let ended = self.done.await.expect("daemon task");
+            assert!(ended.is_ok(), "the daemon failed: {:?}", ended.map(|_| ()));
+        }
     }
 }
