@@ -6,7 +6,9 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::error::from_body;
 use super::priority::{self, is_rfc3339, now_rfc3339};
 use super::{ApiError, AppState};
 use crate::engine::Prompt;
@@ -77,8 +79,8 @@ fn validate(query: &Query) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn query(state: web::Data<AppState>, body: web::Json<Query>) -> Result<HttpResponse, ApiError> {
-    let query = body.into_inner();
+async fn query(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let query: Query = from_body(body.into_inner())?;
     validate(&query)?;
     let engine = &state.engine;
     let lane = priority::lane_for(engine, &query.priority, "priority")?;
