@@ -174,11 +174,7 @@ async fn complete(
         None => DEFAULT_LANE.to_string(),
     };
     let lane = priority::lane_for(engine, &priority, PRIORITY_HEADER)?;
-    let timeout = priority::timeout_for(engine, &lane).await?;
-    let outcome = tokio::time::timeout(timeout, engine.submit_one(&lane, prompt))
-        .await
-        .map_err(|_| ApiError::Timeout(format!("no answer within {} s", timeout.as_secs())))??;
-    let answer = outcome.map_err(priority::item_error)?;
+    let answer = priority::answer_within(engine, &lane, prompt).await?;
     let usage = answer.usage;
     Ok(HttpResponse::Ok().insert_header(("x-ferry-batch-id", answer.batch_id.to_string())).json(Completion {
         id: format!("chatcmpl-{}", ulid::Ulid::new()),

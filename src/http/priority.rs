@@ -1,12 +1,12 @@
 //! Priorities as doors name them, mapped to lanes, and the timeout each lane implies.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
-use crate::engine::{Engine, ItemError};
+use crate::engine::{Answer, Engine, ItemError, Prompt};
 
 /// The lane for a priority: `HIGH`/`MEDIUM`/`LOW` (any case) name the lanes `high`/`medium`/
 /// `low`; any other value must be a lane's own name. `param` names the field in errors.
@@ -24,11 +24,34 @@ pub fn lane_for(engine: &Engine, priority: &str, param: &str) -> Result<String, 
     ))
 }
 
+/// The part of every lane's timeout that does not depend on the lane (seed 002's "+ 30 s").
+const TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
+
+/// Submits `prompt` to `lane` and waits for its answer within the lane's timeout
+/// ([`timeout_for`]). The lane's live latency target is only asked for once the 30 s every lane
+/// allows have passed, so the answered path costs no round trip to the engine's supervisor.
+pub async fn answer_within(engine: &Engine, lane: &str, prompt: Prompt) -> Result<Answer, ApiError> {
+    let started = Instant::now();
+    let submitted = engine.submit_one(lane, prompt);
+    tokio::pin!(submitted);
+    let outcome = match tokio::time::timeout(TIMEOUT_FLOOR, &mut submitted).await {
+        Ok(outcome) => outcome?,
+        Err(_) => {
+            let limit = timeout_for(engine, lane).await?;
+            let rest = limit.saturating_sub(started.elapsed());
+            tokio::time::timeout(rest, &mut submitted)
+                .await
+                .map_err(|_| ApiError::Timeout(format!("no answer within {} s", limit.as_secs())))??
+        }
+    };
+    outcome.map_err(item_error)
+}
+
 /// How long a door waits for an item of `lane`: its latency target plus 30 s (seed 002's rule).
 pub async fn timeout_for(engine: &Engine, lane: &str) -> Result<Duration, ApiError> {
     let config = engine.config().await?;
     let latency_ms = config.lanes.get(lane).map_or(0, |settings| settings.latency_ms);
-    Ok(Duration::from_millis(latency_ms) + Duration::from_secs(30))
+    Ok(Duration::from_millis(latency_ms) + TIMEOUT_FLOOR)
 }
 
 /// Maps an item's error to the HTTP error a single-item endpoint returns.

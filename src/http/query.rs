@@ -84,11 +84,7 @@ async fn query(state: web::Data<AppState>, body: web::Json<Value>) -> Result<Htt
     validate(&query)?;
     let engine = &state.engine;
     let lane = priority::lane_for(engine, &query.priority, "priority")?;
-    let timeout = priority::timeout_for(engine, &lane).await?;
-    let outcome = tokio::time::timeout(timeout, engine.submit_one(&lane, Prompt::text(&query.prompt)))
-        .await
-        .map_err(|_| ApiError::Timeout(format!("no answer within {} s", timeout.as_secs())))??;
-    let answer = outcome.map_err(priority::item_error)?;
+    let answer = priority::answer_within(engine, &lane, Prompt::text(&query.prompt)).await?;
     Ok(HttpResponse::Ok().json(Generation {
         request_id: query.request_id,
         username: query.username,
