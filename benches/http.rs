@@ -39,8 +39,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// One fanout lane with no window or delay and one unlimited OpenAI upstream at `base_url`.
 fn ferry_config(base_url: &str) -> Config {
-    let mut config = Config::default();
-    config.server = ServerConfig { bind: "127.0.0.1:0".into(), ..ServerConfig::default() };
+    let mut config = Config {
+        server: ServerConfig { bind: "127.0.0.1:0".into(), ..ServerConfig::default() },
+        ..Config::default()
+    };
     config.batching.queue_capacity = 1_000_000;
     config.lanes.clear();
     config.lanes.insert(
