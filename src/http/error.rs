@@ -11,6 +11,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::engine::{ControlError, SubmitError};
 
@@ -201,9 +203,38 @@ pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::NotFound(format!("invalid path: {error}")).into()
 }
 
-/// The field serde's message names: "missing field `prompt`", "unknown field `x`", or the
-/// key path a typed error points at ("invalid type: … at line 1 column 12" has none).
+/// Deserializes a request body already parsed as JSON into `T`, naming the offending field:
+/// serde names it for missing and unknown fields, but a wrong type ("invalid type: integer `42`,
+/// expected a string") names only the value, so the top-level key whose removal changes the
+/// error is found and named (on the error path only).
+pub fn from_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    let error = match T::deserialize(&body) {
+        Ok(value) => return Ok(value),
+        Err(error) => error.to_string(),
+    };
+    if let Some(field) = field_of(&error) {
+        return Err(ApiError::bad(field, format!("invalid JSON body: {error}")));
+    }
+    let culprit = body.as_object().and_then(|object| {
+        object.keys().find(|key| {
+            let mut rest = object.clone();
+            rest.remove(*key);
+            T::deserialize(&Value::Object(rest)).err().is_none_or(|e| e.to_string() != error)
+        })
+    });
+    Err(match culprit {
+        Some(field) => ApiError::bad(field.clone(), format!("invalid JSON body: `{field}`: {error}")),
+        None => ApiError::BadRequest { message: format!("invalid JSON body: {error}"), param: None },
+    })
+}
+
+/// The field serde's message names: "missing field `prompt`", "unknown field `x`". A type error
+/// ("invalid type: integer `42`, …") quotes the value, not the field, so it names none.
 fn field_of(message: &str) -> Option<String> {
+    let named = ["missing field", "unknown field", "duplicate field"];
+    if !named.iter().any(|prefix| message.starts_with(prefix)) {
+        return None;
+    }
     let start = message.find('`')? + 1;
     let end = start + message[start..].find('`')?;
     Some(message[start..end].to_string())
@@ -250,6 +281,30 @@ mod tests {
     fn field_is_read_from_serde_messages() {
         assert_eq!(field_of("missing field `prompt` at line 1 column 2"), Some("prompt".into()));
         assert_eq!(field_of("invalid type: string \"x\", expected u64"), None);
+        assert_eq!(field_of("invalid type: integer `42`, expected a string at line 1 column 9"), None);
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+            count: Option<u32>,
+        }
+        for (body, param) in [
+            (serde_json::json!({"name": 42}), "name"),
+            (serde_json::json!({"name": "x", "count": -1}), "count"),
+            (serde_json::json!({"count": 1}), "name"),
+        ] {
+            match from_body::<Body>(body) {
+                Err(ApiError::BadRequest { param: Some(p), message }) => {
+                    assert_eq!(p, param, "{message}");
+                    assert!(message.contains(param), "{message}");
+                }
+                other => panic!("expected a 400 naming {param}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::from_body;
 use super::priority;
 use super::record::{ChatMeta, answer_one};
 use super::{ApiError, AppState, Caller};
@@ -153,9 +154,9 @@ async fn complete(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
-    body: web::Json<CompletionRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner();
+    let request: CompletionRequest = from_body(body.into_inner())?;
     let prompt = prompt_of(&request)?;
     let served = served_models(&state);
     let serves_any = state.config.upstreams.iter().any(|u| u.models.is_empty());

@@ -6,7 +6,9 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::error::from_body;
 use super::priority::{self, is_rfc3339, now_rfc3339};
 use super::record::{ChatMeta, answer_one};
 use super::{ApiError, AppState, Caller};
@@ -81,9 +83,9 @@ fn validate(query: &Query) -> Result<(), ApiError> {
 async fn query(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<Query>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = body.into_inner();
+    let query: Query = from_body(body.into_inner())?;
     validate(&query)?;
     let lane = priority::lane_for(&state.engine, &query.priority, "priority")?;
     let meta = ChatMeta {

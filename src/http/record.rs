@@ -120,15 +120,13 @@ pub async fn answer_one(
     request: Value,
     prompt: Prompt,
 ) -> Result<Answer, ApiError> {
-    let engine = &state.engine;
-    let timeout = priority::timeout_for(engine, &meta.lane).await?;
-    let outcome = match tokio::time::timeout(timeout, engine.submit_one(&meta.lane, prompt)).await {
-        Ok(submitted) => submitted?,
-        Err(_) => {
-            let error = ApiError::Timeout(format!("no answer within {} s", timeout.as_secs()));
+    let outcome = match priority::outcome_within(&state.engine, &meta.lane, prompt).await {
+        Ok(outcome) => outcome,
+        Err(error @ ApiError::Timeout(_)) => {
             record(&state.store, meta.failed(request, &error.to_string())).await;
             return Err(error);
         }
+        Err(error) => return Err(error),
     };
     record(&state.store, meta.chat(request, &outcome)).await;
     outcome.map_err(priority::item_error)
