@@ -21,6 +21,7 @@ use ferry::config::{Config, LaneConfig, Mode, ProviderKind, ServerConfig, Upstre
 use ferry::engine::Engine;
 use ferry::http::{AppState, Keys};
 use ferry::mock_upstream::{self, MockUpstreamArgs};
+use ferry::store::Store;
 use tokio::sync::oneshot;
 
 #[global_allocator]
@@ -263,7 +264,9 @@ fn main() {
         .expect("mock upstream starts");
         let config = ferry_config(&mock.base_url());
         let engine = Engine::start(&config).expect("engine starts");
-        let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()) };
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&store_dir.path().join("bench.db")).expect("store opens");
+        let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
         let (server, addr) = ferry::http::build(state, &config.server, Keys::none()).expect("ferry binds");
         let handle = server.handle();
         actix_rt::spawn(server);

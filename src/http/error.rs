@@ -212,8 +212,10 @@ pub fn from_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         Ok(value) => return Ok(value),
         Err(error) => error.to_string(),
     };
+    // The refused value may be a prompt or a key sent in the wrong field: never echo it.
+    let shown = without_values(&error);
     if let Some(field) = field_of(&error) {
-        return Err(ApiError::bad(field, format!("invalid JSON body: {error}")));
+        return Err(ApiError::bad(field, format!("invalid JSON body: {shown}")));
     }
     let culprit = body.as_object().and_then(|object| {
         object.keys().find(|key| {
@@ -223,8 +225,8 @@ pub fn from_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         })
     });
     Err(match culprit {
-        Some(field) => ApiError::bad(field.clone(), format!("invalid JSON body: `{field}`: {error}")),
-        None => ApiError::BadRequest { message: format!("invalid JSON body: {error}"), param: None },
+        Some(field) => ApiError::bad(field.clone(), format!("invalid JSON body: `{field}`: {shown}")),
+        None => ApiError::BadRequest { message: format!("invalid JSON body: {shown}"), param: None },
     })
 }
 
