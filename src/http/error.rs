@@ -233,11 +233,8 @@ pub fn from_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
 /// The field serde's message names: "missing field `prompt`", "unknown field `x`". A type error
 /// ("invalid type: integer `42`, …") quotes the value, not the field, so it names none.
 fn field_of(message: &str) -> Option<String> {
-    let named = ["missing field", "unknown field", "duplicate field"];
-    if !named.iter().any(|prefix| message.starts_with(prefix)) {
-        return None;
-    }
-    let start = message.find('`')? + 1;
+    let named = ["missing field `", "unknown field `", "duplicate field `"];
+    let start = named.iter().find_map(|phrase| message.find(phrase).map(|at| at + phrase.len()))?;
     let end = start + message[start..].find('`')?;
     Some(message[start..end].to_string())
 }
