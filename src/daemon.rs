@@ -77,7 +77,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         engine.shutdown(Duration::ZERO).await;
         return Err(error);
     }
-    let state = AppState { engine: engine.clone(), config: Arc::clone(&config), store };
+    let state = AppState { engine: engine.clone(), config: Arc::clone(&config), store: store.clone() };
     let bind = config.server.bind.clone();
     let Bound { server, addr, in_flight } = crate::http::server::bind(state, &config.server, keys)
         .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
@@ -118,6 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     tokio::time::sleep(FLUSH).await;
     handle.stop(false).await;
     let _ = server.await;
+    // The chat log is written behind the replies: let it catch up before exiting.
+    store.flush().await;
     tracing::info!(
         event = "shutdown",
         phase = "done",

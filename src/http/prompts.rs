@@ -66,7 +66,7 @@ async fn prompt(
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
     let outcome = state.engine.submit_one(&meta.lane, Prompt::text(text)).await?;
-    record(&state.store, meta.chat(request, &outcome)).await;
+    record(&state.store, meta.chat(request, &outcome));
     Ok(web::Json(outcome.into()))
 }
 
@@ -81,7 +81,7 @@ async fn prompts(
     let submission = state.engine.submit(&meta.lane, texts.into_iter().map(Prompt::text).collect()).await?;
     let outcomes = submission.collect().await;
     let chats = requests.into_iter().zip(&outcomes).map(|(request, outcome)| meta.chat(request, outcome));
-    record_all(&state.store, chats.collect()).await;
+    record_all(&state.store, chats);
     Ok(web::Json(PromptsReply { responses: outcomes.into_iter().map(PromptReply::from).collect() }))
 }
 

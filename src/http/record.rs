@@ -97,17 +97,14 @@ pub fn unix_ms(at: SystemTime) -> i64 {
 }
 
 /// Records one chat; a failure is logged, not returned.
-pub async fn record(store: &Store, chat: NewChat) {
-    if let Err(error) = store.record_chat(chat).await {
-        tracing::warn!(event = "store_failed", what = "record_chat", error = %error);
-    }
+pub fn record(store: &Store, chat: NewChat) {
+    store.record_later(chat);
 }
 
-/// Records chats in one transaction; a failure is logged, not returned.
-pub async fn record_all(store: &Store, chats: Vec<NewChat>) {
-    let count = chats.len();
-    if let Err(error) = store.record_chats(chats).await {
-        tracing::warn!(event = "store_failed", what = "record_chats", count, error = %error);
+/// Queues chats for recording (written together with whatever else is queued).
+pub fn record_all(store: &Store, chats: impl IntoIterator<Item = NewChat>) {
+    for chat in chats {
+        store.record_later(chat);
     }
 }
 
@@ -123,12 +120,12 @@ pub async fn answer_one(
     let outcome = match priority::outcome_within(&state.engine, &meta.lane, prompt).await {
         Ok(outcome) => outcome,
         Err(error @ ApiError::Timeout(_)) => {
-            record(&state.store, meta.failed(request, &error.to_string())).await;
+            record(&state.store, meta.failed(request, &error.to_string()));
             return Err(error);
         }
         Err(error) => return Err(error),
     };
-    record(&state.store, meta.chat(request, &outcome)).await;
+    record(&state.store, meta.chat(request, &outcome));
     outcome.map_err(priority::item_error)
 }
 

@@ -16,6 +16,7 @@
 
 mod actor;
 pub mod analytics;
+mod chat_log;
 pub mod chats;
 mod connection;
 mod error;
@@ -27,6 +28,7 @@ use std::sync::Mutex;
 
 use actix::{Addr, SyncArbiter};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use actor::{ComputeAnalytics, ListChats, LoadSettings, RecordChat, RecordChats, SaveSettings, StoreActor};
 pub use analytics::{Analytics, DateCount, NameValue};
@@ -39,6 +41,7 @@ pub use settings::{LaneBudget, StoredSettings};
 #[derive(Clone)]
 pub struct Store {
     actor: Addr<StoreActor>,
+    log: mpsc::UnboundedSender<chat_log::Write>,
 }
 
 impl Store {
@@ -60,7 +63,30 @@ impl Store {
             let conn = handoff.lock().ok().and_then(|mut slot| slot.take());
             StoreActor::new(conn, path.clone())
         });
-        Ok(Store { actor })
+        let (log, queue) = mpsc::unbounded_channel();
+        actix::spawn(chat_log::run(queue, actor.clone()));
+        Ok(Store { actor, log })
+    }
+
+    /// Queues a finished item's chat for recording and returns at once; it is written with
+    /// whatever else has queued, in one transaction. A write failure is logged
+    /// (`event=store_failed`), never returned: the reply must not wait on the chat log.
+    pub fn record_later(&self, chat: NewChat) {
+        if self.log.send(chat_log::Write::Chat(Box::new(chat))).is_err() {
+            tracing::warn!(
+                event = "store_failed",
+                what = "record_later",
+                error = "the chat writer has stopped"
+            );
+        }
+    }
+
+    /// Waits until every chat queued before this call is written (or failed).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.log.send(chat_log::Write::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
     }
 
     /// Records one finished item and returns its id.
@@ -78,6 +104,7 @@ impl Store {
 
     /// Lists chats newest first, filtered and paged by `query`.
     pub async fn chats(&self, query: ChatQuery) -> Result<Vec<ChatRecord>, StoreError> {
+        self.flush().await;
         self.actor.send(ListChats(query)).await?
     }
 
@@ -93,6 +120,7 @@ impl Store {
 
     /// Computes seed 002's batch-level analytics over `owner`'s chats, or everyone's when `None`.
     pub async fn analytics(&self, owner: Option<String>) -> Result<Analytics, StoreError> {
+        self.flush().await;
         self.actor.send(ComputeAnalytics(owner)).await?
     }
 }
