@@ -14,6 +14,7 @@ mod batch;
 mod batch_former;
 mod call;
 mod client;
+mod control;
 mod item;
 mod lane;
 mod mailbox;
@@ -32,11 +33,11 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::BatchId;
+pub use control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
 };
-pub use supervisor::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 
 use self::batch_former::{AddLanes, BatchFormer};
 use self::client::{ClientOptions, LlmClient};

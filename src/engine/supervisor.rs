@@ -5,129 +5,22 @@
 //! `max_requeues` times. Live changes (batch size, delay, lane settings, pause) arrive here and
 //! are pushed to the lanes and the former, which apply them from the next batch on.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
 use super::client::{self, FailWaiting, LlmClient};
+use super::control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 use super::item::{Item, ItemError, Shared};
 use super::lane::{self, CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
 use super::pool::{self, ClientPool};
-use crate::config::{Config, LaneSettings, Mode, ProviderKind};
+use crate::config::Config;
 use crate::providers;
-
-/// A change to one lane; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LanePatch {
-    /// New batch window.
-    pub window_ms: Option<u64>,
-    /// New batch size (the lane stops following `[batching] batch_size`).
-    pub max_batch: Option<usize>,
-    /// New pause between batches (the lane stops following `[batching] batch_delay_ms`).
-    pub delay_ms: Option<u64>,
-    /// New per-item reply budget.
-    pub max_tokens: Option<u32>,
-    /// New latency target.
-    pub latency_ms: Option<u64>,
-    /// New mode.
-    pub mode: Option<Mode>,
-}
-
-/// An upstream as the config view shows it: no secrets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UpstreamView {
-    /// Name.
-    pub name: String,
-    /// API kind.
-    pub provider: ProviderKind,
-    /// API root.
-    pub base_url: Option<String>,
-    /// Models served.
-    pub models: Vec<String>,
-    /// Requests per minute.
-    pub rpm: Option<u64>,
-    /// Tokens per minute.
-    pub tpm: Option<u64>,
-    /// Requests per day.
-    pub rpd: Option<u64>,
-    /// Concurrency cap.
-    pub concurrency: usize,
-    /// Name of the key's environment variable (never the key).
-    pub api_key_env: Option<String>,
-}
-
-/// The live batching configuration.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuntimeConfig {
-    /// `[batching] batch_size` now.
-    pub batch_size: usize,
-    /// `[batching] batch_delay_ms` now.
-    pub batch_delay_ms: u64,
-    /// Whether dispatch is paused.
-    pub paused: bool,
-    /// Each lane's effective settings.
-    pub lanes: BTreeMap<String, LaneSettings>,
-    /// The upstreams.
-    pub upstreams: Vec<UpstreamView>,
-}
-
-/// A live change that was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// A value out of range; names the field.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// What would be valid.
-        message: String,
-    },
-    /// No such lane.
-    #[error("unknown lane `{lane}`; lanes are: {known}")]
-    UnknownLane {
-        /// The name given.
-        lane: String,
-        /// Configured lanes.
-        known: String,
-    },
-    /// No such upstream.
-    #[error("unknown upstream `{0}`")]
-    UnknownUpstream(String),
-    /// The engine has stopped.
-    #[error("the engine has stopped")]
-    Stopped,
-}
-
-/// What a shutdown left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ShutdownReport {
-    /// Items that finished (result or upstream error) during the drain.
-    pub drained: usize,
-    /// Items answered "shutting down" because the deadline passed first.
-    pub cut_off: usize,
-    /// Items still unanswered after the deadline and a one-second grace (0 unless an upstream
-    /// call ignores cancellation).
-    pub left: usize,
-}
-
-/// Which actor a fault injection targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultTarget {
-    /// A lane, by name.
-    Lane(String),
-    /// The client pool.
-    Pool,
-    /// An upstream client, by upstream name.
-    Client(String),
-}
 
 /// The supervisor actor.
 pub struct Supervisor {
