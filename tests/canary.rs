@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, client, json_of, mock_args, start_mock};
+use common::{call, client, json_of, mock_args, start_mock, wait_for_bind};
 use ferry::mock_upstream::MockUpstreamArgs;
 use serde_json::{Value, json};
 
@@ -47,25 +47,6 @@ max_retries = 0
     let path = dir.join("ferry.toml");
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-/// Waits for `event=serve_started bind=ADDR` in the log and returns ADDR.
-fn wait_for_bind(log: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(log)
-            && let Some(line) = text.lines().find(|l| l.contains("event=serve_started"))
-        {
-            let bind = line.split_whitespace().find_map(|w| w.strip_prefix("bind=")).expect("bind= in line");
-            return bind.to_string();
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("ferry serve exited early with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("ferry serve did not log serve_started");
 }
 
 /// Every file under `dir`, recursively.

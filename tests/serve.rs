@@ -2,10 +2,13 @@
 //! prompts in flight it answers every accepted request (a result or a clear per-prompt error)
 //! and exits 0 within the grace period.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::wait_for_bind;
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 50;
@@ -66,25 +69,6 @@ fn ferry_serve(config: &Path) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-/// Waits for the `event=serve_started bind=ADDR` line and returns ADDR.
-fn wait_for_bind(log: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(log)
-            && let Some(line) = text.lines().find(|l| l.contains("event=serve_started"))
-        {
-            let bind = line.split_whitespace().find_map(|w| w.strip_prefix("bind=")).expect("bind= in line");
-            return bind.to_string();
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("ferry serve exited early with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("ferry serve did not log serve_started");
 }
 
 fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {

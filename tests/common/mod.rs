@@ -496,3 +496,24 @@ mod store_helpers {
         }
     }
 }
+
+// ─── The real binary (serve and canary tests) ───────────────────────────────────────────────
+
+/// Waits for `event=serve_started bind=ADDR` in the log and returns ADDR.
+pub fn wait_for_bind(log: &std::path::Path, child: &mut std::process::Child) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(log)
+            && let Some(line) = text.lines().find(|l| l.contains("event=serve_started"))
+        {
+            let bind = line.split_whitespace().find_map(|w| w.strip_prefix("bind=")).expect("bind= in line");
+            return bind.to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ferry serve exited early with {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("ferry serve did not log serve_started");
+}
