@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, client, json_of, mock_args, start_mock, wait_for_bind};
+use common::{KillOnDrop, call, client, json_of, mock_args, start_mock, wait_for_bind};
 use ferry::mock_upstream::MockUpstreamArgs;
 use serde_json::{Value, json};
 
@@ -85,17 +85,19 @@ async fn canary_key_and_prompt_leak_nowhere() {
     let mock = start_mock(MockUpstreamArgs { api_key: Some(key.clone()), ..mock_args() });
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), &mock.base_url());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("FERRY_CANARY_KEYS", &key)
-        .env("FERRY_CANARY_ADMIN_KEYS", ADMIN)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ferry serve");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("FERRY_CANARY_KEYS", &key)
+            .env("FERRY_CANARY_ADMIN_KEYS", ADMIN)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferry serve"),
+    );
     let base = format!("http://{}", wait_for_bind(&dir.path().join("logs/ferry.log"), &mut child));
     let user = Some(key.as_str());
     let query = json!({

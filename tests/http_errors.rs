@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_KEY, INFERENCE_KEY, TestServer, client, error_parts, http_config, json_of};
+use common::{ADMIN_KEY, INFERENCE_KEY, TestServer, client, error_names, error_parts, http_config, json_of};
 use ferry::http::Keys;
 use serde_json::json;
 
@@ -220,11 +220,7 @@ async fn every_bad_request_gets_its_status_and_names_the_field() {
             failures.push(format!("{}: status {status}, expected {}: {body}", case.name, case.status));
             continue;
         }
-        let (message, param) = error_parts(&body);
-        let named = match case.names.strip_prefix('~') {
-            Some(fragment) => message.contains(fragment),
-            None => param.as_deref() == Some(case.names.as_str()),
-        };
+        let named = error_names(&body, &case.names);
         if !named {
             failures.push(format!("{}: error does not name {:?}: {body}", case.name, case.names));
         }

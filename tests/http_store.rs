@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    ADMIN_KEY, INFERENCE_KEY, RunningDaemon, TestServer, answers, call, client, error_parts, fast_upstream,
+    ADMIN_KEY, INFERENCE_KEY, RunningDaemon, TestServer, answers, call, client, error_names, fast_upstream,
     free_bind, http_config, json_of, mock_args, start_mock,
 };
 use ferry::http::Keys;
@@ -294,11 +294,7 @@ async fn bad_input_to_chat_and_settings_names_the_field() {
             failures.push(format!("{name}: status {got}, expected {status}: {reply}"));
             continue;
         }
-        let (message, param) = error_parts(&reply);
-        let named = match names.strip_prefix('~') {
-            Some(fragment) => message.contains(fragment),
-            None => param.as_deref() == Some(names),
-        };
+        let named = error_names(&reply, names);
         if !named {
             failures.push(format!("{name}: error does not name {names:?}: {reply}"));
         }

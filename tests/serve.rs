@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::wait_for_bind;
+use common::{KillOnDrop, wait_for_bind};
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 50;
@@ -91,7 +91,7 @@ fn sigterm(child: &Child) {
 async fn sigterm_answers_every_accepted_request_and_exits_zero() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "127.0.0.1:0", "");
-    let mut child = ferry_serve(&config).spawn().expect("start ferry serve");
+    let mut child = KillOnDrop(ferry_serve(&config).spawn().expect("start ferry serve"));
     let addr = wait_for_bind(&dir.path().join("logs/ferry.log"), &mut child);
     let url = format!("http://{addr}/api/v1/prompts");
 
@@ -169,8 +169,9 @@ fn binding_beyond_loopback_without_keys_is_refused() {
 fn binding_beyond_loopback_with_a_key_serves() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "0.0.0.0:0", "");
-    let mut child =
-        ferry_serve(&config).env("FERRY_SERVE_TEST_KEYS", "serve-test-key-5d1e").spawn().expect("start");
+    let mut child = KillOnDrop(
+        ferry_serve(&config).env("FERRY_SERVE_TEST_KEYS", "serve-test-key-5d1e").spawn().expect("start"),
+    );
     let log_path = dir.path().join("logs/ferry.log");
     wait_for_bind(&log_path, &mut child);
     sigterm(&child);

@@ -357,6 +357,16 @@ mod http_helpers {
         (message.to_string(), error.get("param").and_then(Value::as_str).map(str::to_string))
     }
 
+    /// Whether an error body names `names`: its `param` equals it, or, for `~fragment`, its
+    /// message contains the fragment. (The rule every bad-input table uses.)
+    pub fn error_names(body: &Value, names: &str) -> bool {
+        let (message, param) = error_parts(body);
+        match names.strip_prefix('~') {
+            Some(fragment) => message.contains(fragment),
+            None => param.as_deref() == Some(names),
+        }
+    }
+
     /// Parses Prometheus text format 0.0.4, failing the test on any malformed line or a sample
     /// whose family has no `# TYPE`; returns each series (`name{labels}`) with its value.
     pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
@@ -516,4 +526,29 @@ pub fn wait_for_bind(log: &std::path::Path, child: &mut std::process::Child) -> 
     }
     let _ = child.kill();
     panic!("ferry serve did not log serve_started");
+}
+
+/// A child process that is killed when the test ends, also when it ends in a panic, so a failing
+/// test leaves no `ferry serve` behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already exited in a passing test: kill fails harmlessly; wait reaps either way.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
