@@ -65,6 +65,24 @@ pub enum DaemonError {
 /// from the environment variables `[server]` names; binding beyond loopback without any is
 /// refused before anything starts. Call inside a running `actix::System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<ShutdownReport, DaemonError> {
+    run_with(config, |_| shutdown).await.map(|(report, ())| report)
+}
+
+/// What [`run_with`] hands its caller once the engine and the API are up.
+pub struct Started {
+    /// The engine.
+    pub engine: Engine,
+    /// Where the API listens.
+    pub addr: std::net::SocketAddr,
+}
+
+/// [`run`], with the shutdown future made from the running engine and API (the console runs
+/// as that future); returns the drain report and what the future returned.
+pub async fn run_with<T, F, Fut>(config: Config, shutdown: F) -> Result<(ShutdownReport, T), DaemonError>
+where
+    F: FnOnce(Started) -> Fut,
+    Fut: Future<Output = T>,
+{
     let keys = Keys::from_env(&config.server);
     check_exposure(&config.server, &keys)?;
     let auth = if keys.is_empty() { "off" } else { "bearer" };
@@ -85,9 +103,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let mut server = actix_rt::spawn(server);
     tracing::info!(event = "serve_started", bind = %addr, auth);
     let totals = actix_rt::spawn(log_totals(engine.clone()));
+    let shutdown = shutdown(Started { engine: engine.clone(), addr });
 
-    tokio::select! {
-        () = shutdown => {}
+    let output = tokio::select! {
+        output = shutdown => output,
         ended = &mut server => {
             totals.abort();
             engine.shutdown(Duration::ZERO).await;
@@ -98,7 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
             };
             return Err(DaemonError::Server(error));
         }
-    }
+    };
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     tracing::info!(event = "shutdown", phase = "stop_accepting", grace_ms = config.server.shutdown_grace_ms);
     totals.abort();
@@ -125,7 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         phase = "done",
         unanswered_requests = if settled { 0 } else { in_flight.count() }
     );
-    Ok(report)
+    Ok((report, output))
 }
 
 /// Applies the settings saved through `PUT /v1/settings` over `config.toml`: the stored upstream

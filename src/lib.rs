@@ -12,8 +12,10 @@
 //! - [`http`]: the HTTP API over the engine.
 //! - [`daemon`]: `ferry serve`, the engine and the API as a headless daemon.
 //! - [`logging`]: `tracing` to files made for `tail -F`.
+//! - [`console`]: the operator console (ratatui), in process or attached to a daemon.
 
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod engine;

@@ -81,6 +81,25 @@ pub fn init_with(
     to_files: bool,
     rust_log: Option<&str>,
 ) -> Result<LogGuard, LoggingError> {
+    install(config, to_files, rust_log, None)
+}
+
+/// A layer that gets every event besides the log file's (the console's log pane).
+pub type Feed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// [`init`] plus `feed`, which sees events whatever the file's filter; it does its own
+/// filtering. For the console, which draws the last log events and writes no log to the terminal.
+pub fn init_with_feed(config: &LoggingConfig, to_files: bool, feed: Feed) -> Result<LogGuard, LoggingError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    install(config, to_files, rust_log.as_deref(), Some(feed))
+}
+
+fn install(
+    config: &LoggingConfig,
+    to_files: bool,
+    rust_log: Option<&str>,
+    feed: Option<Feed>,
+) -> Result<LogGuard, LoggingError> {
     let filter = filter(config, rust_log)?;
     // Lossy on purpose: under a burst the engine drops log lines rather than wait on the disk.
     let (writer, worker) = if to_files {
@@ -91,6 +110,7 @@ pub fn init_with(
     };
     let layer = format_layer(config.format, writer);
     tracing_subscriber::registry()
+        .with(feed)
         .with(layer.with_filter(filter))
         .try_init()
         .map_err(|e| LoggingError::AlreadyInitialised(e.to_string()))?;

@@ -39,6 +39,9 @@ enum Command {
     },
     /// Serve the simulated upstream over HTTP (OpenAI- and Gemini-compatible).
     MockUpstream(MockUpstreamArgs),
+    /// The operator console (the default): the engine, the HTTP API and a live dashboard in one
+    /// process; or, with --connect, the dashboard of a `ferry serve` daemon.
+    Console(ConsoleArgs),
     /// Push a burst of prompts through the engine and print what each lane's batches did.
     Demo {
         /// The config file.
@@ -50,6 +53,20 @@ enum Command {
     },
 }
 
+/// `ferry console` options.
+#[derive(clap::Args, Default)]
+struct ConsoleArgs {
+    /// The config file (in-process console).
+    #[arg(long, short, default_value = "config.toml")]
+    config: PathBuf,
+    /// Attach to the daemon at this URL (http://HOST:PORT) instead of running an engine.
+    #[arg(long, value_name = "URL")]
+    connect: Option<String>,
+    /// Bearer key for --connect (an admin key to change settings); default $FERRY_API_KEY.
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -57,7 +74,8 @@ fn main() -> ExitCode {
         Some(Command::Serve { config }) => serve(&config),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
         Some(Command::Demo { config, prompts }) => demo(&config, prompts),
-        None => demo(&PathBuf::from("config.toml"), 40),
+        Some(Command::Console(args)) => console(args),
+        None => console(ConsoleArgs { config: PathBuf::from("config.toml"), ..ConsoleArgs::default() }),
     };
     match result {
         Ok(code) => code,
@@ -140,4 +158,42 @@ fn demo(path: &Path, prompts: usize) -> anyhow::Result<ExitCode> {
         println!("logs: {}", config.logging.dir.join(&config.logging.file).display());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+// ─── The console (issue 5) ──────────────────────────────────────────────────────────────────
+
+fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
+    use ferry::console::{self, LogFeed};
+    let (tx, updates) = console::channel();
+    if let Some(url) = args.connect {
+        // Attached: no engine here; only the console's own events, to its log pane.
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let _ = tracing_subscriber::registry().with(LogFeed::new(tx.clone())).try_init();
+        let key = args.api_key.or_else(|| std::env::var("FERRY_API_KEY").ok().filter(|k| !k.is_empty()));
+        let run = console::run_remote(&url, key, tx, updates, daemon::signals());
+        actix::System::new().block_on(run).context("ferry console --connect")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = Config::load(&args.config)?;
+    let feed = Box::new(LogFeed::new(tx.clone()));
+    let _guard = ferry::logging::init_with_feed(&config.logging, true, feed).context("starting logging")?;
+    let log = config.logging.dir.join(&config.logging.file);
+    match actix::System::new().block_on(console::run_local(config, tx, updates, true, daemon::signals())) {
+        Ok(report) => {
+            eprintln!(
+                "ferry console: drained {} items, {} cut off; log: {}",
+                report.drained,
+                report.cut_off,
+                log.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            tracing::error!(event = "console_failed", error = %error);
+            eprintln!("ferry console: {error}");
+            eprintln!("(the console needs a terminal; `ferry serve` runs headless)  log: {}", log.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

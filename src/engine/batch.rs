@@ -39,6 +39,13 @@ impl Serialize for BatchId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for BatchId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        ulid::Ulid::from_string(&text).map(BatchId).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Items released together by one lane.
 pub(crate) struct Batch {
     pub mode: Mode,

@@ -63,8 +63,10 @@ impl LaneQueue {
             ctx.run_later(DEPTH_EVERY, |lane, _| {
                 lane.depth_scheduled = false;
                 let depth = lane.queue.len();
-                lane.metrics
-                    .do_send(Publish(MetricsEvent::LaneDepth { lane: Arc::clone(&lane.name), depth }));
+                let oldest = lane.queue.front().map(|item| item.accepted_at.elapsed());
+                let oldest_ms = oldest.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let event = MetricsEvent::LaneDepth { lane: Arc::clone(&lane.name), depth, oldest_ms };
+                lane.metrics.do_send(Publish(event));
             });
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::batch::BatchId;
@@ -21,7 +21,7 @@ use crate::core::limits::LimitsSnapshot;
 pub const RECENT_BATCHES: usize = 256;
 
 /// A finished batch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRecord {
     /// Its id.
     pub id: BatchId,
@@ -38,7 +38,7 @@ pub struct BatchRecord {
     /// Items put back in their lane after their holder failed.
     pub requeued: usize,
     /// From release to the last item's outcome.
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "millis", deserialize_with = "from_millis")]
     pub duration: Duration,
     /// Wall-clock time it finished.
     pub finished_at: SystemTime,
@@ -48,8 +48,14 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
+/// The other way, for a remote console reading the event stream.
+fn from_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let ms = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
+}
+
 /// What state an upstream client is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum UpstreamState {
     /// Serving calls.
@@ -67,7 +73,7 @@ pub enum UpstreamState {
 }
 
 /// One upstream client's counters and limits, reported periodically and on state changes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     /// Upstream name.
     pub name: Arc<str>,
@@ -106,7 +112,7 @@ pub struct UpstreamStatus {
 }
 
 /// An event broadcast to subscribers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum MetricsEvent {
     /// A lane's depth changed.
@@ -115,6 +121,9 @@ pub enum MetricsEvent {
         lane: Arc<str>,
         /// Items waiting.
         depth: usize,
+        /// How long the oldest waiting item has waited, in milliseconds (0 when empty).
+        #[serde(default)]
+        oldest_ms: u64,
     },
     /// A batch was released to the pool.
     BatchDispatched {
@@ -149,7 +158,7 @@ pub enum MetricsEvent {
 }
 
 /// Everything the hub knows, for queries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Depth per lane.
     pub lane_depths: BTreeMap<String, usize>,
@@ -176,7 +185,7 @@ pub const BATCH_SECONDS_BUCKETS: [f64; 12] =
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// One lane's totals since start.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LaneTotals {
     /// Batches completed.
     pub batches: u64,
@@ -218,7 +227,7 @@ impl MetricsHub {
 
     fn publish(&mut self, event: MetricsEvent) {
         match &event {
-            MetricsEvent::LaneDepth { lane, depth } => {
+            MetricsEvent::LaneDepth { lane, depth, .. } => {
                 self.snapshot.lane_depths.insert(lane.to_string(), *depth);
             }
             MetricsEvent::BatchCompleted(record) => {

@@ -8,7 +8,10 @@ pub mod analytics;
 pub mod auth;
 pub mod chat;
 pub mod config_api;
+// Console (issue 5): remote controls and the metrics event stream.
+pub mod control_api;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod openai;
@@ -55,4 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     settings::configure(cfg);
     analytics::configure(cfg);
+    // Console (issue 5).
+    control_api::configure(cfg);
+    events::configure(cfg);
 }

@@ -112,7 +112,7 @@ impl Permit {
 }
 
 /// Used and limit of each window, for the console and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LimitsSnapshot {
     /// Requests in the last minute.
     pub rpm_used: u64,

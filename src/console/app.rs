@@ -1,0 +1,170 @@
+//! The console loop: terminal keys, metrics updates and a slow tick in; state changes and
+//! commands out; a redraw only when something shown changed, at most [`FRAME`] apart, so an idle
+//! console sleeps between one-second ticks.
+
+use std::future::Future;
+use std::io::Stdout;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossterm::event::{Event, EventStream};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+
+use super::command::{Command, Controller};
+use super::draw::draw;
+use super::error::ConsoleError;
+use super::input::handle_key;
+use super::source::Update;
+use super::state::Dashboard;
+
+/// Shortest time between two frames (at most 10 a second under load).
+pub const FRAME: Duration = Duration::from_millis(100);
+/// The tick: clocks, sparkline samples, the ages shown.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Applies one update; true when the screen should be redrawn. Asks `controller` for the
+/// configuration again when another client changed it.
+pub fn apply(
+    state: &mut Dashboard,
+    update: Update,
+    controller: &Controller,
+    tx: &mpsc::Sender<Update>,
+) -> bool {
+    match update {
+        Update::Metrics(event) => {
+            let refetch = matches!(event, crate::engine::MetricsEvent::ConfigChanged { .. });
+            if refetch {
+                refresh_config(controller, tx);
+            }
+            state.apply(event)
+        }
+        Update::Snapshot(snapshot) => {
+            state.apply_snapshot(snapshot);
+            true
+        }
+        Update::Config(config) => {
+            state.set_config(config);
+            true
+        }
+        Update::Log { severe, text } => {
+            state.push_log(severe, text);
+            true
+        }
+        Update::Done(Ok(message)) => {
+            state.status = Some((message, false));
+            true
+        }
+        Update::Done(Err(message)) => {
+            state.status = Some((message, true));
+            true
+        }
+        Update::Link(link) => {
+            state.link = link;
+            true
+        }
+    }
+}
+
+/// Fetches the configuration in the background into `tx`.
+pub fn refresh_config(controller: &Controller, tx: &mpsc::Sender<Update>) {
+    let (controller, tx) = (controller.clone(), tx.clone());
+    actix_rt::spawn(async move {
+        if let Ok(config) = controller.config().await {
+            let _ = tx.send(Update::Config(config)).await;
+        }
+    });
+}
+
+/// Starts `command` in the background; its result comes back on `tx`. False for quit.
+pub fn start(
+    state: &mut Dashboard,
+    command: Command,
+    controller: &Controller,
+    tx: &mpsc::Sender<Update>,
+) -> bool {
+    let call = match command.resolve(state.config.as_ref()) {
+        Ok(Some(call)) => call,
+        Ok(None) => return false,
+        Err(error) => {
+            state.status = Some((error.to_string(), true));
+            return true;
+        }
+    };
+    // Shown at once, so a second key press builds on the first; the reply sets the truth.
+    if let Some(config) = &mut state.config {
+        call.apply_to(config);
+    }
+    let (controller, tx) = (controller.clone(), tx.clone());
+    actix_rt::spawn(async move {
+        let update = match controller.run(call).await {
+            Ok(done) => {
+                if let Some(config) = done.config {
+                    let _ = tx.send(Update::Config(config)).await;
+                }
+                Update::Done(Ok(done.message))
+            }
+            Err(error) => Update::Done(Err(error.to_string())),
+        };
+        let _ = tx.send(update).await;
+    });
+    true
+}
+
+/// Runs the dashboard on `terminal` until `q`, Ctrl-C or `stop` completes, then draws a last
+/// frame saying it is draining.
+pub async fn run(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    mut state: Dashboard,
+    controller: Controller,
+    tx: mpsc::Sender<Update>,
+    mut updates: mpsc::Receiver<Update>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ConsoleError> {
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh_config(&controller, &tx);
+    let mut dirty = true;
+    let mut last_frame = Instant::now() - FRAME;
+    tokio::pin!(stop);
+    loop {
+        if dirty && last_frame.elapsed() >= FRAME {
+            terminal.draw(|frame| draw(frame, &state))?;
+            last_frame = Instant::now();
+            dirty = false;
+        }
+        let next_frame = tokio::time::Instant::from_std(last_frame + FRAME);
+        tokio::select! {
+            () = &mut stop => break,
+            key = keys.next() => match key {
+                Some(Ok(Event::Key(key))) => {
+                    if let Some(command) = handle_key(&mut state, key)
+                        && !start(&mut state, command, &controller, &tx)
+                    {
+                        break;
+                    }
+                    dirty = true;
+                }
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(ConsoleError::Terminal(error)),
+                None => break,
+            },
+            Some(update) = updates.recv() => {
+                dirty |= apply(&mut state, update, &controller, &tx);
+            }
+            _ = tick.tick() => {
+                dirty |= state.tick(Instant::now(), SystemTime::now());
+                // Ages and countdowns move with the clock while anything waits.
+                dirty |= state.lanes.values().any(|l| l.depth > 0) || state.upstreams.values().any(|u| u.until.is_some());
+            }
+            () = tokio::time::sleep_until(next_frame), if dirty => {}
+        }
+    }
+    state.quitting = true;
+    state.mode = super::state::Mode::Normal;
+    terminal.draw(|frame| draw(frame, &state))?;
+    Ok(())
+}

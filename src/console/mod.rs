@@ -1,0 +1,113 @@
+//! The operator console: a ratatui + crossterm dashboard over the engine.
+//!
+//! `ferry` (or `ferry console`) runs the engine, the HTTP API and the dashboard in one process
+//! ([`run_local`], built on [`crate::daemon::run_with`], so quitting drains like `ferry serve`);
+//! `ferry console --connect URL` draws the same dashboard from a daemon's event stream
+//! ([`run_remote`]). Either way the console is just another subscriber of the MetricsHub and
+//! another sender of the engine's control calls — it never reaches into an actor.
+//!
+//! - [`state`]: what the dashboard knows, folded from metrics messages ([`source`], [`remote`]).
+//! - [`keys`] and [`input`]: keys become actions and [`command`]s; the [`command::Controller`]
+//!   carries them out.
+//! - [`layout`], [`draw`] and [`panes`]: the screen, from the state alone.
+//! - [`terminal`]: raw mode and the alternate screen, restored on every way out.
+//! - [`app`]: the loop tying them together.
+
+pub mod app;
+pub mod command;
+pub mod draw;
+pub mod error;
+pub mod input;
+pub mod keys;
+pub mod layout;
+pub mod log_feed;
+pub mod panes;
+pub mod remote;
+pub mod source;
+pub mod state;
+pub mod stats;
+pub mod terminal;
+pub mod view;
+
+use std::future::Future;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+pub use command::{Command, Controller};
+pub use draw::draw;
+pub use error::ConsoleError;
+pub use log_feed::LogFeed;
+pub use source::Update;
+pub use state::Dashboard;
+
+use crate::config::Config;
+use crate::daemon::{self, DaemonError, Started};
+use crate::engine::ShutdownReport;
+
+/// Updates buffered between their sources and the console loop.
+const UPDATES: usize = 4096;
+
+/// The channel every update source sends on: make it first, hand the sender to the [`LogFeed`]
+/// and the console.
+pub fn channel() -> (mpsc::Sender<Update>, mpsc::Receiver<Update>) {
+    mpsc::channel(UPDATES)
+}
+
+/// Why the local console stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The engine or the API did not start, or failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The dashboard failed.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+}
+
+/// Runs the engine, the HTTP API and the dashboard until `q`, Ctrl-C or `stop`, then drains
+/// like `ferry serve` (the last frame says so) and restores the terminal. `log_feed`: whether a
+/// [`LogFeed`] sends the log events to `tx`. Call inside a running `actix::System`.
+pub async fn run_local(
+    config: Config,
+    tx: mpsc::Sender<Update>,
+    updates: mpsc::Receiver<Update>,
+    log_feed: bool,
+    stop: impl Future<Output = ()>,
+) -> Result<ShutdownReport, LocalError> {
+    let mut guard = terminal::TerminalGuard::enter().map_err(ConsoleError::Terminal)?;
+    let terminal = &mut guard.terminal;
+    let (report, result) = daemon::run_with(config, |started: Started| async move {
+        let controller = Controller::Local(started.engine.clone());
+        let mut state =
+            Dashboard::new(format!("local · API http://{}", started.addr), Instant::now(), SystemTime::now());
+        state.log_feed = log_feed;
+        actix_rt::spawn(source::local(started.engine, tx.clone()));
+        app::run(terminal, state, controller, tx, updates, stop).await
+    })
+    .await?;
+    drop(guard);
+    result?;
+    Ok(report)
+}
+
+/// Draws the dashboard of the daemon at `url` until `q`, Ctrl-C or `stop`. Call inside a
+/// running `actix::System`.
+pub async fn run_remote(
+    url: &str,
+    api_key: Option<String>,
+    tx: mpsc::Sender<Update>,
+    updates: mpsc::Receiver<Update>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ConsoleError> {
+    let client = remote::RemoteClient::new(url, api_key)?;
+    let source = format!("remote · {}", client.base());
+    let controller = Controller::Remote(client.clone());
+    let follow = actix_rt::spawn(client.follow(tx.clone()));
+    let mut guard = terminal::TerminalGuard::enter()?;
+    let state = Dashboard::new(source, Instant::now(), SystemTime::now());
+    let result = app::run(&mut guard.terminal, state, controller, tx, updates, stop).await;
+    follow.abort();
+    drop(guard);
+    result
+}

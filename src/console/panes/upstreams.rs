@@ -1,0 +1,71 @@
+//! Upstreams: calls in flight, RPM and TPM used against their limits, 429s and retries, state (ok,
+//! backing off until …, cooling down until …) and the last error.
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::{block, duration, used_of};
+use crate::console::state::{Dashboard, UpstreamRow, clock};
+use crate::engine::UpstreamState;
+
+/// Draws the upstreams pane.
+pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
+    let pane = block(" Upstreams ".into(), false);
+    let inner = pane.inner(area);
+    frame.render_widget(pane, area);
+    let header = Row::new(["name", "state", "in flight", "RPM", "TPM", "429s", "retries", "failed"])
+        .style(Style::new().fg(Color::DarkGray));
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (name, row) in &state.upstreams {
+        let s = &row.status;
+        let (text, colour) = state_text(row, state.wall);
+        rows.push(Row::new(vec![
+            Cell::from(name.clone()),
+            Cell::from(text).style(Style::new().fg(colour)),
+            Cell::from(format!("{}/{}", s.in_flight, s.concurrency)),
+            Cell::from(used_of(s.limits.rpm_used, s.limits.rpm_limit)),
+            Cell::from(used_of(s.limits.tpm_used, s.limits.tpm_limit)),
+            Cell::from(s.rate_limited.to_string()),
+            Cell::from(s.retries.to_string()),
+            Cell::from(s.failed.to_string()),
+        ]));
+        let (text, style) = match &s.last_error {
+            Some(error) => (format!("{name} last error: {error}"), Style::new().fg(Color::Red)),
+            None => (format!("{name} last error: none"), Style::new().fg(Color::DarkGray)),
+        };
+        errors.push(Line::styled(text, style));
+    }
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Min(10),
+        Constraint::Length(9),
+        Constraint::Length(10),
+        Constraint::Length(12),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Length(6),
+    ];
+    let table_h = (rows.len() as u16 + 1).min(inner.height);
+    let [table, below] = Layout::vertical([Constraint::Length(table_h), Constraint::Min(0)]).areas(inner);
+    frame.render_widget(Table::new(rows, widths).header(header).column_spacing(1), table);
+    frame.render_widget(Paragraph::new(errors), below);
+}
+
+fn state_text(row: &UpstreamRow, wall: SystemTime) -> (String, Color) {
+    let left = |until: Option<SystemTime>| {
+        let until = until.unwrap_or(wall);
+        let remaining = until.duration_since(wall).unwrap_or_default();
+        format!("until {} ({} left)", clock(until), duration(remaining))
+    };
+    match row.status.state {
+        UpstreamState::Ok => ("ok".into(), Color::Green),
+        UpstreamState::BackingOff { .. } => (format!("backing off {}", left(row.until)), Color::Yellow),
+        UpstreamState::CoolingDown { .. } => (format!("cooling down {}", left(row.until)), Color::Red),
+    }
+}
