@@ -42,7 +42,7 @@ pub fn areas(area: Rect, lanes: usize, upstreams: usize) -> Option<Areas> {
         let [lanes, middle, bottom] =
             Layout::vertical([Constraint::Length(lanes_h), Constraint::Min(8), Constraint::Percentage(35)])
                 .areas(body);
-        let [batches, upstreams] = split(middle, 55);
+        let [batches, upstreams] = split(middle, 45);
         let [failures, log] = split(bottom, 40);
         Some(Areas { header, lanes, batches, upstreams, failures, log, footer })
     } else {

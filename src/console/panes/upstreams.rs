@@ -20,11 +20,13 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     frame.render_widget(pane, area);
     let header = Row::new(["name", "state", "in flight", "RPM", "TPM", "429s", "retries", "failed"])
         .style(Style::new().fg(Color::DarkGray));
+    // Width left for the state column once the fixed ones are placed.
+    let compact = inner.width.saturating_sub(FIXED) < 40;
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for (name, row) in &state.upstreams {
         let s = &row.status;
-        let (text, colour) = state_text(row, state.wall);
+        let (text, colour) = state_text(row, state.wall, compact);
         rows.push(Row::new(vec![
             Cell::from(name.clone()),
             Cell::from(text).style(Style::new().fg(colour)),
@@ -57,15 +59,21 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     frame.render_widget(Paragraph::new(errors), below);
 }
 
-fn state_text(row: &UpstreamRow, wall: SystemTime) -> (String, Color) {
-    let left = |until: Option<SystemTime>| {
-        let until = until.unwrap_or(wall);
-        let remaining = until.duration_since(wall).unwrap_or_default();
-        format!("until {} ({} left)", clock(until), duration(remaining))
+/// Columns other than the state, with their spacing.
+const FIXED: u16 = 8 + 9 + 10 + 12 + 5 + 7 + 6 + 7;
+
+/// The state: `backing off until 12:00:09 (5.0 s left)`, or `backoff 5.0 s` when `compact`.
+fn state_text(row: &UpstreamRow, wall: SystemTime, compact: bool) -> (String, Color) {
+    let until = row.until.unwrap_or(wall);
+    let remaining = duration(until.duration_since(wall).unwrap_or_default());
+    let (long, short, colour) = match row.status.state {
+        UpstreamState::Ok => return ("ok".into(), Color::Green),
+        UpstreamState::BackingOff { .. } => ("backing off", "backoff", Color::Yellow),
+        UpstreamState::CoolingDown { .. } => ("cooling down", "cooldown", Color::Red),
     };
-    match row.status.state {
-        UpstreamState::Ok => ("ok".into(), Color::Green),
-        UpstreamState::BackingOff { .. } => (format!("backing off {}", left(row.until)), Color::Yellow),
-        UpstreamState::CoolingDown { .. } => (format!("cooling down {}", left(row.until)), Color::Red),
+    if compact {
+        (format!("{short} {remaining}"), colour)
+    } else {
+        (format!("{long} until {} ({remaining} left)", clock(until)), colour)
     }
 }
