@@ -92,7 +92,9 @@ pub fn start(
             return true;
         }
     };
-    // Shown at once, so a second key press builds on the first; the reply sets the truth.
+    // Shown at once, so a second key press builds on the first; the reply sets the truth, and a
+    // refusal puts back what the engine has (or, failing that, what was shown before).
+    let before = state.config.clone();
     if let Some(config) = &mut state.config {
         call.apply_to(config);
     }
@@ -105,7 +107,13 @@ pub fn start(
                 }
                 Update::Done(Ok(done.message))
             }
-            Err(error) => Update::Done(Err(error.to_string())),
+            Err(error) => {
+                let config = controller.config().await.ok().or(before);
+                if let Some(config) = config {
+                    let _ = tx.send(Update::Config(config)).await;
+                }
+                Update::Done(Err(error.to_string()))
+            }
         };
         let _ = tx.send(update).await;
     });
