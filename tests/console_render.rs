@@ -247,9 +247,20 @@ fn footer_shows_the_value_being_typed_and_help_lists_every_key() {
 #[test]
 fn every_size_down_to_tiny_draws_without_panic() {
     let state = dashboard();
-    for (w, h) in
-        [(80, 24), (200, 60), (81, 25), (119, 30), (120, 30), (40, 12), (39, 11), (10, 3), (1, 1), (300, 90)]
-    {
+    for (w, h) in [
+        (80, 24),
+        (200, 60),
+        (81, 25),
+        (119, 30),
+        (120, 30),
+        (139, 40),
+        (140, 40),
+        (40, 12),
+        (39, 11),
+        (10, 3),
+        (1, 1),
+        (300, 90),
+    ] {
         let text = text_in(&render(&state, w, h), Rect::new(0, 0, w, h));
         if w < 40 || h < 12 {
             assert!(text.contains("small") || w < 20, "{w}x{h}:\n{text}");

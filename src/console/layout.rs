@@ -5,7 +5,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 
 /// Narrower than this: panes are stacked.
-pub const WIDE: u16 = 120;
+pub const WIDE: u16 = 140;
 /// Smaller than this: only a "too small" note is drawn.
 pub const MIN_WIDTH: u16 = 40;
 /// Smaller than this: only a "too small" note is drawn.

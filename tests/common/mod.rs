@@ -552,3 +552,25 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+// ─── The console (issue 5) ──────────────────────────────────────────────────────────────────
+
+/// Waits up to `limit` for `event=serve_started bind=ADDR` in the log (of a process the test
+/// does not hold as a child, e.g. one in tmux) and returns ADDR.
+pub fn wait_for_log_bind(log: &std::path::Path, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(log)
+            && let Some(line) = text.lines().find(|l| l.contains("event=serve_started"))
+            && let Some(bind) = line.split_whitespace().find_map(|w| w.strip_prefix("bind="))
+        {
+            return bind.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event=serve_started in {} within {limit:?}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,148 @@
+//! The console in a real terminal: `ferry console` with the shipped config.toml (the built-in
+//! mock) runs in a tmux pane; keys raise the batch size, the pane shows it and
+//! `GET /api/v1/config` reports it; `q` quits with exit 0 and the terminal back in cooked mode
+//! on the main screen.
+//!
+//! Runs when tmux is installed (`.ci/run` installs it and sets `FERRY_TMUX_REQUIRED=1`, which
+//! turns a missing tmux into a failure); skips loudly otherwise. Each test runs its own tmux
+//! server (`tmux -L <unique>`), its own port and its own temp dir.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{call, wait_for_log_bind};
+
+/// A tmux server of this test's own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux runs")
+    }
+
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    /// Waits until the pane shows `text`; fails with the pane's content after `limit`.
+    async fn wait_for(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pane = self.capture();
+            if pane.contains(text) {
+                return pane;
+            }
+            assert!(Instant::now() < deadline, "the pane never showed {text:?}; it shows:\n{pane}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
+/// The shipped config.toml with the API on a free port and logs and data in `dir`.
+fn shipped_config_in(dir: &Path) -> std::path::PathBuf {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).expect("config.toml");
+    let text = shipped
+        .replace("bind = \"127.0.0.1:8000\"", "bind = \"127.0.0.1:0\"")
+        .replace("path = \"data/ferry.db\"", &format!("path = {:?}", dir.join("data/ferry.db")))
+        .replace("dir = \"logs\"", &format!("dir = {:?}", dir.join("logs")));
+    assert_ne!(text, shipped, "config.toml no longer has the lines this test rewrites");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[actix_rt::test]
+async fn console_in_tmux_raises_batch_size_and_quits_cleanly() {
+    if !tmux_installed() {
+        assert!(
+            std::env::var_os("FERRY_TMUX_REQUIRED").is_none(),
+            "FERRY_TMUX_REQUIRED is set but tmux is missing"
+        );
+        eprintln!("\n!!!! SKIPPED console_in_tmux: tmux is not installed (.ci/run installs it) !!!!\n");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = shipped_config_in(dir.path());
+    let tmux = Tmux {
+        socket: format!("ferry-test-{}-{}", std::process::id(), dir.path().display().to_string().len()),
+    };
+    // After ferry exits the pane's shell prints its exit status and whether the terminal is back
+    // in cooked mode (icanon, echo; raw mode shows -icanon -echo).
+    let script = format!(
+        "{bin} console --config {config}; echo FERRY_EXIT=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); sleep 120",
+        bin = env!("CARGO_BIN_EXE_ferry"),
+        config = config.display(),
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "120", "-y", "35", &script]);
+    assert!(started.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&started.stderr));
+
+    let base =
+        format!("http://{}", wait_for_log_bind(&dir.path().join("logs/ferry.log"), Duration::from_secs(30)));
+    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    // The upstream's first status report comes within a second.
+    tmux.wait_for("last error", Duration::from_secs(5)).await;
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "console", "#{alternate_on}"]).stdout,
+        b"1\n",
+        "on the alternate screen"
+    );
+    let pane = tmux.capture();
+    for pane_title in ["Lanes", "Batches", "Upstreams", "Failures", "Log", "high", "bulk", "mock"] {
+        assert!(pane.contains(pane_title), "{pane_title} missing:\n{pane}");
+    }
+    assert!(!pane.contains("INFO"), "log lines were written into the terminal:\n{pane}");
+
+    tmux.keys(&["+", "+", "+"]);
+    tmux.wait_for("batch size 13", Duration::from_secs(10)).await;
+    tmux.keys(&["b", "4", "2", "Enter"]);
+    let pane = tmux.wait_for("batch size 42", Duration::from_secs(10)).await;
+    assert!(pane.contains("batch size set to 42"), "status line:\n{pane}");
+    let (status, body) = call(&base, "GET", "/api/v1/config", None, None).await;
+    assert_eq!((status, body["batch_size"].as_u64()), (200, Some(42)), "{body}");
+    // The same log line as a change through the HTTP API (written by a background thread).
+    let logged = |text: &str| {
+        std::fs::read_to_string(dir.path().join("logs/ferry.log")).is_ok_and(|log| log.contains(text))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged("event=config_changed change=\"batch_size=42\"") {
+        assert!(Instant::now() < deadline, "event=config_changed for batch_size=42 not in the log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    tmux.keys(&["q"]);
+    let pane = tmux.wait_for("FERRY_EXIT=", Duration::from_secs(40)).await;
+    assert!(pane.contains("FERRY_EXIT=0"), "exit status:\n{pane}");
+    let tty = pane.lines().find(|l| l.starts_with("TTY")).unwrap_or_default();
+    assert!(
+        tty.contains("icanon") && !tty.contains("-icanon") && !tty.contains("-echo"),
+        "terminal left raw: {tty}"
+    );
+    assert!(!pane.contains("╭"), "the dashboard is still on the main screen:\n{pane}");
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "console", "#{alternate_on}"]).stdout,
+        b"0\n",
+        "alternate screen left"
+    );
+}
