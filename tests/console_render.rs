@@ -56,7 +56,7 @@ fn dashboard() -> Dashboard {
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(WALL);
     let mut state = Dashboard::new("local · API http://127.0.0.1:8000", start, wall);
     state.set_config(config());
-    let mut feed = |state: &mut Dashboard, message: String| match parse_message(&message) {
+    let feed = |state: &mut Dashboard, message: String| match parse_message(&message) {
         Some(Update::Metrics(event)) => {
             state.apply(event);
         }

@@ -11,6 +11,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
 use super::source::Update;
+use super::state::short_id;
 
 /// Log lines buffered for the console; more are dropped while it is behind.
 pub const FEED_BUFFER: usize = 1024;
@@ -55,6 +56,43 @@ impl Visit for Fields {
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let sep = if self.0.is_empty() { "" } else { " " };
+        if field.name() == "batch_id" {
+            // The batches table shows ids by their last six characters; so does the log pane.
+            let id = format!("{value:?}");
+            let _ = write!(self.0, "{sep}batch_id={}", short_id(&id));
+            return;
+        }
         let _ = write!(self.0, "{sep}{}={value:?}", field.name());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn info_and_worse_from_ferry_reach_the_pane_as_key_values() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let subscriber = tracing_subscriber::registry().with(LogFeed::new(tx));
+        tracing::subscriber::with_default(subscriber, || {
+            let id = "01M88D8VFAYEEGVBABEHQA1234";
+            tracing::info!(target: "ferry::engine", event = "batch_complete", batch_id = %id, lane = "high");
+            tracing::debug!(target: "ferry::engine", event = "enqueue");
+            tracing::warn!(target: "ferry::engine", event = "retry", error = "HTTP 500 from upstream");
+            tracing::info!(target: "actix_server", event = "elsewhere");
+        });
+        let mut lines = Vec::new();
+        while let Ok(Update::Log { severe, text }) = rx.try_recv() {
+            lines.push((severe, text));
+        }
+        assert_eq!(
+            lines,
+            vec![
+                (false, "event=batch_complete batch_id=QA1234 lane=high".to_string()),
+                (true, "event=retry error=\"HTTP 500 from upstream\"".to_string()),
+            ]
+        );
     }
 }

@@ -14,7 +14,7 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     let sep = Span::styled(" │ ", Style::new().fg(Color::DarkGray));
     let mut spans = vec![Span::styled(" ferry ", bold.fg(Color::Black).bg(Color::Cyan)), Span::raw(" ")];
     // Narrow terminals get the short words, so the state fits on the line.
-    let wide = area.width >= 110;
+    let wide = area.width >= 130;
     let source = if wide {
         state.source.clone()
     } else {
