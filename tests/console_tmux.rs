@@ -26,7 +26,9 @@ impl Tmux {
     }
 
     fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout).into_owned()
+        // With some history, so lines scrolled off after ferry exits still count.
+        let out = self.run(&["capture-pane", "-p", "-S", "-50", "-t", "console"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -73,41 +75,71 @@ fn shipped_config_in(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// `ferry console` with the shipped config in a tmux pane of its own, `env` set for it. After
+/// ferry exits, the pane's shell prints its exit status and whether the terminal is back in
+/// cooked mode (`icanon echo`; raw mode shows `-icanon -echo`).
+struct Console {
+    tmux: Tmux,
+    dir: tempfile::TempDir,
+}
+
+impl Console {
+    /// None (after a loud note) when tmux is not installed and not required.
+    fn start(env: &str) -> Option<Console> {
+        if !tmux_installed() {
+            assert!(
+                std::env::var_os("FERRY_TMUX_REQUIRED").is_none(),
+                "FERRY_TMUX_REQUIRED is set but tmux is missing"
+            );
+            eprintln!("\n!!!! SKIPPED: tmux is not installed (.ci/run installs it) !!!!\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = shipped_config_in(dir.path());
+        let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmux = Tmux { socket: format!("ferry-test-{}-{name}", std::process::id()) };
+        let script = format!(
+            "{env} {bin} console --config {config}; echo FERRY_EXIT=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); sleep 120",
+            bin = env!("CARGO_BIN_EXE_ferry"),
+            config = config.display(),
+        );
+        let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "140", "-y", "40", &script]);
+        assert!(started.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&started.stderr));
+        Some(Console { tmux, dir })
+    }
+
+    fn log(&self) -> std::path::PathBuf {
+        self.dir.path().join("logs/ferry.log")
+    }
+
+    fn alternate_screen(&self) -> bool {
+        self.tmux.run(&["display", "-p", "-t", "console", "#{alternate_on}"]).stdout == b"1\n"
+    }
+
+    /// Waits for ferry to exit; asserts the exit code and that the terminal is restored.
+    async fn assert_exit(&self, code: i32) -> String {
+        let pane = self.tmux.wait_for("FERRY_EXIT=", Duration::from_secs(40)).await;
+        assert!(pane.contains(&format!("FERRY_EXIT={code}")), "exit status, expected {code}:\n{pane}");
+        let tty = pane.lines().find(|l| l.starts_with("TTY")).unwrap_or_default();
+        assert!(
+            tty.contains("icanon") && !tty.contains("-icanon") && !tty.contains("-echo"),
+            "terminal left raw: {tty}"
+        );
+        assert!(!pane.contains("╭"), "the dashboard is still on the main screen:\n{pane}");
+        assert!(!self.alternate_screen(), "alternate screen not left");
+        pane
+    }
+}
+
 #[actix_rt::test]
 async fn console_in_tmux_raises_batch_size_and_quits_cleanly() {
-    if !tmux_installed() {
-        assert!(
-            std::env::var_os("FERRY_TMUX_REQUIRED").is_none(),
-            "FERRY_TMUX_REQUIRED is set but tmux is missing"
-        );
-        eprintln!("\n!!!! SKIPPED console_in_tmux: tmux is not installed (.ci/run installs it) !!!!\n");
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = shipped_config_in(dir.path());
-    let tmux = Tmux {
-        socket: format!("ferry-test-{}-{}", std::process::id(), dir.path().display().to_string().len()),
-    };
-    // After ferry exits the pane's shell prints its exit status and whether the terminal is back
-    // in cooked mode (icanon, echo; raw mode shows -icanon -echo).
-    let script = format!(
-        "{bin} console --config {config}; echo FERRY_EXIT=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); sleep 120",
-        bin = env!("CARGO_BIN_EXE_ferry"),
-        config = config.display(),
-    );
-    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "120", "-y", "35", &script]);
-    assert!(started.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&started.stderr));
-
-    let base =
-        format!("http://{}", wait_for_log_bind(&dir.path().join("logs/ferry.log"), Duration::from_secs(30)));
+    let Some(console) = Console::start("") else { return };
+    let tmux = &console.tmux;
+    let base = format!("http://{}", wait_for_log_bind(&console.log(), Duration::from_secs(30)));
     tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
     // The upstream's first status report comes within a second.
     tmux.wait_for("last error", Duration::from_secs(5)).await;
-    assert_eq!(
-        tmux.run(&["display", "-p", "-t", "console", "#{alternate_on}"]).stdout,
-        b"1\n",
-        "on the alternate screen"
-    );
+    assert!(console.alternate_screen(), "on the alternate screen");
     let pane = tmux.capture();
     for pane_title in ["Lanes", "Batches", "Upstreams", "Failures", "Log", "high", "bulk", "mock"] {
         assert!(pane.contains(pane_title), "{pane_title} missing:\n{pane}");
@@ -122,9 +154,7 @@ async fn console_in_tmux_raises_batch_size_and_quits_cleanly() {
     let (status, body) = call(&base, "GET", "/api/v1/config", None, None).await;
     assert_eq!((status, body["batch_size"].as_u64()), (200, Some(42)), "{body}");
     // The same log line as a change through the HTTP API (written by a background thread).
-    let logged = |text: &str| {
-        std::fs::read_to_string(dir.path().join("logs/ferry.log")).is_ok_and(|log| log.contains(text))
-    };
+    let logged = |text: &str| std::fs::read_to_string(console.log()).is_ok_and(|log| log.contains(text));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !logged("event=config_changed change=\"batch_size=42\"") {
         assert!(Instant::now() < deadline, "event=config_changed for batch_size=42 not in the log");
@@ -132,17 +162,27 @@ async fn console_in_tmux_raises_batch_size_and_quits_cleanly() {
     }
 
     tmux.keys(&["q"]);
-    let pane = tmux.wait_for("FERRY_EXIT=", Duration::from_secs(40)).await;
-    assert!(pane.contains("FERRY_EXIT=0"), "exit status:\n{pane}");
-    let tty = pane.lines().find(|l| l.starts_with("TTY")).unwrap_or_default();
+    let pane = console.assert_exit(0).await;
+    assert!(pane.contains("ferry console: drained"), "{pane}");
+}
+
+#[actix_rt::test]
+async fn ctrl_c_quits_with_the_terminal_restored() {
+    let Some(console) = Console::start("") else { return };
+    wait_for_log_bind(&console.log(), Duration::from_secs(30));
+    console.tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    console.tmux.keys(&["C-c"]);
+    console.assert_exit(0).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_restores_the_terminal() {
+    let Some(console) = Console::start("RUST_BACKTRACE=0 FERRY_CONSOLE_PANIC_DRILL=1") else { return };
+    let pane = console.assert_exit(101).await;
+    // Shown on the main screen, and the cursor left below it (not moved back over it).
+    let message = pane.find("panicking on purpose");
     assert!(
-        tty.contains("icanon") && !tty.contains("-icanon") && !tty.contains("-echo"),
-        "terminal left raw: {tty}"
-    );
-    assert!(!pane.contains("╭"), "the dashboard is still on the main screen:\n{pane}");
-    assert_eq!(
-        tmux.run(&["display", "-p", "-t", "console", "#{alternate_on}"]).stdout,
-        b"0\n",
-        "alternate screen left"
+        message.is_some_and(|m| pane.find("FERRY_EXIT").is_some_and(|e| m < e)),
+        "panic message:\n{pane}"
     );
 }

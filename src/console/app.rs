@@ -137,11 +137,16 @@ pub async fn run(
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME;
     tokio::pin!(stop);
+    // A drill for the real-terminal test: the terminal must come back from a panic too.
+    let panic_drill = std::env::var_os("FERRY_CONSOLE_PANIC_DRILL").is_some();
     loop {
         if dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|frame| draw(frame, &state))?;
             last_frame = Instant::now();
             dirty = false;
+            if panic_drill && state.config.is_some() {
+                panic!("FERRY_CONSOLE_PANIC_DRILL is set: panicking on purpose");
+            }
         }
         let next_frame = tokio::time::Instant::from_std(last_frame + FRAME);
         tokio::select! {
