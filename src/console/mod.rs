@@ -21,6 +21,7 @@ pub mod input;
 pub mod keys;
 pub mod layout;
 pub mod log_feed;
+pub mod mode;
 pub mod panes;
 pub mod remote;
 pub mod source;

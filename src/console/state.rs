@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::{BatchRecord, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus};
 
+pub use super::mode::{Field, Focus, Mode};
 use super::stats::{Rate, percentile};
 use super::view::ConfigView;
 
@@ -21,56 +22,6 @@ const LINES_KEPT: usize = 500;
 pub const HISTORY: usize = 300;
 /// Period of the depth samples behind the sparklines.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// What a keypress means now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Keys are commands.
-    Normal,
-    /// The help overlay is shown; any key closes it.
-    Help,
-    /// Typing a number for `field`.
-    Input {
-        /// What the number will set.
-        field: Field,
-        /// Digits typed so far.
-        buffer: String,
-    },
-}
-
-/// A value the operator can type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Field {
-    /// `[batching] batch_size`.
-    BatchSize,
-    /// `[batching] batch_delay_ms`.
-    BatchDelay,
-    /// The selected lane's `window_ms`.
-    LaneWindow(String),
-    /// The selected lane's `max_batch`.
-    LaneMaxBatch(String),
-}
-
-impl Field {
-    /// How the prompt names it.
-    pub fn label(&self) -> String {
-        match self {
-            Field::BatchSize => "batch size".into(),
-            Field::BatchDelay => "batch delay (ms)".into(),
-            Field::LaneWindow(lane) => format!("{lane} window (ms)"),
-            Field::LaneMaxBatch(lane) => format!("{lane} max batch"),
-        }
-    }
-}
-
-/// Which scrollable pane the scroll keys move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Focus {
-    /// Failures.
-    Failures,
-    /// Log events.
-    Log,
-}
 
 /// A line of the failures or log pane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,8 +216,9 @@ impl Dashboard {
     pub fn apply(&mut self, event: MetricsEvent) -> bool {
         match event {
             MetricsEvent::LaneDepth { lane, depth, oldest_ms } => {
+                let new = !self.lanes.contains_key(lane.as_ref());
                 let state = self.lanes.entry(lane.to_string()).or_default();
-                let changed = state.depth != depth || state.oldest_ms != oldest_ms;
+                let changed = new || state.depth != depth || state.oldest_ms != oldest_ms;
                 state.depth = depth;
                 state.oldest_ms = oldest_ms;
                 state.reported_at = Some(self.now);
@@ -435,4 +387,57 @@ pub fn clock(at: SystemTime) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let day = secs % 86_400;
     format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::UpstreamStatus;
+
+    fn status(in_flight: usize) -> UpstreamStatus {
+        UpstreamStatus {
+            name: "mock".into(),
+            state: UpstreamState::Ok,
+            in_flight,
+            queued: 0,
+            concurrency: 16,
+            limits: Default::default(),
+            calls: 0,
+            ok: 0,
+            failed: 0,
+            retries: 0,
+            duplicate_risk: 0,
+            rate_limited: 0,
+            backpressure: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            limit_waits: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn an_unchanged_report_asks_for_no_redraw() {
+        let mut state = Dashboard::new("test", Instant::now(), SystemTime::now());
+        assert!(state.apply(MetricsEvent::Upstream(status(0))));
+        // Idle: the same status every 250 ms changes nothing on screen.
+        assert!(!state.apply(MetricsEvent::Upstream(status(0))));
+        assert!(state.apply(MetricsEvent::Upstream(status(1))));
+        let depth = |depth| MetricsEvent::LaneDepth { lane: "high".into(), depth, oldest_ms: 0 };
+        assert!(state.apply(depth(0)));
+        assert!(!state.apply(depth(0)));
+    }
+
+    #[test]
+    fn sparkline_samples_keep_the_peak_of_each_second() {
+        let start = Instant::now();
+        let wall = SystemTime::now();
+        let mut state = Dashboard::new("test", start, wall);
+        let depth = |depth| MetricsEvent::LaneDepth { lane: "low".into(), depth, oldest_ms: 0 };
+        state.apply(depth(9));
+        state.apply(depth(2));
+        state.tick(start + Duration::from_millis(1500), wall);
+        state.tick(start + Duration::from_millis(2100), wall);
+        assert_eq!(state.lanes["low"].history, VecDeque::from([9, 2]));
+    }
 }
