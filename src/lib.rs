@@ -13,14 +13,17 @@
 //! - [`daemon`]: `ferry serve`, the engine and the API as a headless daemon.
 //! - [`logging`]: `tracing` to files made for `tail -F`.
 
+pub mod chat_format;
 pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod mock_upstream;
 pub mod providers;
+pub mod run;
 pub mod store;
 
 pub use engine::Engine;

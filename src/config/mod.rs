@@ -41,6 +41,24 @@ pub struct Config {
     pub lanes: BTreeMap<String, LaneConfig>,
     /// `[[upstreams]]`: where calls go.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[jobs]`: batch jobs (`/v1/batches`, `ferry run`).
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: how batch jobs (`/v1/batches` and `ferry run`) go through the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// The lane batch items go through (so interactive traffic keeps priority).
+    pub lane: String,
+    /// Items of one job in the engine at once; the rest wait in the database, not in memory.
+    pub max_in_flight: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { lane: "low".into(), max_in_flight: 1_000 }
+    }
 }
 
 /// `[server]`: the HTTP door. API keys are read from the environment variables named here,
@@ -429,6 +447,7 @@ impl Default for Config {
             batching: BatchingConfig::default(),
             lanes: default_lanes(),
             upstreams: vec![UpstreamConfig::mock("mock")],
+            jobs: JobsConfig::default(),
         }
     }
 }

@@ -125,6 +125,14 @@ impl Store {
     }
 }
 
+/// A second connection to the store's file, opened and migrated like the store's own: for the
+/// job runner's thread (see `jobs`), so that big jobs never queue behind chat writes.
+pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let mut conn = connection::open(path)?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
+}
+
 /// Domain prefix, so a key id can never be mistaken for (or matched against) a plain SHA-256 of
 /// the key computed elsewhere.
 const KEY_ID_DOMAIN: &[u8] = b"ferry key id v1\0";
