@@ -36,6 +36,9 @@ pub enum ApiError {
     /// No such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with an earlier one (an idempotency key reused with another body).
+    #[error("{0}")]
+    Conflict(String),
     /// The path exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
+            ApiError::Conflict(_) => "conflict_error",
             ApiError::MethodNotAllowed(_) => "invalid_request_error",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::UnsupportedMediaType(_) => "invalid_request_error",
@@ -115,6 +119,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

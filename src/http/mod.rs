@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod batches;
 pub mod chat;
 pub mod config_api;
 pub mod error;
@@ -26,6 +27,7 @@ use actix_web::web;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 pub use auth::{Caller, Keys};
@@ -41,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Chats and settings.
     pub store: Store,
+    /// Batch jobs.
+    pub jobs: Jobs,
 }
 
 /// Every endpoint, each resource file adding its own.
@@ -55,4 +59,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     settings::configure(cfg);
     analytics::configure(cfg);
+    batches::configure(cfg);
 }

@@ -532,3 +532,14 @@ pub fn set_files(
     )?;
     Ok(())
 }
+
+/// Up to `limit` output lines of items with an outcome, after line `after`, in input order.
+pub fn results(conn: &Connection, id: &str, after: u64, limit: usize) -> Result<Vec<(u64, String)>, JobError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND line > ?2 AND state > 0 \
+         ORDER BY line LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![id, after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

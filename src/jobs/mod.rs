@@ -33,7 +33,7 @@ pub use error::JobError;
 pub use model::{Job, JobKind, JobStatus, LineError, RequestCounts};
 use runner::{Cancel, JobRunner, Run, StopAll};
 pub use worker::WorkerSettings;
-use worker::{CreateJob, GetJob, JobWorker, ListJobs, SetStatus, Unfinished};
+use worker::{CreateJob, GetJob, JobWorker, ListJobs, Results, SetStatus, Unfinished};
 
 use crate::engine::Engine;
 
@@ -84,6 +84,19 @@ impl Jobs {
         Ok(Jobs { runner, worker })
     }
 
+    /// Starts the job machinery for `config`: input limits from `[files]`, output files in the
+    /// Files API's folder beside the database, `[jobs] max_in_flight`.
+    pub fn for_config(engine: Engine, config: &crate::config::Config) -> Result<Jobs, JobError> {
+        let data_dir = config.storage.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let settings = WorkerSettings {
+            db_path: config.storage.path.clone(),
+            files_dir: data_dir.join("files"),
+            limits: InputLimits { max_lines: 50_000, max_bytes: 200 * 1024 * 1024 },
+            upstreams: Arc::from(config.upstreams.clone()),
+        };
+        Jobs::start(engine, settings, config.jobs.max_in_flight)
+    }
+
     /// Creates a job and starts it; answers once the job is committed. A repeat of an earlier
     /// request (same id, or same idempotency key and body) answers the earlier job.
     pub async fn create(&self, new: NewJob) -> Result<Created, JobError> {
@@ -110,6 +123,12 @@ impl Jobs {
         after: Option<String>,
     ) -> Result<Vec<Job>, JobError> {
         self.worker.send(ListJobs { owner, limit, after }).await?
+    }
+
+    /// Up to `limit` output lines (with their input line numbers) of items with an outcome,
+    /// after input line `after`, in input order.
+    pub async fn results(&self, id: &str, after: u64, limit: usize) -> Result<Vec<(u64, String)>, JobError> {
+        self.worker.send(Results { id: id.to_string(), after, limit }).await?
     }
 
     /// Cancels job `id`: it becomes `cancelling`, sends nothing more, and ends `cancelled` once
@@ -152,15 +171,4 @@ impl Jobs {
             }
         }
     }
-}
-
-/// Settings shared by the doors that create jobs.
-#[derive(Debug, Clone)]
-pub struct JobDefaults {
-    /// The lane batch items go through.
-    pub lane: String,
-    /// Input limits.
-    pub limits: InputLimits,
-    /// Served models (for validation at the door).
-    pub upstreams: Arc<[crate::config::UpstreamConfig]>,
 }

@@ -174,6 +174,22 @@ impl Handler<Record> for JobWorker {
     }
 }
 
+/// Output lines of finished items, a page at a time.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(u64, String)>, JobError>")]
+pub(crate) struct Results {
+    pub id: String,
+    pub after: u64,
+    pub limit: usize,
+}
+
+impl Handler<Results> for JobWorker {
+    type Result = Result<Vec<(u64, String)>, JobError>;
+    fn handle(&mut self, msg: Results, _: &mut SyncContext<Self>) -> Self::Result {
+        db::results(&self.conn, &msg.id, msg.after, msg.limit)
+    }
+}
+
 /// Move a job to a status.
 #[derive(Message)]
 #[rtype(result = "Result<(), JobError>")]

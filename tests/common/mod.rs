@@ -312,7 +312,8 @@ mod http_helpers {
         pub fn start_with(config: Config, keys: Keys, dir: TempDir) -> TestServer {
             let engine = Engine::start(&config).expect("engine starts");
             let store = Store::open(&config.storage.path).expect("store opens");
-            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
+            let jobs = ferry::jobs::Jobs::for_config(engine.clone(), &config).expect("jobs start");
+            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store, jobs };
             let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
             let handle = server.handle();
             actix_rt::spawn(server);
