@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod config_api;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openai;
@@ -39,7 +40,7 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration ferry started with.
     pub config: Arc<Config>,
-    /// Chats and settings.
+    /// Chats, settings and files.
     pub store: Store,
 }
 
@@ -55,4 +56,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     settings::configure(cfg);
     analytics::configure(cfg);
+    files::configure(cfg);
 }

@@ -17,10 +17,11 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "chats and lane budgets",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "chats and lane budgets",
+        sql: "
         CREATE TABLE chats (
             id           INTEGER PRIMARY KEY AUTOINCREMENT,
             owner        TEXT,
@@ -47,10 +48,27 @@ const MIGRATIONS: &[Migration] = &[Migration {
             latency_ms INTEGER NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "files",
+        sql: "
+        CREATE TABLE files (
+            id         TEXT    PRIMARY KEY,
+            owner      TEXT,
+            purpose    TEXT    NOT NULL,
+            filename   TEXT    NOT NULL,
+            bytes      INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, -- unix seconds, as OpenAI's file object has it
+            status     TEXT    NOT NULL DEFAULT 'processed'
+        );
+        CREATE INDEX files_owner_created_at ON files (owner, created_at);
+    ",
+    },
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
