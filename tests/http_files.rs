@@ -213,7 +213,7 @@ async fn the_size_limit_is_413_naming_file_and_the_json_body_limit_does_not_appl
     assert_eq!(status, 413, "{body}");
     assert!(error_names(&body, "file"), "{body}");
     assert!(error_names(&body, "~4096"), "the limit is in the message: {body}");
-    assert_eq!(files_in(&files_dir), [id.clone()], "nothing left of the refused upload");
+    assert_eq!(files_in(&files_dir), std::slice::from_ref(&id), "nothing left of the refused upload");
 
     // A declared length far over the limit is refused before the body is read.
     let huge = vec![b'c'; 200_000];
