@@ -5,7 +5,8 @@
 //! never in SQLite, so a 200 MB upload neither bloats the database nor passes through memory.
 //! Content is written under a temporary name (`.tmp-…`), synced and renamed into place before
 //! its row is inserted: a crash leaves at worst a temporary file or content without a row, both
-//! removed when the store opens ([`sweep`]), never a half file under a real id.
+//! removed when the store next opens an hour or more later (`sweep`), never a half file
+//! under a real id.
 //!
 //! Ids look like OpenAI's, `file-` and a ULID. Rows are plain functions over a connection here;
 //! the content on disk is [`content`](super::content)'s.
@@ -168,10 +169,11 @@ pub(crate) fn ids(conn: &Connection) -> Result<HashSet<String>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Removes what a crash can leave in `dir`: temporary files, and content whose row was never
-/// inserted (the crash fell between the rename and the insert). Returns how many were removed.
-/// Run it only when nothing else writes to `dir` (at open).
-pub(crate) fn sweep(conn: &Connection, dir: &Path) -> Result<usize, StoreError> {
+/// Removes what a crash can leave in `dir`, last modified before `cutoff`: temporary files, and
+/// content whose row was never inserted (the crash fell between the rename and the insert).
+/// Returns how many were removed. The cutoff spares the files of an upload in progress in another
+/// ferry sharing the folder (`ferry run` beside `ferry serve`).
+pub(crate) fn sweep(conn: &Connection, dir: &Path, cutoff: SystemTime) -> Result<usize, StoreError> {
     let known = ids(conn)?;
     let entries =
         std::fs::read_dir(dir).map_err(|source| StoreError::Content { path: dir.into(), source })?;
@@ -179,8 +181,9 @@ pub(crate) fn sweep(conn: &Connection, dir: &Path) -> Result<usize, StoreError> 
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = name.starts_with(TEMP_PREFIX) || (is_file_id(name) && !known.contains(name));
-        if stale && std::fs::remove_file(entry.path()).is_ok() {
+        let leftover = name.starts_with(TEMP_PREFIX) || (is_file_id(name) && !known.contains(name));
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|modified| modified < cutoff);
+        if leftover && old && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -326,7 +329,10 @@ mod tests {
         for name in [kept.id.as_str(), orphan.as_str(), ".tmp-half", "README"] {
             std::fs::write(dir.path().join(name), b"x")?;
         }
-        assert_eq!(sweep(&conn, dir.path())?, 2);
+        let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(sweep(&conn, dir.path(), past)?, 0, "fresh files may be another ferry's upload");
+        let future = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(sweep(&conn, dir.path(), future)?, 2);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())

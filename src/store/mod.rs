@@ -30,6 +30,7 @@ pub mod settings;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use actix::{Addr, SyncArbiter};
 use sha2::{Digest, Sha256};
@@ -51,6 +52,10 @@ use futures_util::Stream;
 pub use migrations::SCHEMA_VERSION;
 pub use settings::{LaneBudget, StoredSettings};
 
+/// How long a temporary file or content without a row must have lain untouched before an open
+/// removes it as a crash's leftover (younger ones may be another ferry's upload in progress).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
 /// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
 #[derive(Clone)]
 pub struct Store {
@@ -62,7 +67,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating the file, mode 0600 on Unix, and its directory if missing) and migrates
     /// the database at `path`, creates the files folder beside it (`files/`, mode 0700) and
-    /// sweeps what a crash left there, then starts its actor. Refuses a database from a newer
+    /// sweeps what a crash left there (untouched for an hour), then starts its actor. Refuses a database from a newer
     /// ferry with [`StoreError::NewerSchema`].
     ///
     /// Must be called inside a running actix System (it panics otherwise, as actix does). It
@@ -72,7 +77,7 @@ impl Store {
         migrations::migrate(&mut conn)?;
         let files_dir = files_dir_of(path);
         content::create_dir(&files_dir)?;
-        let swept = files::sweep(&conn, &files_dir)?;
+        let swept = files::sweep(&conn, &files_dir, SystemTime::now() - LEFTOVER_AGE)?;
         tracing::info!(
             event = "store_open",
             path = %path.display(),
