@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[storage]`: where the SQLite store lives.
     pub storage: StorageConfig,
+    /// `[files]`: limits on uploaded files.
+    pub files: FilesConfig,
     /// `[logging]`: log files and their format.
     pub logging: LoggingConfig,
     /// `[batching]`: defaults every lane follows unless it sets its own.
@@ -106,6 +108,22 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self { path: PathBuf::from("data/ferry.db") }
+    }
+}
+
+/// `[files]`: limits on uploaded files (`POST /v1/files`) and batch input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file accepted, in bytes; a larger upload gets 413 (OpenAI's batch limit: 200 MB).
+    pub max_bytes: u64,
+    /// Most lines a batch input file may hold (OpenAI's batch limit: 50,000).
+    pub max_lines: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000 }
     }
 }
 
@@ -443,6 +461,7 @@ impl Default for Config {
         Self {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
+            files: FilesConfig::default(),
             logging: LoggingConfig::default(),
             batching: BatchingConfig::default(),
             lanes: default_lanes(),

@@ -16,6 +16,8 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             problems.push("storage.path: must not be empty (e.g. \"data/ferry.db\")".into());
         }
+        at_least_one(&mut problems, "files.max_bytes", self.files.max_bytes);
+        at_least_one(&mut problems, "files.max_lines", self.files.max_lines);
         check_logging(&self.logging, &mut problems);
         check_batching(&self.batching, &mut problems);
         if self.lanes.is_empty() {

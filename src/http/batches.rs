@@ -125,7 +125,8 @@ async fn create(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.into_inner();
-    let request_hash = format!("{:x}", Sha256::digest(raw.to_string().as_bytes()));
+    let digest = Sha256::digest(raw.to_string().as_bytes());
+    let request_hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let request: CreateBody = from_body(raw)?;
     if request.endpoint != CHAT_ENDPOINT {
         return Err(ApiError::bad(

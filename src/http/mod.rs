@@ -10,6 +10,7 @@ pub mod batches;
 pub mod chat;
 pub mod config_api;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openai;
@@ -41,7 +42,7 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration ferry started with.
     pub config: Arc<Config>,
-    /// Chats and settings.
+    /// Chats, settings and files.
     pub store: Store,
     /// Batch jobs.
     pub jobs: Jobs,
@@ -60,4 +61,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     settings::configure(cfg);
     analytics::configure(cfg);
     batches::configure(cfg);
+    files::configure(cfg);
 }

@@ -87,11 +87,10 @@ impl Jobs {
     /// Starts the job machinery for `config`: input limits from `[files]`, output files in the
     /// Files API's folder beside the database, `[jobs] max_in_flight`.
     pub fn for_config(engine: Engine, config: &crate::config::Config) -> Result<Jobs, JobError> {
-        let data_dir = config.storage.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let settings = WorkerSettings {
             db_path: config.storage.path.clone(),
-            files_dir: data_dir.join("files"),
-            limits: InputLimits { max_lines: 50_000, max_bytes: 200 * 1024 * 1024 },
+            files_dir: crate::store::files_dir_of(&config.storage.path),
+            limits: InputLimits { max_lines: config.files.max_lines, max_bytes: config.files.max_bytes },
             upstreams: Arc::from(config.upstreams.clone()),
         };
         Jobs::start(engine, settings, config.jobs.max_in_flight)

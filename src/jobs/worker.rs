@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::db::{self, Created, Finished, InputLimits, NewJob, PendingItem};
 use super::error::JobError;
 use super::model::{Job, JobKind, JobStatus, RequestCounts};
 use super::unix_now;
 use crate::config::UpstreamConfig;
+use crate::store::files::{self, FileObject};
 
 /// What the job store needs to know besides the database.
 #[derive(Debug, Clone)]
@@ -268,13 +269,14 @@ impl JobWorker {
     fn write_file(&self, job: &Job, states: &[u8], which: &str) -> Result<String, JobError> {
         let dir = &self.settings.files_dir;
         create_private_dir(dir).map_err(|e| JobError::io(dir, e))?;
-        let file_id = format!("file-{}", ulid::Ulid::new());
+        let file_id = files::new_file_id();
         let (_, bytes) = db::write_lines(&self.conn, &job.id, states, &dir.join(&file_id))?;
-        self.conn.execute(
-            "INSERT INTO files (id, owner, purpose, filename, bytes, created_at, status) \
-             VALUES (?1, ?2, 'batch_output', ?3, ?4, ?5, 'processed')",
-            params![file_id, job.owner, format!("{}_{which}.jsonl", job.id), bytes, unix_now()],
-        )?;
+        let filename = format!("{}_{which}.jsonl", job.id);
+        let file = FileObject {
+            id: file_id.clone(),
+            ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, bytes)
+        };
+        files::insert(&self.conn, &file)?;
         Ok(file_id)
     }
 }

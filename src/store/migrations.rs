@@ -51,6 +51,22 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "files",
+        sql: "
+        CREATE TABLE files (
+            id         TEXT    PRIMARY KEY,
+            owner      TEXT,
+            purpose    TEXT    NOT NULL,
+            filename   TEXT    NOT NULL,
+            bytes      INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, -- unix seconds, as OpenAI's file object has it
+            status     TEXT    NOT NULL DEFAULT 'processed'
+        );
+        CREATE INDEX files_owner_created_at ON files (owner, created_at);
+    ",
+    },
+    Migration {
+        version: 3,
         name: "batch jobs and their items",
         sql: "
         CREATE TABLE batches (
@@ -103,7 +119,7 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
