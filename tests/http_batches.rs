@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::files::{Part, download, upload, upload_batch};
-use common::{INFERENCE_KEY, KillOnDrop, TestServer, client, error_names, http_config, json_of, wait_for_bind};
+use common::{
+    INFERENCE_KEY, KillOnDrop, TestServer, client, error_names, http_config, json_of, wait_for_bind,
+};
 use ferry::config::Config;
 use ferry::http::Keys;
 use serde_json::{Value, json};
@@ -24,7 +26,8 @@ fn batch_line(id: &str, prompt: &str) -> String {
 }
 
 fn batch_file(n: usize) -> Vec<u8> {
-    let lines: Vec<String> = (1..=n).map(|i| batch_line(&format!("req-{i}"), &format!("question {i}"))).collect();
+    let lines: Vec<String> =
+        (1..=n).map(|i| batch_line(&format!("req-{i}"), &format!("question {i}"))).collect();
     (lines.join("\n") + "\n").into_bytes()
 }
 
@@ -70,7 +73,13 @@ async fn create(base: &str, key: Option<&str>, file_id: &str, window: &str) -> V
 }
 
 /// Polls the batch until `done(batch)` or `limit` passes.
-async fn wait_for(base: &str, key: Option<&str>, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(
+    base: &str,
+    key: Option<&str>,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let (status, batch) = get(base, &format!("/v1/batches/{id}"), key).await;
@@ -92,7 +101,11 @@ async fn lines_of(base: &str, key: Option<&str>, id: &Value) -> Vec<Value> {
     let id = id.as_str().expect("a file id");
     let (status, _, bytes) = download(base, key, id).await;
     assert_eq!(status, 200);
-    String::from_utf8(bytes).expect("utf-8").lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    String::from_utf8(bytes)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
 }
 
 fn ids(lines: &[Value]) -> Vec<String> {
@@ -134,10 +147,12 @@ async fn a_batch_runs_to_completed_with_its_output_file_results_and_counts() {
         assert_eq!(line["error"], Value::Null);
     }
     // The output file is listed in the Files API as batch_output.
-    let (_, file_object) = get(base, &format!("/v1/files/{}", done["output_file_id"].as_str().unwrap_or("")), None).await;
+    let (_, file_object) =
+        get(base, &format!("/v1/files/{}", done["output_file_id"].as_str().unwrap_or("")), None).await;
     assert_eq!(file_object["purpose"], "batch_output");
 
-    let response = client().get(server.url(&format!("/v1/batches/{id}/results"))).send().await.expect("results");
+    let response =
+        client().get(server.url(&format!("/v1/batches/{id}/results"))).send().await.expect("results");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.expect("results body");
     let results: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
@@ -158,13 +173,17 @@ async fn cancel_stops_sending_and_keeps_what_finished() {
     let base = &server.base;
     let file = upload_batch(base, None, &batch_file(200)).await;
     let id = create(base, None, &file, "24h").await["id"].as_str().expect("id").to_string();
-    wait_for(base, None, &id, Duration::from_secs(20), |b| b["request_counts"]["completed"].as_u64() >= Some(5)).await;
+    wait_for(base, None, &id, Duration::from_secs(20), |b| {
+        b["request_counts"]["completed"].as_u64() >= Some(5)
+    })
+    .await;
     let (status, cancelling) = post(base, &format!("/v1/batches/{id}/cancel"), None, json!({})).await;
     assert_eq!(status, 200, "{cancelling}");
     assert!(cancelling["status"] == "cancelling" || cancelling["status"] == "cancelled", "{cancelling}");
     let done = wait_for(base, None, &id, Duration::from_secs(20), status_is("cancelled")).await;
     let counts = &done["request_counts"];
-    let (completed, failed) = (counts["completed"].as_u64().unwrap_or(0), counts["failed"].as_u64().unwrap_or(0));
+    let (completed, failed) =
+        (counts["completed"].as_u64().unwrap_or(0), counts["failed"].as_u64().unwrap_or(0));
     assert!(completed < 200, "cancel came too late to show anything: {done}");
     assert_eq!(completed + failed, 200, "every request ends in a result or an error: {done}");
     assert!(done["cancelled_at"].as_i64().is_some() && done["cancelling_at"].as_i64().is_some());
@@ -185,7 +204,8 @@ async fn expiry_moves_the_rest_to_the_error_file_as_batch_expired() {
     let id = create(base, None, &file, "2s").await["id"].as_str().expect("id").to_string();
     let done = wait_for(base, None, &id, Duration::from_secs(20), status_is("expired")).await;
     let counts = &done["request_counts"];
-    let (completed, failed) = (counts["completed"].as_u64().unwrap_or(0), counts["failed"].as_u64().unwrap_or(0));
+    let (completed, failed) =
+        (counts["completed"].as_u64().unwrap_or(0), counts["failed"].as_u64().unwrap_or(0));
     assert!(completed > 0 && completed < 300, "{done}");
     assert_eq!(completed + failed, 300);
     assert!(done["expired_at"].as_i64().is_some());
@@ -212,23 +232,37 @@ async fn bad_input_files_fail_validation_naming_the_line_and_code() {
         ),
         (
             "missing body",
-            format!("{good}\n{}\n", json!({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions"})),
+            format!(
+                "{good}\n{}\n",
+                json!({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions"})
+            ),
             "missing_body",
             Some(2),
         ),
-        ("duplicate custom_id", format!("{good}\n{}\n{good}\n", batch_line("b", "x")), "duplicate_custom_id", Some(3)),
+        (
+            "duplicate custom_id",
+            format!("{good}\n{}\n{good}\n", batch_line("b", "x")),
+            "duplicate_custom_id",
+            Some(3),
+        ),
         (
             "more lines than [files] max_lines",
             (1..=4).map(|i| batch_line(&format!("r{i}"), "x")).collect::<Vec<_>>().join("\n"),
             "too_many_lines",
             Some(4),
         ),
-        ("a model no upstream serves", batch_line("a", "x").replace("\"mock\"", "\"gpt-9\""), "model_not_found", Some(1)),
+        (
+            "a model no upstream serves",
+            batch_line("a", "x").replace("\"mock\"", "\"gpt-9\""),
+            "model_not_found",
+            Some(1),
+        ),
     ];
     for (name, content, code, line) in cases {
         let file = upload_batch(base, None, content.as_bytes()).await;
         let id = create(base, None, &file, "24h").await["id"].as_str().expect("id").to_string();
-        let failed = wait_for(base, None, &id, Duration::from_secs(10), |b| b["status"] != "validating").await;
+        let failed =
+            wait_for(base, None, &id, Duration::from_secs(10), |b| b["status"] != "validating").await;
         assert_eq!(failed["status"], "failed", "{name}: {failed}");
         let first = &failed["errors"]["data"][0];
         assert_eq!(first["code"], code, "{name}: {failed}");
@@ -403,7 +437,8 @@ fn start_serve(config: &Path, log: &Path) -> (KillOnDrop, String) {
 async fn a_daemon_killed_mid_job_resumes_and_writes_each_custom_id_once() {
     const LINES: usize = 5_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let mock = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["mock-upstream", "--bind", &format!("127.0.0.1:{port}"), "--latency-ms", "20"])
         .stdout(Stdio::null())

@@ -89,7 +89,8 @@ max_retries = 3
 }
 
 fn write_prompts(path: &Path, n: usize) {
-    let lines: Vec<String> = (1..=n).map(|i| serde_json::json!({"prompt": format!("question {i}")}).to_string()).collect();
+    let lines: Vec<String> =
+        (1..=n).map(|i| serde_json::json!({"prompt": format!("question {i}")}).to_string()).collect();
     std::fs::write(path, lines.join("\n") + "\n").expect("write input");
 }
 
@@ -157,7 +158,8 @@ fn a_bad_file_is_refused_naming_its_lines_and_nothing_runs() {
             "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}})
         .to_string()
     };
-    let text = [line("a", "/v1/chat/completions"), line("a", "/v1/chat/completions"), line("b", "/v1/embeddings")];
+    let text =
+        [line("a", "/v1/chat/completions"), line("a", "/v1/chat/completions"), line("b", "/v1/embeddings")];
     std::fs::write(&input, text.join("\n")).expect("write input");
     let result = run(&config, &input, &output, &[]);
     assert_eq!(result.status.code(), Some(1));
@@ -174,10 +176,12 @@ fn a_bad_file_is_refused_naming_its_lines_and_nothing_runs() {
 
 /// Items with an outcome in the run's job, read from its store.
 fn done_in_store(db: &Path) -> u64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return 0;
     };
-    conn.query_row("SELECT coalesce(sum(completed + failed), 0) FROM batches", [], |row| row.get(0)).unwrap_or(0)
+    conn.query_row("SELECT coalesce(sum(completed + failed), 0) FROM batches", [], |row| row.get(0))
+        .unwrap_or(0)
 }
 
 #[test]

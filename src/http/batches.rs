@@ -73,7 +73,9 @@ fn window_secs(window: &str) -> Result<u64, ApiError> {
     let bad = || {
         ApiError::bad(
             "completion_window",
-            format!("completion_window `{window}` is not a duration like \"24h\", \"90m\" or \"30s\" (1 s to 168 h)"),
+            format!(
+                "completion_window `{window}` is not a duration like \"24h\", \"90m\" or \"30s\" (1 s to 168 h)"
+            ),
         )
     };
     let split = window.len().checked_sub(1).ok_or_else(bad)?;
@@ -101,7 +103,12 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
         }
         match value {
             Value::String(text) if text.len() <= 512 => {}
-            _ => return Err(ApiError::bad(format!("metadata.{key}"), "metadata values are strings of at most 512 characters")),
+            _ => {
+                return Err(ApiError::bad(
+                    format!("metadata.{key}"),
+                    "metadata values are strings of at most 512 characters",
+                ));
+            }
         }
     }
     Ok(())
@@ -111,7 +118,8 @@ fn idempotency_key(http: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = http.headers().get("idempotency-key") else {
         return Ok(None);
     };
-    let key = value.to_str().map_err(|_| ApiError::bad("Idempotency-Key", "the header must be plain text"))?;
+    let key =
+        value.to_str().map_err(|_| ApiError::bad("Idempotency-Key", "the header must be plain text"))?;
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::bad("Idempotency-Key", "the key must be 1 to 255 characters"));
     }
@@ -187,12 +195,20 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiEr
     }
 }
 
-async fn retrieve(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn retrieve(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = owned(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(job.to_openai()))
 }
 
-async fn cancel(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     owned(&state, &caller, &id).await?;
     let job = state.jobs.cancel(&id).await.map_err(job_error("cancel_batch"))?;
     tracing::info!(event = "batch_job_cancel", batch = %job.id, status = %job.status);
@@ -209,11 +225,19 @@ async fn list(
         None => DEFAULT_LIMIT,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::bad("limit", format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::bad(
+                    "limit",
+                    format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
+                ));
+            }
         },
     };
-    let mut jobs =
-        state.jobs.list(caller.key_id.clone(), limit + 1, params.after).await.map_err(job_error("list_batches"))?;
+    let mut jobs = state
+        .jobs
+        .list(caller.key_id.clone(), limit + 1, params.after)
+        .await
+        .map_err(job_error("list_batches"))?;
     let has_more = jobs.len() > limit;
     jobs.truncate(limit);
     let data: Vec<Value> = jobs.iter().map(Job::to_openai).collect();
@@ -228,7 +252,11 @@ async fn list(
 
 /// Every item with an outcome so far, answered or failed, in input order, as JSONL in the
 /// batch output format; streamed page by page from the store.
-async fn results(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn results(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = owned(&state, &caller, &id).await?;
     let jobs = state.jobs.clone();
     let pages = stream::unfold(Some(0u64), move |cursor| {

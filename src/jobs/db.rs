@@ -534,7 +534,12 @@ pub fn set_files(
 }
 
 /// Up to `limit` output lines of items with an outcome, after line `after`, in input order.
-pub fn results(conn: &Connection, id: &str, after: u64, limit: usize) -> Result<Vec<(u64, String)>, JobError> {
+pub fn results(
+    conn: &Connection,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, String)>, JobError> {
     let mut stmt = conn.prepare_cached(
         "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND line > ?2 AND state > 0 \
          ORDER BY line LIMIT ?3",

@@ -57,7 +57,12 @@ pub fn parse(text: &[u8], line: u64, upstreams: &[UpstreamConfig]) -> Result<Bat
             ));
         }
         None => {
-            return Err(LineError::new("missing_custom_id", "custom_id is required", Some("custom_id"), line));
+            return Err(LineError::new(
+                "missing_custom_id",
+                "custom_id is required",
+                Some("custom_id"),
+                line,
+            ));
         }
     };
     match raw.method.as_ref().and_then(Value::as_str) {

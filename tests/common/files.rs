@@ -78,4 +78,3 @@ pub async fn download(base: &str, key: Option<&str>, id: &str) -> (u16, String, 
     let bytes = response.bytes().await.expect("content").to_vec();
     (status, content_type, bytes)
 }
-
