@@ -265,8 +265,11 @@ fn main() {
         let config = ferry_config(&mock.base_url());
         let engine = Engine::start(&config).expect("engine starts");
         let store_dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&store_dir.path().join("bench.db")).expect("store opens");
-        let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
+        let mut config = config.clone();
+        config.storage.path = store_dir.path().join("bench.db");
+        let store = Store::open(&config.storage.path).expect("store opens");
+        let jobs = ferry::jobs::Jobs::for_config(engine.clone(), &config).expect("jobs start");
+        let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store, jobs };
         let (server, addr) = ferry::http::build(state, &config.server, Keys::none()).expect("ferry binds");
         let handle = server.handle();
         actix_rt::spawn(server);

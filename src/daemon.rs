@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::engine::{ControlError, Engine, EngineError, ShutdownReport, Snapshot};
 use crate::http::server::{Bound, Unprotected, check_exposure};
 use crate::http::{AppState, Keys};
+use crate::jobs::{JobError, JobKind, Jobs};
 use crate::store::{Store, StoreError, StoredSettings};
 
 /// How often the totals line is logged.
@@ -48,6 +49,9 @@ pub enum DaemonError {
     /// The stored settings could not be applied to the engine at start.
     #[error("applying the stored settings (PUT /v1/settings) at start: {0}")]
     Settings(ControlError),
+    /// The job machinery could not start.
+    #[error("starting batch jobs: {0}")]
+    Jobs(JobError),
     /// The server could not bind.
     #[error("binding {bind}: {source}")]
     Bind {
@@ -95,13 +99,31 @@ where
         engine.shutdown(Duration::ZERO).await;
         return Err(error);
     }
-    let state = AppState { engine: engine.clone(), config: Arc::clone(&config), store: store.clone() };
+    let jobs = match Jobs::for_config(engine.clone(), &config) {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            engine.shutdown(Duration::ZERO).await;
+            return Err(DaemonError::Jobs(error));
+        }
+    };
+    let state = AppState {
+        engine: engine.clone(),
+        config: Arc::clone(&config),
+        store: store.clone(),
+        jobs: jobs.clone(),
+    };
     let bind = config.server.bind.clone();
     let Bound { server, addr, in_flight } = crate::http::server::bind(state, &config.server, keys)
         .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
     let handle = server.handle();
     let mut server = actix_rt::spawn(server);
     tracing::info!(event = "serve_started", bind = %addr, auth);
+    // Jobs left under way by the last stop (or crash) go on where they stopped.
+    match jobs.resume(JobKind::Api).await {
+        Ok(ids) if !ids.is_empty() => tracing::info!(event = "batch_jobs_resumed", count = ids.len()),
+        Ok(_) => {}
+        Err(error) => tracing::error!(event = "batch_jobs_resume_failed", error = %error),
+    }
     let totals = actix_rt::spawn(log_totals(engine.clone()));
     let shutdown = shutdown(Started { engine: engine.clone(), addr });
 
@@ -123,7 +145,11 @@ where
     totals.abort();
     // Stop accepting connections; requests already in flight keep waiting for their items.
     handle.pause().await;
+    // Batch jobs stop sending; what they have in flight is answered by the engine's drain and
+    // stored, and the rest waits in the store for the next start.
+    let jobs_stopped = jobs.stop(grace);
     let report = engine.shutdown(grace.saturating_sub(REPLY_RESERVE)).await;
+    jobs_stopped.await;
     tracing::info!(
         event = "shutdown",
         phase = "drained",

@@ -14,15 +14,18 @@
 //! - [`logging`]: `tracing` to files made for `tail -F`.
 //! - [`console`]: the operator console (ratatui), in process or attached to a daemon.
 
+pub mod chat_format;
 pub mod config;
 pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod mock_upstream;
 pub mod providers;
+pub mod run;
 pub mod store;
 
 pub use engine::Engine;

@@ -13,6 +13,10 @@ use ferry::config::Config;
 use ferry::daemon;
 use ferry::engine::{Engine, Prompt};
 use ferry::mock_upstream::{self, MockUpstreamArgs};
+use ferry::run::RunArgs;
+use std::io::IsTerminal as _;
+
+mod progress;
 
 /// ferry: an actor-based LLM batch engine.
 #[derive(Parser)]
@@ -37,6 +41,9 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Run a file of prompts through the engine without a server, writing one result line per
+    /// input line; the same command again resumes an interrupted run.
+    Run(RunCommand),
     /// Serve the simulated upstream over HTTP (OpenAI- and Gemini-compatible).
     MockUpstream(MockUpstreamArgs),
     /// The operator console (the default): the engine, the HTTP API and a live dashboard in one
@@ -51,6 +58,28 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         prompts: usize,
     },
+}
+
+/// `ferry run`'s arguments.
+#[derive(clap::Args)]
+struct RunCommand {
+    /// The input: OpenAI batch JSONL, `{"prompt": …}` JSONL, or CSV (with --template).
+    file: PathBuf,
+    /// The output JSONL (default: FILE's name with `.results.jsonl`).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// The lane the prompts go through (default: `[jobs] lane`).
+    #[arg(long)]
+    lane: Option<String>,
+    /// Prompt template with `{column}` placeholders, for CSV rows or JSONL objects.
+    #[arg(long, short)]
+    template: Option<String>,
+    /// Model for lines that name none (default: the lane's, else the first upstream's first).
+    #[arg(long)]
+    model: Option<String>,
+    /// The config file.
+    #[arg(long, short, default_value = "config.toml")]
+    config: PathBuf,
 }
 
 /// `ferry console` options.
@@ -72,6 +101,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Serve { config }) => serve(&config),
+        Some(Command::Run(args)) => run_file(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
         Some(Command::Demo { config, prompts }) => demo(&config, prompts),
         Some(Command::Console(args)) => console(args),
@@ -113,6 +143,58 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&command.config)?;
+    let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
+    let args = RunArgs {
+        input: command.file,
+        output: command.output,
+        lane: command.lane,
+        template: command.template,
+        model: command.model,
+    };
+    let mut progress = progress::Progress::new(std::io::stderr().is_terminal());
+    let result = actix::System::new().block_on(ferry::run::run(
+        config,
+        args,
+        |state| progress.show(state),
+        daemon::signals(),
+    ));
+    progress.finish();
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("ferry run: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let counts = report.progress.counts;
+    let rate = (counts.done() - report.resumed_from) as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    if report.interrupted {
+        eprintln!(
+            "interrupted: {}/{} done ({} failed); run the same command again to resume",
+            counts.done(),
+            counts.total,
+            counts.failed
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!(
+        "{}: {} lines, {} answered, {} failed{} in {:.1} s ({rate:.0} lines/s)",
+        report.output.display(),
+        counts.total,
+        counts.completed,
+        counts.failed,
+        if report.resumed_from > 0 {
+            format!(" ({} done by an earlier run)", report.resumed_from)
+        } else {
+            String::new()
+        },
+        report.elapsed.as_secs_f64(),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {

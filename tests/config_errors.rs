@@ -104,6 +104,11 @@ const CASES: &[(&str, bool, &[&str])] = &[
     ),
     ("zero_max_body_bytes.toml", false, &["server.max_body_bytes: must be at least 1 (got 0)"]),
     (
+        "zero_file_limits.toml",
+        false,
+        &["files.max_bytes: must be at least 1 (got 0)", "files.max_lines: must be at least 1 (got 0)"],
+    ),
+    (
         "bad_cors_origin.toml",
         false,
         &["server.cors_origins[1]: \"https://app.example.com/\" must be an origin"],

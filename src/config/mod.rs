@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[storage]`: where the SQLite store lives.
     pub storage: StorageConfig,
+    /// `[files]`: limits on uploaded files.
+    pub files: FilesConfig,
     /// `[logging]`: log files and their format.
     pub logging: LoggingConfig,
     /// `[batching]`: defaults every lane follows unless it sets its own.
@@ -41,6 +43,24 @@ pub struct Config {
     pub lanes: BTreeMap<String, LaneConfig>,
     /// `[[upstreams]]`: where calls go.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[jobs]`: batch jobs (`/v1/batches`, `ferry run`).
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: how batch jobs (`/v1/batches` and `ferry run`) go through the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// The lane batch items go through (so interactive traffic keeps priority).
+    pub lane: String,
+    /// Items of one job in the engine at once; the rest wait in the database, not in memory.
+    pub max_in_flight: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { lane: "low".into(), max_in_flight: 1_000 }
+    }
 }
 
 /// `[server]`: the HTTP door. API keys are read from the environment variables named here,
@@ -88,6 +108,22 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self { path: PathBuf::from("data/ferry.db") }
+    }
+}
+
+/// `[files]`: limits on uploaded files (`POST /v1/files`) and batch input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file accepted, in bytes; a larger upload gets 413 (OpenAI's batch limit: 200 MB).
+    pub max_bytes: u64,
+    /// Most lines a batch input file may hold (OpenAI's batch limit: 50,000).
+    pub max_lines: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000 }
     }
 }
 
@@ -425,10 +461,12 @@ impl Default for Config {
         Self {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
+            files: FilesConfig::default(),
             logging: LoggingConfig::default(),
             batching: BatchingConfig::default(),
             lanes: default_lanes(),
             upstreams: vec![UpstreamConfig::mock("mock")],
+            jobs: JobsConfig::default(),
         }
     }
 }

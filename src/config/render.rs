@@ -75,6 +75,12 @@ fn render_sections(config: &Config, out: &mut Render) {
     out.value("shutdown_grace_ms", server.shutdown_grace_ms);
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
+    out.table("[jobs]");
+    out.string("lane", &config.jobs.lane);
+    out.value("max_in_flight", config.jobs.max_in_flight);
+    out.table("[files]");
+    out.noted("max_bytes", config.files.max_bytes, "largest upload; larger gets 413");
+    out.noted("max_lines", config.files.max_lines, "most lines in a batch input file");
     let logging = &config.logging;
     out.table("[logging]");
     out.string("dir", &logging.dir.display().to_string());

@@ -16,6 +16,8 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             problems.push("storage.path: must not be empty (e.g. \"data/ferry.db\")".into());
         }
+        at_least_one(&mut problems, "files.max_bytes", self.files.max_bytes);
+        at_least_one(&mut problems, "files.max_lines", self.files.max_lines);
         check_logging(&self.logging, &mut problems);
         check_batching(&self.batching, &mut problems);
         if self.lanes.is_empty() {
@@ -35,6 +37,17 @@ impl Config {
             check_upstream(index, upstream, &mut problems);
         }
         check_unique_upstream_names(&self.upstreams, &mut problems);
+        if !self.lanes.contains_key(&self.jobs.lane) {
+            let names: Vec<&str> = self.lanes.keys().map(String::as_str).collect();
+            problems.push(format!(
+                "jobs.lane: lane \"{}\" is not configured; lanes are: {}",
+                self.jobs.lane,
+                names.join(", ")
+            ));
+        }
+        if self.jobs.max_in_flight == 0 {
+            problems.push("jobs.max_in_flight: must be at least 1 (e.g. 1000)".into());
+        }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 }

@@ -36,6 +36,18 @@ pub enum ApiError {
     /// No such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with an earlier one (an idempotency key reused with another body).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such object of the caller's (or none at all), naming the path parameter that held its
+    /// id (`file_id`, …): another key's object is answered the same as a missing one.
+    #[error("{message}")]
+    UnknownId {
+        /// What was not found.
+        message: String,
+        /// The path parameter.
+        param: &'static str,
+    },
     /// The path exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -44,6 +56,12 @@ pub enum ApiError {
     PayloadTooLarge {
         /// The limit.
         limit: usize,
+    },
+    /// An uploaded file is over `[files] max_bytes`.
+    #[error("the file is larger than the limit of {limit} bytes ([files] max_bytes)")]
+    FileTooLarge {
+        /// The limit.
+        limit: u64,
     },
     /// The body is not JSON.
     #[error("{0}")]
@@ -81,9 +99,10 @@ impl ApiError {
             ApiError::BadRequest { .. } => "invalid_request_error",
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
-            ApiError::NotFound(_) => "not_found_error",
+            ApiError::NotFound(_) | ApiError::UnknownId { .. } => "not_found_error",
+            ApiError::Conflict(_) => "conflict_error",
             ApiError::MethodNotAllowed(_) => "invalid_request_error",
-            ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => "request_too_large",
             ApiError::UnsupportedMediaType(_) => "invalid_request_error",
             ApiError::QueueFull { .. } => "rate_limit_error",
             ApiError::Upstream(_) => "upstream_error",
@@ -114,9 +133,10 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnknownId { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -129,6 +149,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let param = match self {
             ApiError::BadRequest { param, .. } => param.as_deref(),
+            ApiError::UnknownId { param, .. } => Some(*param),
+            ApiError::FileTooLarge { .. } => Some("file"),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());

@@ -6,12 +6,14 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod batches;
 pub mod chat;
 pub mod config_api;
 // Console (issue 5): remote controls and the metrics event stream.
 pub mod control_api;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openai;
@@ -29,6 +31,7 @@ use actix_web::web;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 pub use auth::{Caller, Keys};
@@ -42,8 +45,10 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration ferry started with.
     pub config: Arc<Config>,
-    /// Chats and settings.
+    /// Chats, settings and files.
     pub store: Store,
+    /// Batch jobs.
+    pub jobs: Jobs,
 }
 
 /// Every endpoint, each resource file adding its own.
@@ -58,6 +63,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     settings::configure(cfg);
     analytics::configure(cfg);
+    batches::configure(cfg);
+    files::configure(cfg);
     // Console (issue 5).
     control_api::configure(cfg);
     events::configure(cfg);

@@ -10,6 +10,7 @@ use actix::{Actor, Handler, Message, SyncContext};
 use rusqlite::Connection;
 
 use super::chats::{self, ChatId, ChatQuery, ChatRecord, NewChat};
+use super::files::{self, FileObject, FilePage, FileQuery};
 use super::settings::{self, StoredSettings};
 use super::{StoreError, analytics, connection, migrations};
 
@@ -18,13 +19,14 @@ pub(crate) struct StoreActor {
     conn: Option<Connection>,
     path: PathBuf,
     key_file: PathBuf,
+    files_dir: PathBuf,
 }
 
 impl StoreActor {
     /// An actor over an already migrated connection (`None` reopens `path` on first use).
-    pub(crate) fn new(conn: Option<Connection>, path: PathBuf) -> Self {
+    pub(crate) fn new(conn: Option<Connection>, path: PathBuf, files_dir: PathBuf) -> Self {
         let key_file = settings::key_path(&path);
-        StoreActor { conn, path, key_file }
+        StoreActor { conn, path, key_file, files_dir }
     }
 
     fn conn(&mut self) -> Result<&mut Connection, StoreError> {
@@ -118,5 +120,74 @@ impl Handler<ComputeAnalytics> for StoreActor {
 
     fn handle(&mut self, msg: ComputeAnalytics, _: &mut SyncContext<Self>) -> Self::Result {
         analytics::compute(self.conn()?, msg.0.as_deref())
+    }
+}
+
+/// Insert a file's row (its content is in place).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub(crate) struct AddFile(pub FileObject);
+
+impl Handler<AddFile> for StoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: AddFile, _: &mut SyncContext<Self>) -> Self::Result {
+        files::insert(self.conn()?, &msg.0)
+    }
+}
+
+/// Look a file up, for its owner (any owner when `None`).
+#[derive(Message)]
+#[rtype(result = "Result<Option<FileObject>, StoreError>")]
+pub(crate) struct GetFile {
+    pub owner: Option<String>,
+    pub id: String,
+}
+
+impl Handler<GetFile> for StoreActor {
+    type Result = Result<Option<FileObject>, StoreError>;
+
+    fn handle(&mut self, msg: GetFile, _: &mut SyncContext<Self>) -> Self::Result {
+        files::get(self.conn()?, msg.owner.as_deref(), &msg.id)
+    }
+}
+
+/// List files.
+#[derive(Message)]
+#[rtype(result = "Result<FilePage, StoreError>")]
+pub(crate) struct ListFiles(pub FileQuery);
+
+impl Handler<ListFiles> for StoreActor {
+    type Result = Result<FilePage, StoreError>;
+
+    fn handle(&mut self, msg: ListFiles, _: &mut SyncContext<Self>) -> Self::Result {
+        files::list(self.conn()?, &msg.0)
+    }
+}
+
+/// Delete a file's row and then its content, for its owner (any owner when `None`).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub(crate) struct DeleteFile {
+    pub owner: Option<String>,
+    pub id: String,
+}
+
+impl Handler<DeleteFile> for StoreActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, msg: DeleteFile, _: &mut SyncContext<Self>) -> Self::Result {
+        if !files::delete(self.conn()?, msg.owner.as_deref(), &msg.id)? {
+            return Ok(false);
+        }
+        // The row is gone, so the file is gone for every reader; content that cannot be removed
+        // now is an orphan the next open sweeps.
+        let path = self.files_dir.join(&msg.id);
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(event = "store_failed", what = "delete_file_content", file_id = %msg.id, error = %error);
+        }
+        Ok(true)
     }
 }

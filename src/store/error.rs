@@ -55,6 +55,14 @@ pub enum StoreError {
         /// What the file system said.
         source: std::io::Error,
     },
+    /// A file's content (or the folder holding it) could not be read or written.
+    #[error("cannot access file content at {path}: {source}")]
+    Content {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// A value does not fit the column (a count or id out of range).
     #[error("{0} is out of range for the store")]
     OutOfRange(&'static str),

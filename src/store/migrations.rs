@@ -17,10 +17,11 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "chats and lane budgets",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "chats and lane budgets",
+        sql: "
         CREATE TABLE chats (
             id           INTEGER PRIMARY KEY AUTOINCREMENT,
             owner        TEXT,
@@ -47,10 +48,78 @@ const MIGRATIONS: &[Migration] = &[Migration {
             latency_ms INTEGER NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "files",
+        sql: "
+        CREATE TABLE files (
+            id         TEXT    PRIMARY KEY,
+            owner      TEXT,
+            purpose    TEXT    NOT NULL,
+            filename   TEXT    NOT NULL,
+            bytes      INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, -- unix seconds, as OpenAI's file object has it
+            status     TEXT    NOT NULL DEFAULT 'processed'
+        );
+        CREATE INDEX files_owner_created_at ON files (owner, created_at);
+    ",
+    },
+    Migration {
+        version: 3,
+        name: "batch jobs and their items",
+        sql: "
+        CREATE TABLE batches (
+            id                TEXT    PRIMARY KEY,
+            kind              TEXT    NOT NULL CHECK (kind IN ('api', 'run')),
+            owner             TEXT,
+            input_file_id     TEXT    NOT NULL,
+            input_path        TEXT    NOT NULL,
+            output_path       TEXT,
+            endpoint          TEXT    NOT NULL,
+            completion_window TEXT    NOT NULL,
+            lane              TEXT    NOT NULL,
+            metadata          TEXT,
+            status            TEXT    NOT NULL,
+            errors            TEXT,
+            output_file_id    TEXT,
+            error_file_id     TEXT,
+            idempotency_key   TEXT,
+            request_hash      TEXT,
+            total             INTEGER NOT NULL DEFAULT 0,
+            completed         INTEGER NOT NULL DEFAULT 0,
+            failed            INTEGER NOT NULL DEFAULT 0,
+            created_at        INTEGER NOT NULL,
+            expires_at        INTEGER,
+            in_progress_at    INTEGER,
+            finalizing_at     INTEGER,
+            completed_at      INTEGER,
+            failed_at         INTEGER,
+            expired_at        INTEGER,
+            cancelling_at     INTEGER,
+            cancelled_at      INTEGER
+        );
+        CREATE INDEX batches_owner_id ON batches (owner, id);
+        CREATE INDEX batches_status ON batches (status);
+        CREATE UNIQUE INDEX batches_idempotency ON batches (coalesce(owner, ''), idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE TABLE batch_items (
+            batch_id  TEXT    NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+            line      INTEGER NOT NULL,
+            custom_id TEXT    NOT NULL,
+            offset    INTEGER NOT NULL,
+            len       INTEGER NOT NULL,
+            state     INTEGER NOT NULL DEFAULT 0,
+            result    TEXT,
+            PRIMARY KEY (batch_id, line),
+            UNIQUE (batch_id, custom_id)
+        );
+    ",
+    },
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

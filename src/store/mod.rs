@@ -1,14 +1,16 @@
 //! The store: SQLite (WAL) behind a SyncArbiter actor.
 //!
-//! Chats (each finished item's request and response, with its batch, lane and owner) and the
-//! settings that override `config.toml`. [`Store`] is the handle: cheap to clone, usable from any
+//! Chats (each finished item's request and response, with its batch, lane and owner), the
+//! settings that override `config.toml`, and files (OpenAI's file objects: rows here, content on
+//! disk beside the database). [`Store`] is the handle: cheap to clone, usable from any
 //! thread; every call is a message to the store actor's one thread, so blocking SQLite never runs
 //! on an async executor.
 //!
 //! - `connection`: the file (0600, its directory created), WAL and the other pragmas.
 //! - [`migrations`]: versioned schema; a file from a newer ferry is refused.
-//! - [`chats`], [`settings`], [`analytics`]: one concern each, as plain functions over a
-//!   connection, tested without the actor.
+//! - [`chats`], [`settings`], [`analytics`], [`files`]: one concern each, as plain functions
+//!   over a connection, tested without the actor.
+//! - [`content`]: file content on disk, written into place whole or not at all.
 //!
 //! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records
 //! [`key_id`]`(key)` as the chat's owner. The upstream API key from `PUT /v1/settings` lives in
@@ -19,53 +21,81 @@ pub mod analytics;
 mod chat_log;
 pub mod chats;
 mod connection;
+pub mod content;
 mod error;
+pub mod files;
 pub mod migrations;
 pub mod settings;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use actix::{Addr, SyncArbiter};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use actor::{ComputeAnalytics, ListChats, LoadSettings, RecordChat, RecordChats, SaveSettings, StoreActor};
+use actor::{
+    AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, RecordChat,
+    RecordChats, SaveSettings, StoreActor,
+};
 pub use analytics::{Analytics, DateCount, NameValue};
+use bytes::Bytes;
 pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat};
+pub use content::ContentWriter;
 pub use error::StoreError;
+pub use files::{
+    FileObject, FilePage, FileQuery, PURPOSE_BATCH, PURPOSE_BATCH_OUTPUT, is_file_id, new_file_id,
+};
+use futures_util::Stream;
 pub use migrations::SCHEMA_VERSION;
 pub use settings::{LaneBudget, StoredSettings};
+
+/// How long a temporary file or content without a row must have lain untouched before an open
+/// removes it as a crash's leftover (younger ones may be another ferry's upload in progress).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
 #[derive(Clone)]
 pub struct Store {
     actor: Addr<StoreActor>,
     log: mpsc::UnboundedSender<chat_log::Write>,
+    files_dir: Arc<Path>,
 }
 
 impl Store {
     /// Opens (creating the file, mode 0600 on Unix, and its directory if missing) and migrates
-    /// the database at `path`, then starts its actor. Refuses a database from a newer ferry with
-    /// [`StoreError::NewerSchema`].
+    /// the database at `path`, creates the files folder beside it (`files/`, mode 0700) and
+    /// sweeps what a crash left there (untouched for an hour), then starts its actor. Refuses a database from a newer
+    /// ferry with [`StoreError::NewerSchema`].
     ///
     /// Must be called inside a running actix System (it panics otherwise, as actix does). It
     /// blocks while opening and migrating: call it at start-up, not from a request handler.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = connection::open(path)?;
         migrations::migrate(&mut conn)?;
-        tracing::info!(event = "store_open", path = %path.display(), schema_version = SCHEMA_VERSION);
+        let files_dir = files_dir_of(path);
+        content::create_dir(&files_dir)?;
+        let swept = files::sweep(&conn, &files_dir, SystemTime::now() - LEFTOVER_AGE)?;
+        tracing::info!(
+            event = "store_open",
+            path = %path.display(),
+            schema_version = SCHEMA_VERSION,
+            files_swept = swept
+        );
         // The factory runs once on the actor's thread; it takes the connection opened here so
         // that errors reach the caller. A later call (after a restart) reopens lazily.
         let handoff = Mutex::new(Some(conn));
         let path = path.to_path_buf();
+        let actor_files_dir = files_dir.clone();
         let actor = SyncArbiter::start(1, move || {
             let conn = handoff.lock().ok().and_then(|mut slot| slot.take());
-            StoreActor::new(conn, path.clone())
+            StoreActor::new(conn, path.clone(), actor_files_dir.clone())
         });
         let (log, queue) = mpsc::unbounded_channel();
         actix::spawn(chat_log::run(queue, actor.clone()));
-        Ok(Store { actor, log })
+        Ok(Store { actor, log, files_dir: files_dir.into() })
     }
 
     /// Queues a finished item's chat for recording and returns at once; it is written with
@@ -123,6 +153,97 @@ impl Store {
         self.flush().await;
         self.actor.send(ComputeAnalytics(owner)).await?
     }
+}
+
+/// Files: OpenAI's file objects. A file is made in two steps: its content is written into place
+/// ([`Store::content_writer`] or [`Store::write_file_content`], under a fresh [`new_file_id`]),
+/// then its row is added ([`Store::add_file`]). Reads and deletes take the caller's owner: a file
+/// of another owner is not found (`None` as owner means auth is off and sees every file).
+impl Store {
+    /// The folder holding every file's content: `<dir of [storage] path>/files` (mode 0700).
+    pub fn files_dir(&self) -> &Path {
+        &self.files_dir
+    }
+
+    /// Where the content of file `id` lives. Use it only with ids of files the store knows (or a
+    /// fresh [`new_file_id`]): the id is joined to the folder as it is.
+    pub fn file_path(&self, id: &str) -> PathBuf {
+        self.files_dir.join(id)
+    }
+
+    /// Starts writing the content of file `id` (a [`new_file_id`]): it appears under the id only
+    /// when [`ContentWriter::finish`] succeeds; dropped unfinished, it leaves nothing.
+    pub async fn content_writer(&self, id: &str) -> Result<ContentWriter, StoreError> {
+        ContentWriter::create(self.checked_path(id)?).await
+    }
+
+    /// Writes the content of file `id` (a [`new_file_id`]) from `chunks` into place and returns
+    /// its size; the first error leaves nothing behind.
+    pub async fn write_file_content<S, E>(&self, id: &str, chunks: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: Into<io::Error>,
+    {
+        content::write_all(self.checked_path(id)?, chunks).await
+    }
+
+    /// Records a file whose content is already in place (see [`Store::write_file_content`]).
+    pub async fn add_file(&self, file: FileObject) -> Result<(), StoreError> {
+        self.actor.send(AddFile(file)).await?
+    }
+
+    /// The file `id`, if `owner` may see it.
+    pub async fn file(&self, owner: Option<String>, id: String) -> Result<Option<FileObject>, StoreError> {
+        self.actor.send(GetFile { owner, id }).await?
+    }
+
+    /// `owner`'s files newest first, with `purpose` if given, at most `limit`, those after the
+    /// file `after` (the last id of the previous page; one the owner cannot see gives an empty
+    /// page).
+    pub async fn list_files(
+        &self,
+        owner: Option<String>,
+        purpose: Option<String>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<FilePage, StoreError> {
+        self.actor.send(ListFiles(FileQuery { owner, purpose, limit, after })).await?
+    }
+
+    /// Deletes file `id` (its row, then its content) if `owner` may see it; false if there was
+    /// no such file.
+    pub async fn delete_file(&self, owner: Option<String>, id: String) -> Result<bool, StoreError> {
+        self.actor.send(DeleteFile { owner, id }).await?
+    }
+
+    /// The content of `file` as a stream of chunks, with its size.
+    pub async fn file_content(
+        &self,
+        file: &FileObject,
+    ) -> Result<(u64, impl Stream<Item = io::Result<Bytes>> + use<>), StoreError> {
+        content::read_stream(&self.checked_path(&file.id)?).await
+    }
+
+    fn checked_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        if !is_file_id(id) {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a file id (file- and a ULID)");
+            return Err(StoreError::Content { path: self.files_dir.join("<invalid id>"), source });
+        }
+        Ok(self.file_path(id))
+    }
+}
+
+/// `<dir of the database>/files`.
+pub(crate) fn files_dir_of(db: &Path) -> PathBuf {
+    db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("files")
+}
+
+/// A second connection to the store's file, opened and migrated like the store's own: for the
+/// job runner's thread (see `jobs`), so that big jobs never queue behind chat writes.
+pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let mut conn = connection::open(path)?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
 }
 
 /// Domain prefix, so a key id can never be mistaken for (or matched against) a plain SHA-256 of

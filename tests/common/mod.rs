@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::net::{SocketAddr, TcpListener};
 
 use ferry::config::{ProviderKind, UpstreamConfig};
@@ -312,7 +314,8 @@ mod http_helpers {
         pub fn start_with(config: Config, keys: Keys, dir: TempDir) -> TestServer {
             let engine = Engine::start(&config).expect("engine starts");
             let store = Store::open(&config.storage.path).expect("store opens");
-            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store };
+            let jobs = ferry::jobs::Jobs::for_config(engine.clone(), &config).expect("jobs start");
+            let state = AppState { engine: engine.clone(), config: Arc::new(config.clone()), store, jobs };
             let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
             let handle = server.handle();
             actix_rt::spawn(server);

@@ -1,0 +1,550 @@
+//! Jobs in SQLite: plain functions over a connection, run on the job store's thread.
+//!
+//! A job's items are rows made when its input is validated: line number, `custom_id`, and where
+//! the line sits in the input file (offset, length) — never the request itself, so a job of a
+//! million lines costs the database a few dozen bytes per line until results arrive. An item's
+//! state moves once, from pending (0) to answered (1) or failed (2), by an `UPDATE … WHERE
+//! state = 0`: however often an item's call ran (a resume re-sends what was in flight at a
+//! crash), its result is stored once. The output line itself (OpenAI's
+//! `{id, custom_id, response, error}`) is stored with it, so finalizing only copies rows out.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::error::JobError;
+use super::line::{self, BatchLine};
+use super::model::{Job, JobKind, JobStatus, LineError, RequestCounts, StatusTimes};
+use crate::config::UpstreamConfig;
+
+/// Problems reported per refused file; the rest are counted.
+const MAX_REPORTED: usize = 50;
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id.
+    pub id: String,
+    /// Who starts it.
+    pub kind: JobKind,
+    /// The creator's key id.
+    pub owner: Option<String>,
+    /// The input file's id (or fingerprint).
+    pub input_file_id: String,
+    /// Where the input is.
+    pub input_path: PathBuf,
+    /// `ferry run`'s output file.
+    pub output_path: Option<PathBuf>,
+    /// The endpoint every line must name.
+    pub endpoint: String,
+    /// As given.
+    pub completion_window: String,
+    /// The lane its items go through.
+    pub lane: String,
+    /// The creator's metadata.
+    pub metadata: Option<Map<String, Value>>,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<String>,
+    /// A digest of the create request, to tell a repeat from a different request.
+    pub request_hash: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When the window ends.
+    pub expires_at: Option<i64>,
+}
+
+/// What `create` did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new job.
+    New(Job),
+    /// The job this request (same id, or same idempotency key and body) made before.
+    Existing(Job),
+}
+
+/// How much input a job may have.
+#[derive(Debug, Clone, Copy)]
+pub struct InputLimits {
+    /// Lines.
+    pub max_lines: u64,
+    /// Bytes.
+    pub max_bytes: u64,
+}
+
+/// A pending item, read back from the input for sending.
+#[derive(Debug)]
+pub struct PendingItem {
+    /// Its input line.
+    pub line: u64,
+    /// Its id.
+    pub custom_id: String,
+    /// The checked line (an error if the input changed since validation).
+    pub parsed: Result<BatchLine, LineError>,
+}
+
+/// An item's outcome, ready to store.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Its input line.
+    pub line: u64,
+    /// Answered (goes to the output file) or failed (the error file).
+    pub ok: bool,
+    /// The output line: `{id, custom_id, response, error}` as JSON text.
+    pub output: String,
+}
+
+const COLUMNS: &str = "id, kind, owner, input_file_id, input_path, output_path, endpoint, completion_window, \
+     lane, metadata, status, errors, output_file_id, error_file_id, total, completed, failed, created_at, \
+     expires_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at";
+
+fn job_of(row: &Row<'_>) -> rusqlite::Result<(Job, Option<String>, Option<String>, String)> {
+    let kind: String = row.get(1)?;
+    let status: String = row.get(10)?;
+    let output_path: Option<String> = row.get(5)?;
+    let input_path: String = row.get(4)?;
+    let job = Job {
+        id: row.get(0)?,
+        kind: if kind == "run" { JobKind::Run } else { JobKind::Api },
+        owner: row.get(2)?,
+        input_file_id: row.get(3)?,
+        input_path: PathBuf::from(input_path),
+        output_path: output_path.map(PathBuf::from),
+        endpoint: row.get(6)?,
+        completion_window: row.get(7)?,
+        lane: row.get(8)?,
+        metadata: None,
+        status: JobStatus::Validating,
+        errors: Vec::new(),
+        output_file_id: row.get(12)?,
+        error_file_id: row.get(13)?,
+        counts: RequestCounts { total: row.get(14)?, completed: row.get(15)?, failed: row.get(16)? },
+        created_at: row.get(17)?,
+        expires_at: row.get(18)?,
+        times: StatusTimes {
+            in_progress_at: row.get(19)?,
+            finalizing_at: row.get(20)?,
+            completed_at: row.get(21)?,
+            failed_at: row.get(22)?,
+            expired_at: row.get(23)?,
+            cancelling_at: row.get(24)?,
+            cancelled_at: row.get(25)?,
+        },
+    };
+    Ok((job, row.get(9)?, row.get(11)?, status))
+}
+
+fn decode(parts: (Job, Option<String>, Option<String>, String)) -> Result<Job, JobError> {
+    let (mut job, metadata, errors, status) = parts;
+    let bad = |column| JobError::Decode { id: job.id.clone(), column };
+    job.status = JobStatus::parse(&status).ok_or_else(|| bad("status"))?;
+    if let Some(text) = metadata {
+        job.metadata = Some(serde_json::from_str(&text).map_err(|_| bad("metadata"))?);
+    }
+    if let Some(text) = errors {
+        job.errors = serde_json::from_str(&text).map_err(|_| bad("errors"))?;
+    }
+    Ok(job)
+}
+
+/// The job `id`, if any.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>, JobError> {
+    let sql = format!("SELECT {COLUMNS} FROM batches WHERE id = ?1");
+    let found = conn.prepare_cached(&sql)?.query_row([id], job_of).optional()?;
+    found.map(decode).transpose()
+}
+
+/// Creates a job (status `validating`), or finds the one the same request made before.
+pub fn create(conn: &mut Connection, new: &NewJob) -> Result<Created, JobError> {
+    let tx = conn.transaction()?;
+    if let Some(existing) = get(&tx, &new.id)? {
+        return Ok(Created::Existing(existing));
+    }
+    if let Some(key) = &new.idempotency_key {
+        let found: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT id, request_hash FROM batches WHERE coalesce(owner, '') = coalesce(?1, '') \
+                 AND idempotency_key = ?2",
+                params![new.owner, key],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, hash)) = found {
+            if hash != new.request_hash {
+                return Err(JobError::IdempotencyConflict { existing: id });
+            }
+            let job = get(&tx, &id)?.ok_or(JobError::NotFound(id))?;
+            return Ok(Created::Existing(job));
+        }
+    }
+    let metadata = new.metadata.as_ref().map(|m| Value::Object(m.clone()).to_string());
+    tx.execute(
+        "INSERT INTO batches (id, kind, owner, input_file_id, input_path, output_path, endpoint, \
+         completion_window, lane, metadata, status, idempotency_key, request_hash, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'validating', ?11, ?12, ?13, ?14)",
+        params![
+            new.id,
+            new.kind.as_str(),
+            new.owner,
+            new.input_file_id,
+            new.input_path.to_string_lossy(),
+            new.output_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            new.endpoint,
+            new.completion_window,
+            new.lane,
+            metadata,
+            new.idempotency_key,
+            new.request_hash,
+            new.created_at,
+            new.expires_at,
+        ],
+    )?;
+    let job = get(&tx, &new.id)?.ok_or_else(|| JobError::NotFound(new.id.clone()))?;
+    tx.commit()?;
+    Ok(Created::New(job))
+}
+
+/// API jobs of `owner`, newest first, after the cursor `after` (a batch id), at most `limit`.
+pub fn list(
+    conn: &Connection,
+    owner: Option<&str>,
+    limit: usize,
+    after: Option<&str>,
+) -> Result<Vec<Job>, JobError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM batches WHERE kind = 'api' AND owner IS ?1 AND (?2 IS NULL OR id < ?2) \
+         ORDER BY id DESC LIMIT ?3"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![owner, after, limit], job_of)?;
+    rows.map(|row| decode(row?)).collect()
+}
+
+/// Jobs of `kind` that were under way when ferry last stopped.
+pub fn unfinished(conn: &Connection, kind: JobKind) -> Result<Vec<String>, JobError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM batches WHERE kind = ?1 \
+         AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling') ORDER BY id",
+    )?;
+    let ids = stmt.query_map([kind.as_str()], |row| row.get(0))?;
+    Ok(ids.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+/// Moves job `id` to `status`, stamping its time column, unless it is already terminal.
+pub fn set_status(conn: &Connection, id: &str, status: JobStatus, now: i64) -> Result<(), JobError> {
+    let sql = format!(
+        "UPDATE batches SET status = ?2, {} = coalesce({}, ?3) WHERE id = ?1 \
+         AND status NOT IN ('failed', 'completed', 'expired', 'cancelled')",
+        status.time_column(),
+        status.time_column()
+    );
+    conn.execute(&sql, params![id, status.as_str(), now])?;
+    Ok(())
+}
+
+/// Reads the job's input line by line, checks every line and makes its item rows. A file with
+/// any bad line is refused as a whole (as OpenAI does): the job becomes `failed` with the first
+/// problems listed and no items. Otherwise it becomes `in_progress`.
+pub fn validate(
+    conn: &mut Connection,
+    id: &str,
+    limits: InputLimits,
+    upstreams: &[UpstreamConfig],
+    now: i64,
+) -> Result<Job, JobError> {
+    let job = get(conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))?;
+    if job.status != JobStatus::Validating {
+        return Ok(job);
+    }
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
+    let mut problems: Vec<LineError> = Vec::new();
+    let mut more = 0usize;
+    let total = read_items(&tx, &job, limits, upstreams, &mut |problem| {
+        if problems.len() < MAX_REPORTED {
+            problems.push(problem);
+        } else {
+            more += 1;
+        }
+    })?;
+    if total == 0 && problems.is_empty() {
+        problems.push(LineError::new("empty_file", "the input file has no request lines", None, 0));
+    }
+    if problems.is_empty() {
+        tx.execute("UPDATE batches SET total = ?2 WHERE id = ?1", params![id, total])?;
+        set_status(&tx, id, JobStatus::InProgress, now)?;
+        tx.commit()?;
+    } else {
+        drop(tx);
+        if more > 0 {
+            problems.push(LineError::new(
+                "too_many_errors",
+                format!("{more} more problems not listed"),
+                None,
+                0,
+            ));
+        }
+        let errors = serde_json::to_string(&problems).unwrap_or_else(|_| "[]".into());
+        conn.execute("UPDATE batches SET errors = ?2 WHERE id = ?1", params![id, errors])?;
+        set_status(conn, id, JobStatus::Failed, now)?;
+    }
+    get(conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))
+}
+
+/// Inserts one item row per line of the job's input; returns the number of lines, reporting
+/// each bad one to `problem`.
+fn read_items(
+    conn: &Connection,
+    job: &Job,
+    limits: InputLimits,
+    upstreams: &[UpstreamConfig],
+    problem: &mut dyn FnMut(LineError),
+) -> Result<u64, JobError> {
+    // `ferry run` has no limits: its input is the user's own file on the user's own disk.
+    let limits = match job.kind {
+        JobKind::Api => limits,
+        JobKind::Run => InputLimits { max_lines: u64::MAX, max_bytes: u64::MAX },
+    };
+    let path = &job.input_path;
+    let file = File::open(path).map_err(|e| JobError::io(path, e))?;
+    let size = file.metadata().map_err(|e| JobError::io(path, e))?.len();
+    if size > limits.max_bytes {
+        problem(LineError::new(
+            "file_too_large",
+            format!("the input holds {size} bytes; the limit is {}", limits.max_bytes),
+            None,
+            0,
+        ));
+        return Ok(0);
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO batch_items (batch_id, line, custom_id, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buffer = Vec::with_capacity(4096);
+    let (mut offset, mut number, mut items) = (0u64, 0u64, 0u64);
+    loop {
+        buffer.clear();
+        let read = reader.read_until(b'\n', &mut buffer).map_err(|e| JobError::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let start = offset;
+        offset += read as u64;
+        let text = trim(&buffer);
+        if text.is_empty() {
+            continue;
+        }
+        items += 1;
+        if items > limits.max_lines {
+            problem(LineError::new(
+                "too_many_lines",
+                format!("the input holds more than {} request lines", limits.max_lines),
+                None,
+                number,
+            ));
+            break;
+        }
+        match line::parse(text, number, upstreams) {
+            Ok(parsed) => {
+                let inserted =
+                    insert.execute(params![job.id, number, parsed.custom_id, start, text.len() as u64]);
+                match inserted {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        problem(LineError::new(
+                            "duplicate_custom_id",
+                            format!("custom_id `{}` appears on an earlier line", parsed.custom_id),
+                            Some("custom_id"),
+                            number,
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(bad) => problem(bad),
+        }
+    }
+    Ok(items)
+}
+
+/// A line without its line ending or surrounding blanks.
+fn trim(line: &[u8]) -> &[u8] {
+    line.trim_ascii()
+}
+
+/// Up to `limit` pending items after line `after`, in input order, read back from `input`.
+pub fn pending(
+    conn: &Connection,
+    job: &Job,
+    input: &File,
+    after: u64,
+    limit: usize,
+    upstreams: &[UpstreamConfig],
+) -> Result<Vec<PendingItem>, JobError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT line, custom_id, offset, len FROM batch_items \
+         WHERE batch_id = ?1 AND line > ?2 AND state = 0 ORDER BY line LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![job.id, after, limit], |row| {
+        Ok((row.get::<_, u64>(0)?, row.get::<_, String>(1)?, row.get::<_, u64>(2)?, row.get::<_, u64>(3)?))
+    })?;
+    let mut items = Vec::new();
+    let mut buffer = Vec::new();
+    for row in rows {
+        let (line, custom_id, offset, len) = row?;
+        buffer.resize(usize::try_from(len).unwrap_or(0), 0);
+        let parsed = match read_at(input, &mut buffer, offset) {
+            Ok(()) => line::parse(&buffer, line, upstreams).and_then(|parsed| {
+                if parsed.custom_id == custom_id { Ok(parsed) } else { Err(changed(line)) }
+            }),
+            Err(_) => Err(changed(line)),
+        };
+        items.push(PendingItem { line, custom_id, parsed });
+    }
+    Ok(items)
+}
+
+fn changed(line: u64) -> LineError {
+    LineError::new("input_changed", "the input file changed or was removed after validation", None, line)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = file.try_clone()?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buffer)
+}
+
+/// Stores outcomes (each item once: an item that already has one keeps it) and returns the
+/// job's counts after them.
+pub fn record(conn: &mut Connection, id: &str, finished: &[Finished]) -> Result<RequestCounts, JobError> {
+    let tx = conn.transaction()?;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE batch_items SET state = ?3, result = ?4 WHERE batch_id = ?1 AND line = ?2 AND state = 0",
+        )?;
+        for item in finished {
+            let changed = update.execute(params![id, item.line, if item.ok { 1 } else { 2 }, item.output])?;
+            if changed > 0 {
+                if item.ok {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+        }
+    }
+    tx.execute(
+        "UPDATE batches SET completed = completed + ?2, failed = failed + ?3 WHERE id = ?1",
+        params![id, ok, failed],
+    )?;
+    let counts = counts(&tx, id)?;
+    tx.commit()?;
+    Ok(counts)
+}
+
+/// The job's counts.
+pub fn counts(conn: &Connection, id: &str) -> Result<RequestCounts, JobError> {
+    conn.prepare_cached("SELECT total, completed, failed FROM batches WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok(RequestCounts { total: row.get(0)?, completed: row.get(1)?, failed: row.get(2)? })
+        })
+        .optional()?
+        .ok_or_else(|| JobError::NotFound(id.to_string()))
+}
+
+/// Gives every item still pending the error `code`; returns how many.
+pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) -> Result<u64, JobError> {
+    let tx = conn.transaction()?;
+    let closed = tx.execute(
+        "UPDATE batch_items SET state = 2, result = json_object(\
+             'id', 'batch_req_' || lower(hex(randomblob(13))), 'custom_id', custom_id, \
+             'response', NULL, 'error', json_object('code', ?2, 'message', ?3)) \
+         WHERE batch_id = ?1 AND state = 0",
+        params![id, code, message],
+    )? as u64;
+    tx.execute("UPDATE batches SET failed = failed + ?2 WHERE id = ?1", params![id, closed])?;
+    tx.commit()?;
+    Ok(closed)
+}
+
+/// Writes the stored output lines of job `id` whose state is in `states`, in input order, to
+/// `path` (through a temporary file renamed into place, mode 0600). Returns (lines, bytes).
+pub fn write_lines(conn: &Connection, id: &str, states: &[u8], path: &Path) -> Result<(u64, u64), JobError> {
+    use std::io::Write;
+    let temp = path.with_extension("partial");
+    let file = private_file(&temp).map_err(|e| JobError::io(&temp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let (low, high) = (states.iter().min().copied().unwrap_or(1), states.iter().max().copied().unwrap_or(2));
+    let mut stmt = conn.prepare_cached(
+        "SELECT result FROM batch_items WHERE batch_id = ?1 AND state BETWEEN ?2 AND ?3 ORDER BY line",
+    )?;
+    let mut rows = stmt.query(params![id, low, high])?;
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    while let Some(row) = rows.next()? {
+        let text: String = row.get(0)?;
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| JobError::io(&temp, e))?;
+        lines += 1;
+        bytes += text.len() as u64 + 1;
+    }
+    let file = out.into_inner().map_err(|e| JobError::io(&temp, e.into_error()))?;
+    file.sync_all().map_err(|e| JobError::io(&temp, e))?;
+    std::fs::rename(&temp, path).map_err(|e| JobError::io(path, e))?;
+    Ok((lines, bytes))
+}
+
+/// Creates (or truncates) `path` readable by its owner only.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Records the job's output and error file ids.
+pub fn set_files(
+    conn: &Connection,
+    id: &str,
+    output: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), JobError> {
+    conn.execute(
+        "UPDATE batches SET output_file_id = ?2, error_file_id = ?3 WHERE id = ?1",
+        params![id, output, error],
+    )?;
+    Ok(())
+}
+
+/// Up to `limit` output lines of items with an outcome, after line `after`, in input order.
+pub fn results(
+    conn: &Connection,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, String)>, JobError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND line > ?2 AND state > 0 \
+         ORDER BY line LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![id, after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

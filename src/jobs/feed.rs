@@ -1,0 +1,310 @@
+//! One job's life once it exists: validate, feed its items to the engine at a bounded rate,
+//! store each outcome as it arrives, and finalize — or stop cleanly and leave it for a resume.
+//!
+//! At most `max_in_flight` items are in the engine at once, read back from the input in chunks,
+//! so a million-line job holds a few thousand items in memory, not a million. Outcomes are
+//! stored in lots (every 512 or every 200 ms). A crash loses at most the outcomes not yet
+//! stored; their items are still pending in the database and are sent again on resume, and the
+//! store keeps only the first outcome of each.
+
+use std::time::Duration;
+
+use actix::Addr;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::db::{Finished, PendingItem};
+use super::error::JobError;
+use super::model::{Job, JobStatus, LineError, RequestCounts};
+use super::worker::{Finalize, GetJob, JobWorker, Pending, Record, SetStatus, Validate};
+use super::{JobProgress, Signal, unix_now};
+use crate::chat_format::Completion;
+use crate::engine::{Engine, ItemError, Outcome, Prompt, SubmitError};
+use crate::providers::ProviderError;
+
+/// Outcomes stored per transaction.
+const FLUSH_LOT: usize = 512;
+/// Longest an outcome waits to be stored.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Items read back per query.
+const READ_CHUNK: usize = 512;
+/// Wait before offering items again to a full lane.
+const FULL_LANE_WAIT: Duration = Duration::from_millis(100);
+
+/// What the feed needs.
+pub(crate) struct Feed {
+    pub id: String,
+    pub engine: Engine,
+    pub worker: Addr<JobWorker>,
+    pub max_in_flight: usize,
+    pub signal: watch::Receiver<Signal>,
+    pub progress: watch::Sender<JobProgress>,
+}
+
+/// How the feeding part ended.
+enum Stopped {
+    /// Every item has an outcome, or the job was cancelled or expired: finalize with this.
+    Finalize(JobStatus),
+    /// ferry is stopping: leave the job as it is for the next start.
+    Leave,
+}
+
+impl Feed {
+    /// Runs the job until it ends or ferry stops.
+    pub(crate) async fn run(mut self) -> Result<(), JobError> {
+        let mut job = self.job().await?;
+        if job.status == JobStatus::Validating {
+            job = self.worker.send(Validate(job.id.clone())).await??;
+            tracing::info!(event = "batch_job_validated", batch = %job.id, status = %job.status, total = job.counts.total);
+        }
+        self.report(&job, job.counts);
+        let end = match job.status {
+            status if status.is_terminal() => return Ok(()),
+            JobStatus::Finalizing => unfinished_end(&job),
+            JobStatus::Cancelling => Stopped::Finalize(JobStatus::Cancelled),
+            _ if *self.signal.borrow() == Signal::Cancel => {
+                self.set_status(JobStatus::Cancelling).await?;
+                Stopped::Finalize(JobStatus::Cancelled)
+            }
+            _ => self.feed(&job).await?,
+        };
+        if let Stopped::Finalize(end) = end {
+            let done = self.worker.send(Finalize { id: job.id.clone(), end }).await??;
+            self.report(&done, done.counts);
+        }
+        Ok(())
+    }
+
+    async fn job(&self) -> Result<Job, JobError> {
+        self.worker.send(GetJob(self.id.clone())).await??.ok_or_else(|| JobError::NotFound(self.id.clone()))
+    }
+
+    async fn set_status(&self, status: JobStatus) -> Result<(), JobError> {
+        self.worker.send(SetStatus { id: self.id.clone(), status }).await?
+    }
+
+    fn report(&self, job: &Job, counts: RequestCounts) {
+        self.progress.send_replace(JobProgress { status: job.status, counts });
+    }
+
+    async fn feed(&mut self, job: &Job) -> Result<Stopped, JobError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, String, Outcome)>();
+        let expires = job.expires_at.map(|at| {
+            let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+            Instant::now() + Duration::from_secs(left)
+        });
+        let mut lot: Vec<Finished> = Vec::with_capacity(FLUSH_LOT);
+        let mut flush_at = Instant::now() + FLUSH_EVERY;
+        let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
+        let mut stopping: Option<Signal> = None;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if expires.is_some_and(|at| Instant::now() >= at) && stopping != Some(Signal::Stop) {
+                self.flush(job, &mut lot).await?;
+                return Ok(Stopped::Finalize(JobStatus::Expired));
+            }
+            // Feed while there is room.
+            while stopping.is_none() && !exhausted && in_flight < self.max_in_flight && retry_at.is_none() {
+                let limit = READ_CHUNK.min(self.max_in_flight - in_flight);
+                let pending = Pending { job: job.clone(), after: cursor, limit };
+                let items = self.worker.send(pending).await??;
+                let Some(last) = items.last().map(|item| item.line) else {
+                    exhausted = true;
+                    break;
+                };
+                let before = cursor;
+                cursor = last;
+                let (prompts, meta) = split(items, &mut lot);
+                if prompts.is_empty() {
+                    continue;
+                }
+                let count = prompts.len();
+                match self.engine.submit(&job.lane, prompts).await {
+                    Ok(mut submission) => {
+                        in_flight += count;
+                        let tx = tx.clone();
+                        actix::spawn(async move {
+                            while let Some((index, outcome)) = submission.next().await {
+                                if let Some((line, custom_id)) = meta.get(index) {
+                                    let _ = tx.send((*line, custom_id.clone(), outcome));
+                                }
+                            }
+                        });
+                    }
+                    Err(SubmitError::QueueFull { .. }) => {
+                        cursor = before;
+                        retry_at = Some(Instant::now() + FULL_LANE_WAIT);
+                    }
+                    Err(SubmitError::UnknownLane { .. }) => {
+                        let error = LineError::new(
+                            "unknown_lane",
+                            format!("lane `{}` does not exist", job.lane),
+                            None,
+                            0,
+                        );
+                        meta.iter().for_each(|(line, id)| lot.push(failed_line(*line, id, &error)));
+                    }
+                    Err(SubmitError::ShuttingDown | SubmitError::Stopped) => stopping = Some(Signal::Stop),
+                }
+            }
+            if lot.len() >= FLUSH_LOT {
+                self.flush(job, &mut lot).await?;
+            }
+            if in_flight == 0 && (exhausted || stopping.is_some()) {
+                self.flush(job, &mut lot).await?;
+                match stopping {
+                    Some(Signal::Cancel) => return Ok(Stopped::Finalize(JobStatus::Cancelled)),
+                    Some(_) => return Ok(Stopped::Leave),
+                    None => {
+                        // Items refused by a full lane after the cursor passed them are still
+                        // pending: sweep again from the start until none is.
+                        let probe = Pending { job: job.clone(), after: 0, limit: 1 };
+                        if self.worker.send(probe).await??.is_empty() {
+                            return Ok(Stopped::Finalize(JobStatus::Completed));
+                        }
+                        cursor = 0;
+                        exhausted = false;
+                        continue;
+                    }
+                }
+            }
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                Some((line, custom_id, outcome)) = rx.recv() => {
+                    in_flight = in_flight.saturating_sub(1);
+                    match outcome {
+                        // Not the item's fault: it stays pending and runs on the next start.
+                        Err(ItemError::ShuttingDown) => stopping = Some(Signal::Stop),
+                        outcome => lot.push(finished(line, &custom_id, outcome)),
+                    }
+                }
+                () = sleep_until(flush_at) => {
+                    self.flush(job, &mut lot).await?;
+                    flush_at = Instant::now() + FLUSH_EVERY;
+                }
+                () = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => retry_at = None,
+                () = sleep_until(expires.unwrap_or(far)), if expires.is_some() => {}
+                changed = self.signal.changed() => {
+                    let signal = if changed.is_ok() { *self.signal.borrow_and_update() } else { Signal::Stop };
+                    match signal {
+                        Signal::Cancel if stopping.is_none() => {
+                            self.set_status(JobStatus::Cancelling).await?;
+                            stopping = Some(Signal::Cancel);
+                            tracing::info!(event = "batch_job_cancelling", batch = %job.id, in_flight);
+                        }
+                        Signal::Stop => stopping = Some(Signal::Stop),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, job: &Job, lot: &mut Vec<Finished>) -> Result<(), JobError> {
+        if lot.is_empty() {
+            return Ok(());
+        }
+        let finished = std::mem::take(lot);
+        let counts = self.worker.send(Record { id: job.id.clone(), finished }).await??;
+        self.report(job, counts);
+        Ok(())
+    }
+}
+
+/// The end a job left in `finalizing` was heading for.
+fn unfinished_end(job: &Job) -> Stopped {
+    if job.times.cancelling_at.is_some() {
+        Stopped::Finalize(JobStatus::Cancelled)
+    } else if job.expires_at.is_some_and(|at| job.times.finalizing_at.is_some_and(|f| f >= at)) {
+        Stopped::Finalize(JobStatus::Expired)
+    } else {
+        Stopped::Finalize(JobStatus::Completed)
+    }
+}
+
+/// The prompts to send and, per prompt, its line and id; lines that no longer parse become
+/// failures in `lot` at once.
+fn split(items: Vec<PendingItem>, lot: &mut Vec<Finished>) -> (Vec<Prompt>, Vec<(u64, String)>) {
+    let mut prompts = Vec::with_capacity(items.len());
+    let mut meta = Vec::with_capacity(items.len());
+    for item in items {
+        match item.parsed {
+            Ok(parsed) => {
+                prompts.push(parsed.prompt);
+                meta.push((item.line, item.custom_id));
+            }
+            Err(error) => lot.push(failed_line(item.line, &item.custom_id, &error)),
+        }
+    }
+    (prompts, meta)
+}
+
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    id: String,
+    custom_id: &'a str,
+    response: Option<ResponseOut>,
+    error: Option<ErrorOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut {
+    status_code: u16,
+    request_id: String,
+    body: Completion,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    code: &'a str,
+    message: String,
+}
+
+fn output(line: u64, ok: bool, text: &OutputLine<'_>) -> Finished {
+    let output = serde_json::to_string(text).unwrap_or_else(|_| String::from("{}"));
+    Finished { line, ok, output }
+}
+
+fn request_id() -> String {
+    format!("batch_req_{}", ulid::Ulid::new())
+}
+
+fn failed_line(line: u64, custom_id: &str, error: &LineError) -> Finished {
+    let error = ErrorOut { code: &error.code, message: error.message.clone() };
+    output(line, false, &OutputLine { id: request_id(), custom_id, response: None, error: Some(error) })
+}
+
+/// The stored output line for an item's outcome.
+fn finished(line: u64, custom_id: &str, outcome: Outcome) -> Finished {
+    match outcome {
+        Ok(answer) => {
+            let response = ResponseOut {
+                status_code: 200,
+                request_id: format!("req_{}", ulid::Ulid::new()),
+                body: Completion::of(answer),
+            };
+            output(
+                line,
+                true,
+                &OutputLine { id: request_id(), custom_id, response: Some(response), error: None },
+            )
+        }
+        Err(error) => {
+            let code = match &error {
+                ItemError::Upstream { error: ProviderError::RateLimited { .. }, .. } => "rate_limit_exceeded",
+                ItemError::Upstream { error: ProviderError::Rejected { .. }, .. } => "upstream_rejected",
+                ItemError::Upstream { error: ProviderError::Timeout, .. } => "timeout",
+                ItemError::Upstream { .. } => "upstream_error",
+                ItemError::NoUpstream { .. } => "model_not_found",
+                ItemError::Crashed { .. } | ItemError::ShuttingDown => "internal_error",
+            };
+            let error = ErrorOut { code, message: error.to_string() };
+            output(
+                line,
+                false,
+                &OutputLine { id: request_id(), custom_id, response: None, error: Some(error) },
+            )
+        }
+    }
+}

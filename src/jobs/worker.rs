@@ -1,0 +1,290 @@
+//! The job store: its own SQLite connection on its own SyncArbiter thread.
+//!
+//! Validating a 200 MB input, reading items back for sending and writing output files are
+//! blocking work of seconds; they run here, beside (not inside) the chat store's thread, so a
+//! big job never delays a chat write or a settings read. SQLite's WAL lets both connections
+//! share the file; writes take turns under the busy timeout.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
+use rusqlite::Connection;
+
+use super::db::{self, Created, Finished, InputLimits, NewJob, PendingItem};
+use super::error::JobError;
+use super::model::{Job, JobKind, JobStatus, RequestCounts};
+use super::unix_now;
+use crate::config::UpstreamConfig;
+use crate::store::files::{self, FileObject};
+
+/// What the job store needs to know besides the database.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The database file (shared with the chat store).
+    pub db_path: PathBuf,
+    /// Where output and error files go (the Files API's folder).
+    pub files_dir: PathBuf,
+    /// Input limits for validation.
+    pub limits: InputLimits,
+    /// The upstreams, for the served models.
+    pub upstreams: Arc<[UpstreamConfig]>,
+}
+
+/// Holds the connection; see the module docs.
+pub(crate) struct JobWorker {
+    conn: Connection,
+    settings: WorkerSettings,
+    inputs: HashMap<String, File>,
+}
+
+impl Actor for JobWorker {
+    type Context = SyncContext<Self>;
+}
+
+/// Opens a connection to the (already migrated) store and starts the worker thread.
+pub(crate) fn start(settings: WorkerSettings) -> Result<Addr<JobWorker>, JobError> {
+    let conn = crate::store::open_connection(&settings.db_path)?;
+    let handoff = Mutex::new(Some(conn));
+    let fallback = settings.clone();
+    Ok(SyncArbiter::start(1, move || {
+        let conn = handoff.lock().ok().and_then(|mut slot| slot.take());
+        let conn = match conn {
+            Some(conn) => conn,
+            // A restarted thread (after a panic) reopens the file.
+            None => match crate::store::open_connection(&fallback.db_path) {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::error!(event = "store_failed", what = "jobs reopen", error = %error);
+                    // An in-memory database answers every later call with "no such table",
+                    // which the callers report; better than a thread that panics in a loop.
+                    match Connection::open_in_memory() {
+                        Ok(conn) => conn,
+                        Err(_) => std::process::abort(),
+                    }
+                }
+            },
+        };
+        JobWorker { conn, settings: fallback.clone(), inputs: HashMap::new() }
+    }))
+}
+
+/// Create a job.
+#[derive(Message)]
+#[rtype(result = "Result<Created, JobError>")]
+pub(crate) struct CreateJob(pub NewJob);
+
+impl Handler<CreateJob> for JobWorker {
+    type Result = Result<Created, JobError>;
+    fn handle(&mut self, msg: CreateJob, _: &mut SyncContext<Self>) -> Self::Result {
+        db::create(&mut self.conn, &msg.0)
+    }
+}
+
+/// Read a job.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Job>, JobError>")]
+pub(crate) struct GetJob(pub String);
+
+impl Handler<GetJob> for JobWorker {
+    type Result = Result<Option<Job>, JobError>;
+    fn handle(&mut self, msg: GetJob, _: &mut SyncContext<Self>) -> Self::Result {
+        db::get(&self.conn, &msg.0)
+    }
+}
+
+/// List an owner's API jobs.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Job>, JobError>")]
+pub(crate) struct ListJobs {
+    pub owner: Option<String>,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+impl Handler<ListJobs> for JobWorker {
+    type Result = Result<Vec<Job>, JobError>;
+    fn handle(&mut self, msg: ListJobs, _: &mut SyncContext<Self>) -> Self::Result {
+        db::list(&self.conn, msg.owner.as_deref(), msg.limit, msg.after.as_deref())
+    }
+}
+
+/// Jobs under way at the last stop.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, JobError>")]
+pub(crate) struct Unfinished(pub JobKind);
+
+impl Handler<Unfinished> for JobWorker {
+    type Result = Result<Vec<String>, JobError>;
+    fn handle(&mut self, msg: Unfinished, _: &mut SyncContext<Self>) -> Self::Result {
+        db::unfinished(&self.conn, msg.0)
+    }
+}
+
+/// Validate a job's input and make its items.
+#[derive(Message)]
+#[rtype(result = "Result<Job, JobError>")]
+pub(crate) struct Validate(pub String);
+
+impl Handler<Validate> for JobWorker {
+    type Result = Result<Job, JobError>;
+    fn handle(&mut self, msg: Validate, _: &mut SyncContext<Self>) -> Self::Result {
+        let s = &self.settings;
+        db::validate(&mut self.conn, &msg.0, s.limits, &s.upstreams, unix_now())
+    }
+}
+
+/// Pending items after a line, read back from the input.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<PendingItem>, JobError>")]
+pub(crate) struct Pending {
+    pub job: Job,
+    pub after: u64,
+    pub limit: usize,
+}
+
+impl Handler<Pending> for JobWorker {
+    type Result = Result<Vec<PendingItem>, JobError>;
+    fn handle(&mut self, msg: Pending, _: &mut SyncContext<Self>) -> Self::Result {
+        if !self.inputs.contains_key(&msg.job.id) {
+            let path = &msg.job.input_path;
+            let file = File::open(path).map_err(|e| JobError::io(path, e))?;
+            self.inputs.insert(msg.job.id.clone(), file);
+        }
+        let Some(input) = self.inputs.get(&msg.job.id) else {
+            return Err(JobError::NotFound(msg.job.id));
+        };
+        db::pending(&self.conn, &msg.job, input, msg.after, msg.limit, &self.settings.upstreams)
+    }
+}
+
+/// Store outcomes.
+#[derive(Message)]
+#[rtype(result = "Result<RequestCounts, JobError>")]
+pub(crate) struct Record {
+    pub id: String,
+    pub finished: Vec<Finished>,
+}
+
+impl Handler<Record> for JobWorker {
+    type Result = Result<RequestCounts, JobError>;
+    fn handle(&mut self, msg: Record, _: &mut SyncContext<Self>) -> Self::Result {
+        db::record(&mut self.conn, &msg.id, &msg.finished)
+    }
+}
+
+/// Output lines of finished items, a page at a time.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(u64, String)>, JobError>")]
+pub(crate) struct Results {
+    pub id: String,
+    pub after: u64,
+    pub limit: usize,
+}
+
+impl Handler<Results> for JobWorker {
+    type Result = Result<Vec<(u64, String)>, JobError>;
+    fn handle(&mut self, msg: Results, _: &mut SyncContext<Self>) -> Self::Result {
+        db::results(&self.conn, &msg.id, msg.after, msg.limit)
+    }
+}
+
+/// Move a job to a status.
+#[derive(Message)]
+#[rtype(result = "Result<(), JobError>")]
+pub(crate) struct SetStatus {
+    pub id: String,
+    pub status: JobStatus,
+}
+
+impl Handler<SetStatus> for JobWorker {
+    type Result = Result<(), JobError>;
+    fn handle(&mut self, msg: SetStatus, _: &mut SyncContext<Self>) -> Self::Result {
+        db::set_status(&self.conn, &msg.id, msg.status, unix_now())
+    }
+}
+
+/// Close what is left, write the files, and end the job in `end`.
+#[derive(Message)]
+#[rtype(result = "Result<Job, JobError>")]
+pub(crate) struct Finalize {
+    pub id: String,
+    pub end: JobStatus,
+}
+
+impl Handler<Finalize> for JobWorker {
+    type Result = Result<Job, JobError>;
+    fn handle(&mut self, msg: Finalize, _: &mut SyncContext<Self>) -> Self::Result {
+        self.inputs.remove(&msg.id);
+        self.finalize(&msg.id, msg.end)
+    }
+}
+
+impl JobWorker {
+    fn finalize(&mut self, id: &str, end: JobStatus) -> Result<Job, JobError> {
+        let job = db::get(&self.conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        let (code, message) = match end {
+            JobStatus::Expired => {
+                ("batch_expired", "This request could not be executed before the completion window expired.")
+            }
+            JobStatus::Cancelled => {
+                ("batch_cancelled", "This request was not executed because the batch was cancelled.")
+            }
+            _ => ("internal_error", "This request was left without an outcome."),
+        };
+        db::close_rest(&mut self.conn, id, code, message)?;
+        db::set_status(&self.conn, id, JobStatus::Finalizing, unix_now())?;
+        let counts = db::counts(&self.conn, id)?;
+        match job.kind {
+            JobKind::Api => {
+                let output =
+                    (counts.completed > 0).then(|| self.write_file(&job, &[1], "output")).transpose()?;
+                let error = (counts.failed > 0).then(|| self.write_file(&job, &[2], "error")).transpose()?;
+                db::set_files(&self.conn, id, output.as_deref(), error.as_deref())?;
+            }
+            JobKind::Run => {
+                if let Some(path) = &job.output_path {
+                    db::write_lines(&self.conn, id, &[1, 2], path)?;
+                }
+            }
+        }
+        db::set_status(&self.conn, id, end, unix_now())?;
+        tracing::info!(
+            event = "batch_job_finished",
+            batch = id,
+            status = %end,
+            total = counts.total,
+            completed = counts.completed,
+            failed = counts.failed
+        );
+        db::get(&self.conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))
+    }
+
+    /// Writes one of an API job's result files into the Files API's folder and lists it there.
+    fn write_file(&self, job: &Job, states: &[u8], which: &str) -> Result<String, JobError> {
+        let dir = &self.settings.files_dir;
+        create_private_dir(dir).map_err(|e| JobError::io(dir, e))?;
+        let file_id = files::new_file_id();
+        let (_, bytes) = db::write_lines(&self.conn, &job.id, states, &dir.join(&file_id))?;
+        let filename = format!("{}_{which}.jsonl", job.id);
+        let file = FileObject {
+            id: file_id.clone(),
+            ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, bytes)
+        };
+        files::insert(&self.conn, &file)?;
+        Ok(file_id)
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
