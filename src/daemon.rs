@@ -117,13 +117,14 @@ where
         .map_err(|source| DaemonError::Bind { bind: bind.clone(), source })?;
     let handle = server.handle();
     let mut server = actix_rt::spawn(server);
-    tracing::info!(event = "serve_started", bind = %addr, auth);
     // Jobs left under way by the last stop (or crash) go on where they stopped.
     match jobs.resume(JobKind::Api).await {
         Ok(ids) if !ids.is_empty() => tracing::info!(event = "batch_jobs_resumed", count = ids.len()),
         Ok(_) => {}
         Err(error) => tracing::error!(event = "batch_jobs_resume_failed", error = %error),
     }
+    // Logged last, right before waiting for the shutdown signal: tests wait for this line.
+    tracing::info!(event = "serve_started", bind = %addr, auth);
     let totals = actix_rt::spawn(log_totals(engine.clone()));
     let shutdown = shutdown(Started { engine: engine.clone(), addr });
 

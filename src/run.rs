@@ -120,7 +120,7 @@ pub async fn run(
     interrupt: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let lane = args.lane.clone().unwrap_or_else(|| config.jobs.lane.clone());
+    let lane = args.lane.clone().unwrap_or_else(|| config.jobs_lane().to_string());
     if !config.lanes.contains_key(&lane) {
         let known: Vec<&str> = config.lanes.keys().map(String::as_str).collect();
         return Err(RunError::UnknownLane { lane, known: known.join(", ") });

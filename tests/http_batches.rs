@@ -42,7 +42,7 @@ fn server(keys: Keys, edit: impl FnOnce(&mut Config)) -> TestServer {
 /// Jobs through the fanout lane, and an in-process mock answering in `latency_ms`, one call at
 /// a time when `slow`.
 fn slow_jobs(config: &mut Config, latency_ms: u64, max_in_flight: usize) {
-    config.jobs.lane = "bulk".into();
+    config.jobs.lane = Some("bulk".into());
     config.jobs.max_in_flight = max_in_flight;
     config.upstreams[0].mock.latency_ms = latency_ms;
     config.upstreams[0].concurrency = 1;

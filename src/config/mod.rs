@@ -51,15 +51,16 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
-    /// The lane batch items go through (so interactive traffic keeps priority).
-    pub lane: String,
+    /// The lane batch items go through (so interactive traffic keeps priority); absent: `low`
+    /// when there is such a lane, else the lowest-ranked one. See [`Config::jobs_lane`].
+    pub lane: Option<String>,
     /// Items of one job in the engine at once; the rest wait in the database, not in memory.
     pub max_in_flight: usize,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        Self { lane: "low".into(), max_in_flight: 1_000 }
+        Self { lane: None, max_in_flight: 1_000 }
     }
 }
 
@@ -468,6 +469,20 @@ impl Default for Config {
             upstreams: vec![UpstreamConfig::mock("mock")],
             jobs: JobsConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// The lane batch jobs use: `[jobs] lane`, else `low` if configured, else the lowest-ranked
+    /// lane (validation makes sure there is one).
+    pub fn jobs_lane(&self) -> &str {
+        if let Some(lane) = &self.jobs.lane {
+            return lane;
+        }
+        if self.lanes.contains_key("low") {
+            return "low";
+        }
+        self.lanes.iter().min_by_key(|(_, lane)| lane.rank).map_or("low", |(name, _)| name.as_str())
     }
 }
 

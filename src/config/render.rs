@@ -76,7 +76,7 @@ fn render_sections(config: &Config, out: &mut Render) {
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
     out.table("[jobs]");
-    out.string("lane", &config.jobs.lane);
+    out.string("lane", config.jobs_lane());
     out.value("max_in_flight", config.jobs.max_in_flight);
     out.table("[files]");
     out.noted("max_bytes", config.files.max_bytes, "largest upload; larger gets 413");

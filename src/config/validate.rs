@@ -37,11 +37,12 @@ impl Config {
             check_upstream(index, upstream, &mut problems);
         }
         check_unique_upstream_names(&self.upstreams, &mut problems);
-        if !self.lanes.contains_key(&self.jobs.lane) {
+        if let Some(lane) = &self.jobs.lane
+            && !self.lanes.contains_key(lane)
+        {
             let names: Vec<&str> = self.lanes.keys().map(String::as_str).collect();
             problems.push(format!(
-                "jobs.lane: lane \"{}\" is not configured; lanes are: {}",
-                self.jobs.lane,
+                "jobs.lane: lane \"{lane}\" is not configured; lanes are: {}",
                 names.join(", ")
             ));
         }

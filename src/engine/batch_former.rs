@@ -49,6 +49,8 @@ pub struct BatchFormer {
     pool: Addr<ClientPool>,
     /// Call slots the pool can take now, as last reported, minus what was released since.
     free_slots: usize,
+    /// All call slots of the clients that can take calls, as last reported.
+    total_slots: usize,
     aging: Duration,
     paused: bool,
     wake: Wake,
@@ -56,7 +58,15 @@ pub struct BatchFormer {
 
 impl BatchFormer {
     pub(crate) fn new(pool: Addr<ClientPool>, aging: Duration) -> Self {
-        Self { lanes: Vec::new(), pool, free_slots: 0, aging, paused: false, wake: Wake::default() }
+        Self {
+            lanes: Vec::new(),
+            pool,
+            free_slots: 0,
+            total_slots: 0,
+            aging,
+            paused: false,
+            wake: Wake::default(),
+        }
     }
 
     /// Releases every batch that is ready and fits, then arms the timer for the next one.
@@ -76,6 +86,10 @@ impl BatchFormer {
         while self.free_slots > 0 {
             let Some(i) = batching::pick(&views, now, self.aging) else { break };
             let lane = &mut self.lanes[i];
+            if lane.settings.mode == Mode::Fanout && self.free_slots < fanout_floor(lane, self.total_slots) {
+                // Capacity-bound: wait for enough slots to free up for a batch worth its cost.
+                break;
+            }
             let max = match lane.settings.mode {
                 Mode::Fanout => lane.settings.max_batch.max(1).min(self.free_slots),
                 Mode::Combined => lane.settings.max_batch.max(1),
@@ -101,6 +115,18 @@ impl BatchFormer {
             former.dispatch(ctx);
         });
     }
+}
+
+/// The fewest free slots a fanout lane waits for before it releases, when it holds more items
+/// than there are free slots (capacity-bound, not arrival-bound): a quarter of all slots, capped
+/// by its `max_batch` and by what it holds. Without it, a lane with a backlog follows each
+/// finished call with a batch of one, and the fixed cost of a batch (its id, two log lines, its
+/// metrics events) is paid per item. A lane with no backlog releases at once, as before; and the
+/// floor never exceeds the slots that exist, so a lane can always release.
+fn fanout_floor(lane: &LaneSlot, total_slots: usize) -> usize {
+    // A lane holding no more than the free slots has want <= free: it is never held back.
+    let want = lane.settings.max_batch.min(lane.len).max(1);
+    (total_slots / 4).clamp(1, want)
 }
 
 impl Actor for BatchFormer {
@@ -140,10 +166,13 @@ pub(crate) struct LaneReport {
     pub take_done: bool,
 }
 
-/// Free call slots in the pool.
+/// Call slots in the pool: free now, and all of the clients that can take calls.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Capacity(pub usize);
+pub(crate) struct Capacity {
+    pub free: usize,
+    pub total: usize,
+}
 
 /// New settings for lane `index` (live change).
 #[derive(Message)]
@@ -196,7 +225,8 @@ impl Handler<LaneReport> for BatchFormer {
 impl Handler<Capacity> for BatchFormer {
     type Result = ();
     fn handle(&mut self, msg: Capacity, ctx: &mut Context<Self>) {
-        self.free_slots = msg.0;
+        self.free_slots = msg.free;
+        self.total_slots = msg.total;
         self.dispatch(ctx);
     }
 }

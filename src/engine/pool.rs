@@ -111,9 +111,14 @@ impl ClientPool {
         }
     }
 
-    fn capacity(&self) -> usize {
+    /// Free call slots, and all slots, of the clients that can take calls now.
+    fn capacity(&self) -> Capacity {
         let now = Instant::now();
-        self.clients.iter().filter(|c| c.available(now)).map(ClientSlot::free).sum()
+        let available = || self.clients.iter().filter(|c| c.available(now));
+        Capacity {
+            free: available().map(ClientSlot::free).sum(),
+            total: available().map(|c| c.concurrency).sum(),
+        }
     }
 }
 
@@ -302,7 +307,7 @@ impl Handler<ReportCapacity> for ClientPool {
     type Result = ();
     fn handle(&mut self, _: ReportCapacity, _: &mut Context<Self>) {
         self.report_scheduled = false;
-        self.former.do_send(Capacity(self.capacity()));
+        self.former.do_send(self.capacity());
     }
 }
 

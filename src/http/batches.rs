@@ -169,7 +169,7 @@ async fn create(
         output_path: None,
         endpoint: request.endpoint,
         completion_window: request.completion_window,
-        lane: state.config.jobs.lane.clone(),
+        lane: state.config.jobs_lane().to_string(),
         metadata: request.metadata,
         idempotency_key: key,
         request_hash: Some(request_hash),

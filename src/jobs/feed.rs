@@ -104,8 +104,14 @@ impl Feed {
                 self.flush(job, &mut lot).await?;
                 return Ok(Stopped::Finalize(JobStatus::Expired));
             }
-            // Feed while there is room.
-            while stopping.is_none() && !exhausted && in_flight < self.max_in_flight && retry_at.is_none() {
+            // Feed while there is room for a whole chunk (refilling one item per finished one
+            // would make every read, submission and batch one item long).
+            let refill = READ_CHUNK.min(self.max_in_flight / 2).max(1);
+            while stopping.is_none()
+                && !exhausted
+                && in_flight + refill <= self.max_in_flight
+                && retry_at.is_none()
+            {
                 let limit = READ_CHUNK.min(self.max_in_flight - in_flight);
                 let pending = Pending { job: job.clone(), after: cursor, limit };
                 let items = self.worker.send(pending).await??;
