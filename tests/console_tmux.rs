@@ -161,6 +161,15 @@ async fn console_in_tmux_raises_batch_size_and_quits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Pausing is a config change too, logged the same way.
+    tmux.keys(&["p"]);
+    tmux.wait_for("PAUSED", Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged("event=config_changed change=\"paused=true\"") {
+        assert!(Instant::now() < deadline, "event=config_changed for the pause not in the log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     tmux.keys(&["q"]);
     let pane = console.assert_exit(0).await;
     assert!(pane.contains("ferry console: drained"), "{pane}");

@@ -270,7 +270,11 @@ impl Handler<Pause> for Supervisor {
             self.paused = msg.0;
             self.former.do_send(SetPaused(msg.0));
             self.metrics.do_send(Publish(MetricsEvent::Paused { paused: msg.0 }));
-            tracing::info!(event = if msg.0 { "paused" } else { "resumed" });
+            // A live change like any other (console `p`, POST /api/v1/config/pause|resume).
+            tracing::info!(
+                event = "config_changed",
+                change = if msg.0 { "paused=true" } else { "paused=false" }
+            );
         }
         MessageResult(self.runtime_config())
     }
