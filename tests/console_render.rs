@@ -239,7 +239,7 @@ fn footer_shows_the_value_being_typed_and_help_lists_every_key() {
         let text = text_in(&render(&state, w, h), Rect::new(0, 0, w, h));
         assert_has(
             &text,
-            &["Keys", "+ / -", "batch size up / down", "p, space", "pause / resume", "q, Esc", "quit"],
+            &["Keys", "+ / -", "batch size up / down", "p, space", "pause / resume", "q, Ctrl-C", "quit"],
         );
     }
 }

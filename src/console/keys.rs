@@ -87,7 +87,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding { keys: &[KeyCode::PageDown], label: "", action: Action::ScrollDown, help: "" },
     Binding { keys: &[KeyCode::End], label: "End", action: Action::ScrollEnd, help: "back to the newest lines" },
     Binding { keys: &[KeyCode::Char('?'), KeyCode::F(1)], label: "?", action: Action::Help, help: "this help" },
-    Binding { keys: &[KeyCode::Char('q'), KeyCode::Esc], label: "q, Esc, Ctrl-C", action: Action::Quit, help: "quit (drains first)" },
+    Binding { keys: &[KeyCode::Char('q')], label: "q, Ctrl-C", action: Action::Quit, help: "quit (drains first)" },
 ];
 
 /// The action a key triggers in normal mode.

@@ -175,7 +175,8 @@ impl Dashboard {
             }
             sampled = true;
         }
-        sampled
+        // Sparklines of nothing but zeros look the same shifted: no redraw for them.
+        sampled && self.lanes.values().any(|lane| lane.history.iter().any(|&d| d > 0))
     }
 
     /// Takes the configuration (at start, after every change).
