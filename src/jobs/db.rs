@@ -309,7 +309,19 @@ fn read_items(
         JobKind::Run => InputLimits { max_lines: u64::MAX, max_bytes: u64::MAX },
     };
     let path = &job.input_path;
-    let file = File::open(path).map_err(|e| JobError::io(path, e))?;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            // Deleted between create and validation: the batch fails, naming why.
+            problem(LineError::new(
+                "input_file_missing",
+                format!("the input file cannot be read: {error}"),
+                None,
+                0,
+            ));
+            return Ok(0);
+        }
+    };
     let size = file.metadata().map_err(|e| JobError::io(path, e))?.len();
     if size > limits.max_bytes {
         problem(LineError::new(
@@ -333,9 +345,10 @@ fn read_items(
             break;
         }
         number += 1;
-        let start = offset;
+        let text = buffer.trim_ascii();
+        // Where the trimmed text starts, so reading it back by offset gets exactly it.
+        let start = offset + (buffer.len() - buffer.trim_ascii_start().len()) as u64;
         offset += read as u64;
-        let text = trim(&buffer);
         if text.is_empty() {
             continue;
         }
@@ -372,11 +385,6 @@ fn read_items(
         }
     }
     Ok(items)
-}
-
-/// A line without its line ending or surrounding blanks.
-fn trim(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
 }
 
 /// Up to `limit` pending items after line `after`, in input order, read back from `input`.
@@ -609,13 +617,40 @@ mod tests {
         let rows = results(&conn, "batch_1", 0, 10).expect("results");
         assert_eq!(rows[0], (1, "first".to_string()));
         let expired: Value = serde_json::from_str(&rows[1].1).expect("JSON");
-        assert_eq!((expired["custom_id"].as_str(), expired["error"]["code"].as_str()), (Some("b"), Some("batch_expired")));
+        assert_eq!(
+            (expired["custom_id"].as_str(), expired["error"]["code"].as_str()),
+            (Some("b"), Some("batch_expired"))
+        );
         assert_eq!(counts_of(&conn), (1, 1));
     }
 
     fn counts_of(conn: &Connection) -> (u64, u64) {
         let c = counts(conn, "batch_1").expect("counts");
         (c.completed, c.failed)
+    }
+
+    #[test]
+    fn a_missing_input_fails_the_batch_naming_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        create(&mut conn, &new_job("batch_1", &dir.path().join("gone.jsonl"))).expect("create");
+        let job =
+            validate(&mut conn, "batch_1", LIMITS, &[UpstreamConfig::mock("mock")], 2).expect("validate");
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.errors[0].code, "input_file_missing");
+    }
+
+    #[test]
+    fn indented_lines_are_read_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let job =
+            validated(&mut conn, dir.path(), &[format!("  \t{}", line("a")), format!("{}  ", line("b"))]);
+        assert_eq!(job.status, JobStatus::InProgress, "{:?}", job.errors);
+        let input = File::open(&job.input_path).expect("input");
+        let items = pending(&conn, &job, &input, 0, 10, &[UpstreamConfig::mock("mock")]).expect("pending");
+        let parsed: Vec<bool> = items.iter().map(|item| item.parsed.is_ok()).collect();
+        assert_eq!(parsed, [true, true], "{items:?}");
     }
 
     #[test]
@@ -639,7 +674,9 @@ mod tests {
         let repeat = NewJob { id: "batch_2".into(), ..new_job("batch_2", &input) };
         assert!(matches!(create(&mut conn, &repeat), Ok(Created::Existing(job)) if job.id == "batch_1"));
         let other = NewJob { request_hash: Some("hash-2".into()), ..new_job("batch_3", &input) };
-        assert!(matches!(create(&mut conn, &other), Err(JobError::IdempotencyConflict { existing }) if existing == "batch_1"));
+        assert!(
+            matches!(create(&mut conn, &other), Err(JobError::IdempotencyConflict { existing }) if existing == "batch_1")
+        );
         let other_owner = NewJob { owner: Some("owner-2".into()), ..new_job("batch_4", &input) };
         assert!(matches!(create(&mut conn, &other_owner), Ok(Created::New(_))), "keys are per owner");
     }
