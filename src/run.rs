@@ -95,6 +95,12 @@ pub enum RunError {
     /// The job machinery failed.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The job stopped before it finished (its store failed); the log says why.
+    #[error("the job stopped while {status}; see the log, then run the same command again to resume")]
+    Stopped {
+        /// Where it was.
+        status: String,
+    },
     /// The input file's metadata could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -215,6 +221,9 @@ pub async fn run(
     watch(&current);
     if job.status == JobStatus::Failed {
         return Err(invalid(&args.input, &job.errors));
+    }
+    if !interrupted && !job.status.is_terminal() {
+        return Err(RunError::Stopped { status: job.status.to_string() });
     }
     Ok(RunReport {
         job_id: id,

@@ -284,3 +284,32 @@ async fn paused_engine_queues_items_and_resume_sends_them() {
         .expect("accepted");
     assert!(answers(&one.expect("answered").text, "after"));
 }
+
+/// A fanout lane with more items than free call slots waits for a quarter of the slots before it
+/// releases, so each finished call is not followed by a batch of one (whose fixed cost — an id,
+/// two log lines, metrics events — would then be paid per item). Paused clock, in-process mock
+/// answering in 10 ms, 16 call slots: a floor of 4.
+#[actix_rt::test]
+async fn a_fanout_backlog_goes_in_batches_of_a_quarter_of_the_slots_not_of_one() {
+    tokio::time::pause();
+    let fanout = LaneConfig { window_ms: 0, max_batch: Some(50), delay_ms: Some(0), ..lane(1, Mode::Fanout) };
+    let mut mock = UpstreamConfig::mock("mock");
+    mock.concurrency = 16;
+    mock.mock.latency_ms = 10;
+    mock.mock.latency_jitter_ms = 10;
+    let engine = Engine::start(&config_with([("fanout", fanout)], vec![mock])).expect("engine starts");
+    let mut watch = DispatchWatch::start(&engine);
+    let items = engine.submit("fanout", prompts("backlog", 400)).await.expect("accepted");
+    let outcomes = within(Duration::from_secs(60), "400 items", items.collect()).await;
+    assert_answered_in_order(&outcomes, "backlog");
+    let mut sizes = Vec::new();
+    while let Some(seen) = watch.next(ms(1)).await {
+        sizes.push(seen.size);
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 400);
+    assert_eq!(sizes[0], 16, "the first batch fills every free slot: {sizes:?}");
+    let (tail, body) = sizes.split_last().expect("batches");
+    assert!(body.iter().all(|&size| size >= 4), "a batch under the floor of 4 went early: {sizes:?}");
+    assert!(*tail >= 1);
+    assert!(sizes.len() <= 100, "{} batches for 400 items: {sizes:?}", sizes.len());
+}

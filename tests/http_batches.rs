@@ -196,6 +196,25 @@ async fn cancel_stops_sending_and_keeps_what_finished() {
     server.stop().await;
 }
 
+/// A jobs lane that holds fewer items than one read chunk still drains: the job offers it
+/// smaller submissions instead of retrying the refused one forever.
+#[actix_rt::test]
+async fn a_lane_smaller_than_a_chunk_still_runs_the_whole_job() {
+    let server = server(Keys::none(), |c| {
+        slow_jobs(c, 0, 1_000);
+        c.upstreams[0].concurrency = 16;
+        if let Some(bulk) = c.lanes.get_mut("bulk") {
+            bulk.queue_capacity = Some(50);
+        }
+    });
+    let base = &server.base;
+    let file = upload_batch(base, None, &batch_file(600)).await;
+    let id = create(base, None, &file, "24h").await["id"].as_str().expect("id").to_string();
+    let done = wait_for(base, None, &id, Duration::from_secs(30), status_is("completed")).await;
+    assert_eq!(done["request_counts"], json!({"total": 600, "completed": 600, "failed": 0}));
+    server.stop().await;
+}
+
 #[actix_rt::test]
 async fn expiry_moves_the_rest_to_the_error_file_as_batch_expired() {
     let server = server(Keys::none(), |c| slow_jobs(c, 30, 2));

@@ -87,8 +87,11 @@ impl BatchFormer {
             let Some(i) = batching::pick(&views, now, self.aging) else { break };
             let lane = &mut self.lanes[i];
             if lane.settings.mode == Mode::Fanout && self.free_slots < fanout_floor(lane, self.total_slots) {
-                // Capacity-bound: wait for enough slots to free up for a batch worth its cost.
-                break;
+                // Capacity-bound: this lane waits for enough slots to free up for a batch worth
+                // its cost; the others may use the slots meanwhile.
+                views[i].len = 0;
+                views[i].oldest = None;
+                continue;
             }
             let max = match lane.settings.mode {
                 Mode::Fanout => lane.settings.max_batch.max(1).min(self.free_slots),

@@ -78,15 +78,15 @@ fn window_secs(window: &str) -> Result<u64, ApiError> {
             ),
         )
     };
-    let split = window.len().checked_sub(1).ok_or_else(bad)?;
-    let (number, unit) = window.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        _ => return Err(bad()),
+    let (number, unit) = match window.strip_suffix('s') {
+        Some(number) => (number, 1u64),
+        None => match window.strip_suffix('m') {
+            Some(number) => (number, 60),
+            None => (window.strip_suffix('h').ok_or_else(bad)?, 3600),
+        },
     };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let secs = number.saturating_mul(unit);
     if secs == 0 || secs > MAX_WINDOW_SECS {
         return Err(bad());
     }
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(window_secs("24h").ok(), Some(86_400));
         assert_eq!(window_secs("90m").ok(), Some(5_400));
         assert_eq!(window_secs("2s").ok(), Some(2));
-        for bad in ["", "h", "0h", "24", "1d", "-1h", "169h", "1.5h"] {
+        for bad in ["", "h", "0h", "24", "1d", "-1h", "169h", "1.5h", "1é", "éh"] {
             match window_secs(bad) {
                 Err(ApiError::BadRequest { param: Some(p), .. }) => assert_eq!(p, "completion_window"),
                 other => panic!("{bad}: expected a 400, got {other:?}"),

@@ -309,7 +309,19 @@ fn read_items(
         JobKind::Run => InputLimits { max_lines: u64::MAX, max_bytes: u64::MAX },
     };
     let path = &job.input_path;
-    let file = File::open(path).map_err(|e| JobError::io(path, e))?;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            // Deleted between create and validation: the batch fails, naming why.
+            problem(LineError::new(
+                "input_file_missing",
+                format!("the input file cannot be read: {error}"),
+                None,
+                0,
+            ));
+            return Ok(0);
+        }
+    };
     let size = file.metadata().map_err(|e| JobError::io(path, e))?.len();
     if size > limits.max_bytes {
         problem(LineError::new(
@@ -333,9 +345,10 @@ fn read_items(
             break;
         }
         number += 1;
-        let start = offset;
+        let text = buffer.trim_ascii();
+        // Where the trimmed text starts, so reading it back by offset gets exactly it.
+        let start = offset + (buffer.len() - buffer.trim_ascii_start().len()) as u64;
         offset += read as u64;
-        let text = trim(&buffer);
         if text.is_empty() {
             continue;
         }
@@ -372,11 +385,6 @@ fn read_items(
         }
     }
     Ok(items)
-}
-
-/// A line without its line ending or surrounding blanks.
-fn trim(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
 }
 
 /// Up to `limit` pending items after line `after`, in input order, read back from `input`.
@@ -547,4 +555,129 @@ pub fn results(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![id, after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+
+    fn conn() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        crate::store::migrations::migrate(&mut conn).expect("migrate");
+        conn
+    }
+
+    fn line(id: &str) -> String {
+        serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}})
+        .to_string()
+    }
+
+    fn new_job(id: &str, input: &Path) -> NewJob {
+        NewJob {
+            id: id.into(),
+            kind: JobKind::Api,
+            owner: Some("owner-1".into()),
+            input_file_id: "file-x".into(),
+            input_path: input.to_path_buf(),
+            output_path: None,
+            endpoint: "/v1/chat/completions".into(),
+            completion_window: "24h".into(),
+            lane: "low".into(),
+            metadata: None,
+            idempotency_key: Some("key-1".into()),
+            request_hash: Some("hash-1".into()),
+            created_at: 1,
+            expires_at: Some(86_401),
+        }
+    }
+
+    const LIMITS: InputLimits = InputLimits { max_lines: 100, max_bytes: 1 << 20 };
+
+    fn validated(conn: &mut Connection, dir: &Path, lines: &[String]) -> Job {
+        let input = dir.join("in.jsonl");
+        std::fs::write(&input, lines.join("\n") + "\n\n").expect("write input");
+        create(conn, &new_job("batch_1", &input)).expect("create");
+        validate(conn, "batch_1", LIMITS, &[UpstreamConfig::mock("mock")], 2).expect("validate")
+    }
+
+    #[test]
+    fn an_outcome_is_stored_once_however_often_it_arrives() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let job = validated(&mut conn, dir.path(), &[line("a"), line("b")]);
+        assert_eq!((job.status, job.counts.total), (JobStatus::InProgress, 2));
+        let ok = |n: u64, text: &str| Finished { line: n, ok: true, output: text.into() };
+        let counts = record(&mut conn, "batch_1", &[ok(1, "first"), ok(1, "second")]).expect("record");
+        assert_eq!((counts.completed, counts.failed), (1, 0));
+        let again = record(&mut conn, "batch_1", &[Finished { line: 1, ok: false, output: "late".into() }]);
+        assert_eq!(again.expect("record").failed, 0, "a stored outcome is never replaced");
+        assert_eq!(close_rest(&mut conn, "batch_1", "batch_expired", "too late").expect("close"), 1);
+        let rows = results(&conn, "batch_1", 0, 10).expect("results");
+        assert_eq!(rows[0], (1, "first".to_string()));
+        let expired: Value = serde_json::from_str(&rows[1].1).expect("JSON");
+        assert_eq!(
+            (expired["custom_id"].as_str(), expired["error"]["code"].as_str()),
+            (Some("b"), Some("batch_expired"))
+        );
+        assert_eq!(counts_of(&conn), (1, 1));
+    }
+
+    fn counts_of(conn: &Connection) -> (u64, u64) {
+        let c = counts(conn, "batch_1").expect("counts");
+        (c.completed, c.failed)
+    }
+
+    #[test]
+    fn a_missing_input_fails_the_batch_naming_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        create(&mut conn, &new_job("batch_1", &dir.path().join("gone.jsonl"))).expect("create");
+        let job =
+            validate(&mut conn, "batch_1", LIMITS, &[UpstreamConfig::mock("mock")], 2).expect("validate");
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.errors[0].code, "input_file_missing");
+    }
+
+    #[test]
+    fn indented_lines_are_read_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let job =
+            validated(&mut conn, dir.path(), &[format!("  \t{}", line("a")), format!("{}  ", line("b"))]);
+        assert_eq!(job.status, JobStatus::InProgress, "{:?}", job.errors);
+        let input = File::open(&job.input_path).expect("input");
+        let items = pending(&conn, &job, &input, 0, 10, &[UpstreamConfig::mock("mock")]).expect("pending");
+        let parsed: Vec<bool> = items.iter().map(|item| item.parsed.is_ok()).collect();
+        assert_eq!(parsed, [true, true], "{items:?}");
+    }
+
+    #[test]
+    fn duplicates_and_bad_lines_fail_the_file_with_every_line_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let job = validated(&mut conn, dir.path(), &[line("a"), "{oops".into(), line("a")]);
+        assert_eq!(job.status, JobStatus::Failed);
+        let found: Vec<(&str, Option<u64>)> = job.errors.iter().map(|e| (e.code.as_str(), e.line)).collect();
+        assert_eq!(found, vec![("invalid_json_line", Some(2)), ("duplicate_custom_id", Some(3))]);
+        let items: u64 = conn.query_row("SELECT count(*) FROM batch_items", [], |r| r.get(0)).expect("count");
+        assert_eq!(items, 0, "a refused file leaves no items");
+    }
+
+    #[test]
+    fn an_idempotency_key_finds_the_first_job_or_refuses_another_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let input = dir.path().join("in.jsonl");
+        assert!(matches!(create(&mut conn, &new_job("batch_1", &input)), Ok(Created::New(_))));
+        let repeat = NewJob { id: "batch_2".into(), ..new_job("batch_2", &input) };
+        assert!(matches!(create(&mut conn, &repeat), Ok(Created::Existing(job)) if job.id == "batch_1"));
+        let other = NewJob { request_hash: Some("hash-2".into()), ..new_job("batch_3", &input) };
+        assert!(
+            matches!(create(&mut conn, &other), Err(JobError::IdempotencyConflict { existing }) if existing == "batch_1")
+        );
+        let other_owner = NewJob { owner: Some("owner-2".into()), ..new_job("batch_4", &input) };
+        assert!(matches!(create(&mut conn, &other_owner), Ok(Created::New(_))), "keys are per owner");
+    }
 }

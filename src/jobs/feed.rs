@@ -99,6 +99,8 @@ impl Feed {
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
         let mut stopping: Option<Signal> = None;
         let mut retry_at: Option<Instant> = None;
+        // Items per submission: a lane that refused a chunk as too big gets smaller ones.
+        let mut chunk = READ_CHUNK;
         loop {
             if expires.is_some_and(|at| Instant::now() >= at) && stopping != Some(Signal::Stop) {
                 self.flush(job, &mut lot).await?;
@@ -106,13 +108,16 @@ impl Feed {
             }
             // Feed while there is room for a whole chunk (refilling one item per finished one
             // would make every read, submission and batch one item long).
-            let refill = READ_CHUNK.min(self.max_in_flight / 2).max(1);
+            let refill = chunk.min(self.max_in_flight / 2).max(1);
             while stopping.is_none()
                 && !exhausted
                 && in_flight + refill <= self.max_in_flight
                 && retry_at.is_none()
             {
-                let limit = READ_CHUNK.min(self.max_in_flight - in_flight);
+                if lot.len() >= FLUSH_LOT {
+                    self.flush(job, &mut lot).await?;
+                }
+                let limit = chunk.min(self.max_in_flight - in_flight);
                 let pending = Pending { job: job.clone(), after: cursor, limit };
                 let items = self.worker.send(pending).await??;
                 let Some(last) = items.last().map(|item| item.line) else {
@@ -138,8 +143,11 @@ impl Feed {
                             }
                         });
                     }
-                    Err(SubmitError::QueueFull { .. }) => {
+                    Err(SubmitError::QueueFull { held, capacity, .. }) => {
+                        // The lane takes a submission whole or not at all: offer what fits (at
+                        // least one item) after a short wait, so a small lane still drains.
                         cursor = before;
+                        chunk = capacity.saturating_sub(held).clamp(1, READ_CHUNK);
                         retry_at = Some(Instant::now() + FULL_LANE_WAIT);
                     }
                     Err(SubmitError::UnknownLane { .. }) => {
@@ -190,7 +198,7 @@ impl Feed {
                     flush_at = Instant::now() + FLUSH_EVERY;
                 }
                 () = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => retry_at = None,
-                () = sleep_until(expires.unwrap_or(far)), if expires.is_some() => {}
+                () = sleep_until(expires.unwrap_or(far)), if expires.is_some() && stopping != Some(Signal::Stop) => {}
                 changed = self.signal.changed() => {
                     let signal = if changed.is_ok() { *self.signal.borrow_and_update() } else { Signal::Stop };
                     match signal {

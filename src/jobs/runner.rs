@@ -6,6 +6,7 @@
 //! be stored.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
@@ -16,6 +17,9 @@ use super::feed::Feed;
 use super::worker::JobWorker;
 use super::{JobProgress, Signal};
 use crate::engine::Engine;
+
+/// Wait before running again a job whose feed failed (store busy, disk full).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 struct Running {
     signal: watch::Sender<Signal>,
@@ -77,11 +81,17 @@ impl Handler<Run> for JobRunner {
         self.running.insert(msg.0.clone(), Running { signal, progress: progress.clone() });
         tracing::info!(event = "batch_job_started", batch = %msg.0);
         let id = msg.0;
-        ctx.spawn(feed.run().into_actor(self).map(move |result, runner, _| {
-            if let Err(error) = result {
-                tracing::error!(event = "batch_job_failed", batch = %id, error = %error);
-            }
+        ctx.spawn(feed.run().into_actor(self).map(move |result, runner, ctx| {
             runner.running.remove(&id);
+            if let Err(error) = result {
+                // A store that was busy or full: the job is intact in the store; try again
+                // later rather than leave it unattended until the next start.
+                let retry_in_s = RETRY_AFTER.as_secs();
+                tracing::error!(event = "batch_job_failed", batch = %id, error = %error, retry_in_s);
+                if !runner.stopping {
+                    ctx.run_later(RETRY_AFTER, move |_, ctx| ctx.notify(Run(id)));
+                }
+            }
             if runner.running.is_empty() {
                 runner.idle.drain(..).for_each(|tx| {
                     let _ = tx.send(());

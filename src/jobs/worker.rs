@@ -150,8 +150,19 @@ impl Handler<Pending> for JobWorker {
     fn handle(&mut self, msg: Pending, _: &mut SyncContext<Self>) -> Self::Result {
         if !self.inputs.contains_key(&msg.job.id) {
             let path = &msg.job.input_path;
-            let file = File::open(path).map_err(|e| JobError::io(path, e))?;
-            self.inputs.insert(msg.job.id.clone(), file);
+            match File::open(path) {
+                Ok(file) => {
+                    self.inputs.insert(msg.job.id.clone(), file);
+                }
+                Err(error) => {
+                    // The input was deleted (or moved) while the job waited for a restart: what
+                    // has no outcome gets an error, so the job can still finish.
+                    tracing::warn!(event = "batch_job_input_missing", batch = %msg.job.id, error = %error);
+                    let message = format!("the input file is gone ({error}); the request was not sent");
+                    db::close_rest(&mut self.conn, &msg.job.id, "input_file_missing", &message)?;
+                    return Ok(Vec::new());
+                }
+            }
         }
         let Some(input) = self.inputs.get(&msg.job.id) else {
             return Err(JobError::NotFound(msg.job.id));
