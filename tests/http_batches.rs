@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::files::{Part, download, upload, upload_batch};
 use common::{
-    INFERENCE_KEY, KillOnDrop, TestServer, client, error_names, http_config, json_of, wait_for_bind,
+    INFERENCE_KEY, KillOnDrop, TestServer, client, error_names, http_config, json_of, spawn_mock_upstream,
+    wait_for_bind,
 };
 use ferry::config::Config;
 use ferry::http::Keys;
@@ -456,16 +457,8 @@ fn start_serve(config: &Path, log: &Path) -> (KillOnDrop, String) {
 async fn a_daemon_killed_mid_job_resumes_and_writes_each_custom_id_once() {
     const LINES: usize = 5_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let mock = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["mock-upstream", "--bind", &format!("127.0.0.1:{port}"), "--latency-ms", "20"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mock upstream starts");
-    let _mock = KillOnDrop(mock);
-    let config = serve_config(dir.path(), &format!("http://127.0.0.1:{port}/v1"));
+    let (_mock, upstream) = spawn_mock_upstream(&["--latency-ms", "20"]);
+    let config = serve_config(dir.path(), &upstream);
     let log = dir.path().join("logs/ferry.log");
     let (mut first, base) = start_serve(&config, &log);
     let file = upload_batch(&base, None, &batch_file(LINES)).await;

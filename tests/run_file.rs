@@ -6,40 +6,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::KillOnDrop;
+use common::{KillOnDrop, spawn_mock_upstream};
 use serde_json::Value;
 
 fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("bound address").port()
-}
-
-/// `ferry mock-upstream` as a child process; returns it and its OpenAI base URL.
-fn mock_upstream(extra: &[&str]) -> (KillOnDrop, String) {
-    let port = free_port();
-    let child = ferry()
-        .args(["mock-upstream", "--bind", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ferry mock-upstream starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mock upstream did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (KillOnDrop(child), format!("{url}/v1"))
 }
 
 /// Calls the mock has received (its `GET /stats`), over a plain socket.
@@ -111,7 +86,7 @@ fn output_lines(path: &Path) -> Vec<Value> {
 #[test]
 fn every_line_gets_one_answer_in_input_order() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_mock, url) = mock_upstream(&[]);
+    let (_mock, url) = spawn_mock_upstream(&[]);
     let config = write_config(dir.path(), &url, 100);
     let (input, output) = (dir.path().join("prompts.jsonl"), dir.path().join("out.jsonl"));
     write_prompts(&input, 300);
@@ -134,7 +109,7 @@ fn every_line_gets_one_answer_in_input_order() {
 #[test]
 fn csv_rows_go_through_the_template() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_mock, url) = mock_upstream(&[]);
+    let (_mock, url) = spawn_mock_upstream(&[]);
     let config = write_config(dir.path(), &url, 100);
     let (input, output) = (dir.path().join("cities.csv"), dir.path().join("out.jsonl"));
     std::fs::write(&input, "city,country\nOslo,Norway\n\"Rio de Janeiro\",Brazil\n").expect("write csv");
@@ -150,7 +125,7 @@ fn csv_rows_go_through_the_template() {
 #[test]
 fn a_bad_file_is_refused_naming_its_lines_and_nothing_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_mock, url) = mock_upstream(&[]);
+    let (_mock, url) = spawn_mock_upstream(&[]);
     let config = write_config(dir.path(), &url, 100);
     let (input, output) = (dir.path().join("batch.jsonl"), dir.path().join("out.jsonl"));
     let line = |id: &str, url: &str| {
@@ -190,7 +165,7 @@ fn a_run_killed_mid_job_resumes_and_each_line_is_answered_once() {
     const IN_FLIGHT: usize = 200;
     let dir = tempfile::tempdir().expect("temp dir");
     // 20 ms a call and 32 calls at once: about 1,600 lines/s, so a kill lands mid-job.
-    let (_mock, url) = mock_upstream(&["--latency-ms", "20"]);
+    let (_mock, url) = spawn_mock_upstream(&["--latency-ms", "20"]);
     let config = write_config(dir.path(), &url, IN_FLIGHT);
     let (input, output) = (dir.path().join("prompts.jsonl"), dir.path().join("out.jsonl"));
     write_prompts(&input, LINES);

@@ -577,3 +577,27 @@ pub fn wait_for_log_bind(log: &std::path::Path, limit: std::time::Duration) -> S
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `ferry mock-upstream` (the real binary) as a child process on a free loopback port, with
+/// `extra` flags; returns it and its OpenAI base URL once it listens.
+pub fn spawn_mock_upstream(extra: &[&str]) -> (KillOnDrop, String) {
+    use std::time::{Duration, Instant};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["mock-upstream", "--bind", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ferry mock-upstream starts");
+    let child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mock upstream did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("http://127.0.0.1:{port}/v1"))
+}
