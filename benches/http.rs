@@ -100,6 +100,22 @@ impl Target {
 struct Throughput {
     per_second: f64,
     failed: u64,
+    /// CPU time of the whole process (generator, ferry and mock) per request, in µs.
+    cpu_us_per_request: f64,
+    /// Cores kept busy on average during the run.
+    cores_busy: f64,
+}
+
+/// CPU time this process has used so far (user + system), from /proc/self/stat; 0 elsewhere.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name (0-based
+    // 11 and 12); the kernel counts them in clock ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `concurrency` requests always in flight for `period`.
@@ -111,6 +127,7 @@ async fn closed_loop(
 ) -> Throughput {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + period;
     let mut tasks = Vec::new();
@@ -127,9 +144,13 @@ async fn closed_loop(
         task.await.expect("load task");
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu_seconds() - cpu_before;
+    let requests = done.load(Ordering::Relaxed);
     Throughput {
-        per_second: done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        per_second: requests as f64 / elapsed.as_secs_f64(),
         failed: failed.load(Ordering::Relaxed),
+        cpu_us_per_request: cpu * 1e6 / requests.max(1) as f64,
+        cores_busy: cpu / elapsed.as_secs_f64(),
     }
 }
 
@@ -216,9 +237,15 @@ fn generate(direct: Target, through: Target) -> Report {
 
         println!("-- max throughput: closed loop, {concurrency} in flight, {secs} s each");
         let d = closed_loop(&client, &direct, concurrency, period).await;
-        println!("direct to mock:  {:>8.0} requests/s ({} failed)", d.per_second, d.failed);
+        let show = |what: &str, t: &Throughput| {
+            println!(
+                "{what:<16} {:>8.0} requests/s ({} failed); {:.0} µs CPU per request, {:.2} cores busy",
+                t.per_second, t.failed, t.cpu_us_per_request, t.cores_busy
+            );
+        };
+        show("direct to mock:", &d);
         let f = closed_loop(&client, &through, concurrency, period).await;
-        println!("through ferry:   {:>8.0} requests/s ({} failed)", f.per_second, f.failed);
+        show("through ferry:", &f);
         println!("ratio:           {:>8.1} % of direct (target ≥ 50 %)", 100.0 * f.per_second / d.per_second);
 
         println!("-- latency: open loop, {rate} requests/s, {secs} s each (from scheduled send time)");
