@@ -492,11 +492,16 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
 }
 
 /// Writes the stored output lines of job `id` whose state is in `states`, in input order, to
-/// `path` (through a temporary file renamed into place, mode 0600). Returns (lines, bytes).
-pub fn write_lines(conn: &Connection, id: &str, states: &[u8], path: &Path) -> Result<(u64, u64), JobError> {
+/// `path`, through `temp` (same folder) renamed into place, mode 0600. Returns (lines, bytes).
+pub fn write_lines(
+    conn: &Connection,
+    id: &str,
+    states: &[u8],
+    path: &Path,
+    temp: &Path,
+) -> Result<(u64, u64), JobError> {
     use std::io::Write;
-    let temp = path.with_extension("partial");
-    let file = private_file(&temp).map_err(|e| JobError::io(&temp, e))?;
+    let file = private_file(temp).map_err(|e| JobError::io(temp, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
     let (low, high) = (states.iter().min().copied().unwrap_or(1), states.iter().max().copied().unwrap_or(2));
     let mut stmt = conn.prepare_cached(
@@ -508,13 +513,13 @@ pub fn write_lines(conn: &Connection, id: &str, states: &[u8], path: &Path) -> R
         let text: String = row.get(0)?;
         out.write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
-            .map_err(|e| JobError::io(&temp, e))?;
+            .map_err(|e| JobError::io(temp, e))?;
         lines += 1;
         bytes += text.len() as u64 + 1;
     }
-    let file = out.into_inner().map_err(|e| JobError::io(&temp, e.into_error()))?;
-    file.sync_all().map_err(|e| JobError::io(&temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| JobError::io(path, e))?;
+    let file = out.into_inner().map_err(|e| JobError::io(temp, e.into_error()))?;
+    file.sync_all().map_err(|e| JobError::io(temp, e))?;
+    std::fs::rename(temp, path).map_err(|e| JobError::io(path, e))?;
     Ok((lines, bytes))
 }
 

@@ -211,6 +211,11 @@ impl Job {
     /// The job as OpenAI's batch object.
     pub fn to_openai(&self) -> Value {
         let errors = (!self.errors.is_empty()).then(|| json!({"object": "list", "data": self.errors}));
+        // The files' ids are chosen when finalizing starts, before the files exist: show them
+        // once the job has ended.
+        let ended = self.status.is_terminal();
+        let (output_file_id, error_file_id) =
+            if ended { (&self.output_file_id, &self.error_file_id) } else { (&None, &None) };
         json!({
             "id": self.id,
             "object": "batch",
@@ -219,8 +224,8 @@ impl Job {
             "input_file_id": self.input_file_id,
             "completion_window": self.completion_window,
             "status": self.status,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
+            "output_file_id": output_file_id,
+            "error_file_id": error_file_id,
             "created_at": self.created_at,
             "in_progress_at": self.times.in_progress_at,
             "expires_at": self.expires_at,

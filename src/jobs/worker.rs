@@ -253,14 +253,23 @@ impl JobWorker {
         let counts = db::counts(&self.conn, id)?;
         match job.kind {
             JobKind::Api => {
-                let output =
-                    (counts.completed > 0).then(|| self.write_file(&job, &[1], "output")).transpose()?;
-                let error = (counts.failed > 0).then(|| self.write_file(&job, &[2], "error")).transpose()?;
+                // The files' ids are fixed in the job's row before anything is written, so a
+                // finalize cut short by a crash writes the same files again, not new ones.
+                let output = (counts.completed > 0)
+                    .then(|| job.output_file_id.clone().unwrap_or_else(files::new_file_id));
+                let error =
+                    (counts.failed > 0).then(|| job.error_file_id.clone().unwrap_or_else(files::new_file_id));
                 db::set_files(&self.conn, id, output.as_deref(), error.as_deref())?;
+                if let Some(file_id) = &output {
+                    self.write_file(&job, file_id, &[1], "output")?;
+                }
+                if let Some(file_id) = &error {
+                    self.write_file(&job, file_id, &[2], "error")?;
+                }
             }
             JobKind::Run => {
                 if let Some(path) = &job.output_path {
-                    db::write_lines(&self.conn, id, &[1, 2], path)?;
+                    db::write_lines(&self.conn, id, &[1, 2], path, &path.with_extension("partial"))?;
                 }
             }
         }
@@ -276,19 +285,23 @@ impl JobWorker {
         db::get(&self.conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))
     }
 
-    /// Writes one of an API job's result files into the Files API's folder and lists it there.
-    fn write_file(&self, job: &Job, states: &[u8], which: &str) -> Result<String, JobError> {
+    /// Writes one of an API job's result files into the Files API's folder under `file_id` and
+    /// lists it there (once: a second finalize rewrites the content and keeps the row).
+    fn write_file(&self, job: &Job, file_id: &str, states: &[u8], which: &str) -> Result<(), JobError> {
         let dir = &self.settings.files_dir;
         create_private_dir(dir).map_err(|e| JobError::io(dir, e))?;
-        let file_id = files::new_file_id();
-        let (_, bytes) = db::write_lines(&self.conn, &job.id, states, &dir.join(&file_id))?;
-        let filename = format!("{}_{which}.jsonl", job.id);
-        let file = FileObject {
-            id: file_id.clone(),
-            ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, bytes)
-        };
-        files::insert(&self.conn, &file)?;
-        Ok(file_id)
+        // A temporary name the store's sweep knows, so a crash leaves nothing for good.
+        let temp = dir.join(format!("{}{}", files::TEMP_PREFIX, ulid::Ulid::new()));
+        let (_, bytes) = db::write_lines(&self.conn, &job.id, states, &dir.join(file_id), &temp)?;
+        if files::get(&self.conn, None, file_id)?.is_none() {
+            let filename = format!("{}_{which}.jsonl", job.id);
+            let file = FileObject {
+                id: file_id.to_string(),
+                ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, bytes)
+            };
+            files::insert(&self.conn, &file)?;
+        }
+        Ok(())
     }
 }
 
@@ -298,4 +311,64 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::db::{Finished, NewJob};
+
+    /// A finalize cut short (here: the job put back to `finalizing` after it ended, as a crash
+    /// before its last write would leave it) writes the same files again, not a second set.
+    #[test]
+    fn a_second_finalize_rewrites_the_same_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db_path = dir.path().join("ferry.db");
+        let input = dir.path().join("in.jsonl");
+        let line = serde_json::json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}});
+        std::fs::write(&input, format!("{line}\n"))?;
+        let settings = WorkerSettings {
+            db_path: db_path.clone(),
+            files_dir: dir.path().join("files"),
+            limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
+            upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
+        };
+        let mut worker =
+            JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };
+        let new = NewJob {
+            id: "batch_1".into(),
+            kind: JobKind::Api,
+            owner: None,
+            input_file_id: "file-x".into(),
+            input_path: input,
+            output_path: None,
+            endpoint: "/v1/chat/completions".into(),
+            completion_window: "24h".into(),
+            lane: "low".into(),
+            metadata: None,
+            idempotency_key: None,
+            request_hash: None,
+            created_at: 1,
+            expires_at: None,
+        };
+        db::create(&mut worker.conn, &new)?;
+        db::validate(&mut worker.conn, "batch_1", worker.settings.limits, &worker.settings.upstreams, 2)?;
+        db::record(
+            &mut worker.conn,
+            "batch_1",
+            &[Finished { line: 1, ok: true, output: "{\"x\":1}".into() }],
+        )?;
+        let first = worker.finalize("batch_1", JobStatus::Completed)?;
+        worker.conn.execute("UPDATE batches SET status = 'finalizing' WHERE id = 'batch_1'", [])?;
+        let second = worker.finalize("batch_1", JobStatus::Completed)?;
+        assert_eq!(second.status, JobStatus::Completed);
+        assert!(first.output_file_id.is_some());
+        assert_eq!(first.output_file_id, second.output_file_id);
+        let rows: i64 = worker.conn.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+        assert_eq!(rows, 1);
+        let on_disk = std::fs::read_dir(dir.path().join("files"))?.count();
+        assert_eq!(on_disk, 1, "no second file, no temporary left");
+        Ok(())
+    }
 }
