@@ -259,11 +259,14 @@ pub fn validate(
     if job.status != JobStatus::Validating {
         return Ok(job);
     }
-    let tx = conn.transaction()?;
-    tx.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
+    // Rows go in by slices of their own transactions, so a big input never holds the write lock
+    // for long; until the status moves on, a crash leaves the job `validating`, and validating
+    // again starts by removing what an earlier attempt inserted.
+    conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
+    let mut slices = Slices::begin(conn)?;
     let mut problems: Vec<LineError> = Vec::new();
     let mut more = 0usize;
-    let total = read_items(&tx, &job, limits, upstreams, &mut |problem| {
+    let total = read_items(&mut slices, &job, limits, upstreams, &mut |problem| {
         if problems.len() < MAX_REPORTED {
             problems.push(problem);
         } else {
@@ -274,11 +277,12 @@ pub fn validate(
         problems.push(LineError::new("empty_file", "the input file has no request lines", None, 0));
     }
     if problems.is_empty() {
-        tx.execute("UPDATE batches SET total = ?2 WHERE id = ?1", params![id, total])?;
-        set_status(&tx, id, JobStatus::InProgress, now)?;
-        tx.commit()?;
+        conn.execute("UPDATE batches SET total = ?2 WHERE id = ?1", params![id, total])?;
+        set_status(conn, id, JobStatus::InProgress, now)?;
+        slices.commit()?;
     } else {
-        drop(tx);
+        drop(slices);
+        conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
         if more > 0 {
             problems.push(LineError::new(
                 "too_many_errors",
@@ -294,10 +298,52 @@ pub fn validate(
     get(conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))
 }
 
+/// Rows inserted per transaction while validating.
+const VALIDATE_SLICE: u64 = 10_000;
+
+/// A run of write transactions on one connection, committed every [`VALIDATE_SLICE`] rows;
+/// the open one is rolled back if it is dropped before [`Slices::commit`].
+struct Slices<'c> {
+    conn: &'c Connection,
+    rows: u64,
+    open: bool,
+}
+
+impl<'c> Slices<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Slices { conn, rows: 0, open: true })
+    }
+
+    /// Counts a row; commits and begins the next slice when this one is full.
+    fn row(&mut self) -> rusqlite::Result<()> {
+        self.rows += 1;
+        if self.rows.is_multiple_of(VALIDATE_SLICE) {
+            self.open = false;
+            self.conn.execute_batch("COMMIT; BEGIN IMMEDIATE")?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Drop for Slices<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// Inserts one item row per line of the job's input; returns the number of lines, reporting
 /// each bad one to `problem`.
 fn read_items(
-    conn: &Connection,
+    slices: &mut Slices<'_>,
     job: &Job,
     limits: InputLimits,
     upstreams: &[UpstreamConfig],
@@ -332,6 +378,7 @@ fn read_items(
         ));
         return Ok(0);
     }
+    let conn = slices.conn;
     let mut insert = conn.prepare_cached(
         "INSERT INTO batch_items (batch_id, line, custom_id, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -367,7 +414,7 @@ fn read_items(
                 let inserted =
                     insert.execute(params![job.id, number, parsed.custom_id, start, text.len() as u64]);
                 match inserted {
-                    Ok(_) => {}
+                    Ok(_) => slices.row()?,
                     Err(rusqlite::Error::SqliteFailure(e, _))
                         if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                     {
@@ -632,6 +679,36 @@ mod tests {
     fn counts_of(conn: &Connection) -> (u64, u64) {
         let c = counts(conn, "batch_1").expect("counts");
         (c.completed, c.failed)
+    }
+
+    /// Past a slice of rows the earlier slices are committed: a duplicate found later still fails
+    /// the file and leaves no items; a good file of several slices keeps them all.
+    #[test]
+    fn validation_in_slices_is_still_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limits = InputLimits { max_lines: 100_000, max_bytes: 1 << 30 };
+        let mut lines: Vec<String> = (0..25_000).map(|i| line(&format!("r{i}"))).collect();
+        let input = dir.path().join("in.jsonl");
+        let upstreams = [UpstreamConfig::mock("mock")];
+        let items = |conn: &Connection| -> u64 {
+            conn.query_row("SELECT count(*) FROM batch_items", [], |r| r.get(0)).expect("count")
+        };
+
+        let mut conn = conn();
+        std::fs::write(&input, lines.join("\n")).expect("write input");
+        create(&mut conn, &new_job("batch_1", &input)).expect("create");
+        let job = validate(&mut conn, "batch_1", limits, &upstreams, 2).expect("validate");
+        assert_eq!((job.status, job.counts.total, items(&conn)), (JobStatus::InProgress, 25_000, 25_000));
+
+        let mut conn = super::tests::conn();
+        lines.push(line("r3"));
+        std::fs::write(&input, lines.join("\n")).expect("write input");
+        create(&mut conn, &new_job("batch_1", &input)).expect("create");
+        let job = validate(&mut conn, "batch_1", limits, &upstreams, 2).expect("validate");
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!((job.errors[0].code.as_str(), job.errors[0].line), ("duplicate_custom_id", Some(25_001)));
+        assert_eq!(items(&conn), 0, "a refused file leaves no items");
+        assert!(conn.is_autocommit(), "no transaction left open");
     }
 
     #[test]
