@@ -186,28 +186,49 @@ pub async fn apply_stored_settings(engine: &Engine, store: &Store) -> Result<(),
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM (Unix); on Ctrl-C elsewhere.
-pub async fn signals() {
+/// Completes on the first SIGINT or SIGTERM (Unix); on Ctrl-C elsewhere. The handlers are
+/// installed when this is called, not when the future is first polled, so a signal during
+/// start-up is not lost to the default action: call it first thing inside the runtime.
+pub fn signals() -> impl Future<Output = ()> + use<> {
+    stop_signals(false)
+}
+
+/// [`signals`], and SIGHUP too when `hangup` (the console: a closed terminal or SSH session).
+pub fn stop_signals(hangup: bool) -> impl Future<Output = ()> + use<> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                let name = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                tracing::info!(event = "signal", signal = name);
-            }
-            _ => {
-                tracing::warn!(event = "signal", error = "cannot install handlers; waiting for Ctrl-C");
-                let _ = tokio::signal::ctrl_c().await;
+        let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        let hup = if hangup { signal(SignalKind::hangup()).ok() } else { None };
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    let hung_up = async {
+                        match hup {
+                            Some(mut hup) => drop(hup.recv().await),
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    let name = tokio::select! {
+                        _ = int.recv() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                        () = hung_up => "SIGHUP",
+                    };
+                    tracing::info!(event = "signal", signal = name);
+                }
+                _ => {
+                    tracing::warn!(event = "signal", error = "cannot install handlers; waiting for Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = hangup;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

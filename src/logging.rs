@@ -109,6 +109,9 @@ fn install(
         tracing_appender::non_blocking(io::stderr())
     };
     let layer = format_layer(config.format, writer);
+    // The feed shows info and above only: unfiltered, it would make every debug and trace call
+    // (ferry's per-item events, actix-http's per-request ones) build its event for nothing.
+    let feed = feed.map(|feed| feed.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
     tracing_subscriber::registry()
         .with(feed)
         .with(layer.with_filter(filter))

@@ -134,7 +134,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
     let log = config.logging.dir.join(&config.logging.file);
-    match actix::System::new().block_on(daemon::run(config, daemon::signals())) {
+    match actix::System::new().block_on(async move { daemon::run(config, daemon::signals()).await }) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
             tracing::error!(event = "serve_failed", error = %error);
@@ -156,12 +156,9 @@ fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
         model: command.model,
     };
     let mut progress = progress::Progress::new(std::io::stderr().is_terminal());
-    let result = actix::System::new().block_on(ferry::run::run(
-        config,
-        args,
-        |state| progress.show(state),
-        daemon::signals(),
-    ));
+    let result = actix::System::new().block_on(async {
+        ferry::run::run(config, args, |state| progress.show(state), daemon::signals()).await
+    });
     progress.finish();
     let report = match result {
         Ok(report) => report,
@@ -253,7 +250,8 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         use tracing_subscriber::util::SubscriberInitExt as _;
         let _ = tracing_subscriber::registry().with(LogFeed::new(tx.clone())).try_init();
         let key = args.api_key.or_else(|| std::env::var("FERRY_API_KEY").ok().filter(|k| !k.is_empty()));
-        let run = console::run_remote(&url, key, tx, updates, daemon::signals());
+        let run =
+            async move { console::run_remote(&url, key, tx, updates, daemon::stop_signals(true)).await };
         actix::System::new().block_on(run).context("ferry console --connect")?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -261,7 +259,8 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let feed = Box::new(LogFeed::new(tx.clone()));
     let _guard = ferry::logging::init_with_feed(&config.logging, true, feed).context("starting logging")?;
     let log = config.logging.dir.join(&config.logging.file);
-    match actix::System::new().block_on(console::run_local(config, tx, updates, true, daemon::signals())) {
+    let run = async move { console::run_local(config, tx, updates, true, daemon::stop_signals(true)).await };
+    match actix::System::new().block_on(run) {
         Ok(report) => {
             eprintln!(
                 "ferry console: drained {} items, {} cut off; log: {}",

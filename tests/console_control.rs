@@ -101,9 +101,13 @@ async fn keys_change_the_engine_like_the_http_endpoints() {
     assert_eq!(driver.state.config.as_ref().map(|c| c.batch_size), Some(25));
     driver.press("p").await;
     assert!(!server.engine.config().await.expect("config").paused, "p again resumes");
-    // Out of range is clamped to what the HTTP API accepts, never sent as 0.
+    // A typed value the HTTP API would refuse is refused, not changed into another value; a
+    // step stays in range.
     driver.press("b0\n").await;
-    assert_eq!(server.engine.config().await.expect("config").batch_size, 1);
+    let refused = driver.state.status.clone().map(|(text, failed)| (failed, text.contains("1..=10000")));
+    assert_eq!(refused, Some((true, true)), "{:?}", driver.state.status);
+    assert_eq!(server.engine.config().await.expect("config").batch_size, 25);
+    driver.press("b1\n").await;
     driver.press("-").await;
     assert_eq!(server.engine.config().await.expect("config").batch_size, 1);
     server.stop().await;

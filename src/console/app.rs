@@ -92,6 +92,8 @@ pub fn start(
             return true;
         }
     };
+    // A new change replaces the last one's message.
+    state.status = None;
     // Shown at once, so a second key press builds on the first; the reply sets the truth, and a
     // refusal puts back what the engine has (or, failing that, what was shown before).
     let before = state.config.clone();

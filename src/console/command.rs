@@ -19,17 +19,17 @@ pub const BURST: usize = 200;
 pub enum Step {
     /// Add this (negative: subtract), staying in range.
     By(i64),
-    /// Set this.
+    /// Set this; refused when out of range, as the HTTP endpoints refuse it.
     To(u64),
 }
 
 impl Step {
-    fn apply(self, current: u64, min: u64, max: u64) -> u64 {
-        let target = match self {
-            Step::By(delta) => current.saturating_add_signed(delta),
-            Step::To(value) => value,
-        };
-        target.clamp(min, max)
+    fn apply(self, current: u64, min: u64, max: u64, field: &'static str) -> Result<u64, ConsoleError> {
+        match self {
+            Step::By(delta) => Ok(current.saturating_add_signed(delta).clamp(min, max)),
+            Step::To(got) if (min..=max).contains(&got) => Ok(got),
+            Step::To(got) => Err(ConsoleError::OutOfRange { field, min, max, got }),
+        }
     }
 }
 
@@ -78,20 +78,23 @@ impl Command {
         let window_max = MAX_BATCH_DELAY_MS;
         let call = match self {
             Command::BatchSize(step) => {
-                let size = step.apply(known()?.batch_size as u64, 1, MAX_BATCH_SIZE);
+                let size = step.apply(known()?.batch_size as u64, 1, MAX_BATCH_SIZE, "batch size")?;
                 Call::BatchSize(usize::try_from(size).unwrap_or(1))
             }
-            Command::BatchDelay(step) => {
-                Call::BatchDelay(step.apply(known()?.batch_delay_ms, 0, MAX_BATCH_DELAY_MS))
-            }
+            Command::BatchDelay(step) => Call::BatchDelay(step.apply(
+                known()?.batch_delay_ms,
+                0,
+                MAX_BATCH_DELAY_MS,
+                "batch delay (ms)",
+            )?),
             Command::LaneWindow(lane, step) => {
                 let current = known()?.lanes.get(lane).map_or(0, |l| l.window_ms);
-                let window_ms = Some(step.apply(current, 0, window_max));
+                let window_ms = Some(step.apply(current, 0, window_max, "window (ms)")?);
                 Call::Lane(lane.clone(), LanePatch { window_ms, ..LanePatch::default() })
             }
             Command::LaneMaxBatch(lane, step) => {
                 let current = known()?.lanes.get(lane).map_or(1, |l| l.max_batch as u64);
-                let max = step.apply(current, 1, MAX_BATCH_SIZE);
+                let max = step.apply(current, 1, MAX_BATCH_SIZE, "max batch")?;
                 let max_batch = Some(usize::try_from(max).unwrap_or(1));
                 Call::Lane(lane.clone(), LanePatch { max_batch, ..LanePatch::default() })
             }

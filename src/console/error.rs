@@ -19,6 +19,18 @@ pub enum ConsoleError {
     /// The configuration is not known yet, so a relative change has nothing to start from.
     #[error("the configuration is not known yet; try again in a moment")]
     NoConfig,
+    /// A typed value outside what the HTTP API accepts.
+    #[error("{field} must be {min}..={max}, got {got}")]
+    OutOfRange {
+        /// What was typed for.
+        field: &'static str,
+        /// The smallest accepted.
+        min: u64,
+        /// The largest accepted.
+        max: u64,
+        /// What was typed.
+        got: u64,
+    },
     /// The daemon could not be reached.
     #[error("{url}: {source}")]
     Http {

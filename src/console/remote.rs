@@ -18,6 +18,8 @@ use super::view::ConfigView;
 
 /// Wait before reconnecting a dropped stream.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// Longest the event stream may stay silent (three keep-alives) before reconnecting.
+const SILENCE: Duration = Duration::from_secs(45);
 
 /// A daemon's HTTP API.
 #[derive(Clone)]
@@ -138,13 +140,22 @@ impl RemoteClient {
             let message = response.text().await.unwrap_or_default();
             return Err(ConsoleError::Remote { url, status: status.as_u16(), message });
         }
-        let config = self.config().await?;
-        if tx.send(Update::Link(Link::Up)).await.is_err() || tx.send(Update::Config(config)).await.is_err() {
+        if tx.send(Update::Link(Link::Up)).await.is_err() {
+            return Ok(());
+        }
+        // The config endpoint is admin-only: with an inference key the console watches, and
+        // changes are refused by the daemon when tried.
+        if let Ok(config) = self.config().await
+            && tx.send(Update::Config(config)).await.is_err()
+        {
             return Ok(());
         }
         let mut body = response.bytes_stream();
         let mut pending = String::new();
-        while let Some(chunk) = body.next().await {
+        // The daemon sends a keep-alive every 15 s: three missed means it is gone or hung.
+        while let Some(chunk) = tokio::time::timeout(SILENCE, body.next()).await.map_err(|_| {
+            ConsoleError::Remote { url: url.clone(), status: 0, message: "no data for 45 s".into() }
+        })? {
             let chunk = chunk.map_err(failed)?;
             pending.push_str(&String::from_utf8_lossy(&chunk));
             while let Some((message, rest)) = split_message(&pending) {

@@ -1,6 +1,8 @@
 //! The terminal the console draws on: raw mode and the alternate screen while it runs, restored
-//! on every way out — normal return, error (the guard's `Drop`), and panic (a hook that restores
-//! before the panic message is printed).
+//! on every way out — normal return, error and panic (the guard's `Drop`, also run while a panic
+//! unwinds). While the dashboard is up the panic hook only logs and keeps the message: a panic
+//! the engine catches (an actor restarted) must not tear the terminal down under a running
+//! console.
 
 use std::io::{self, Stdout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +32,10 @@ impl TerminalGuard {
         }
         match Terminal::new(CrosstermBackend::new(stdout)) {
             Ok(mut terminal) => {
-                terminal.hide_cursor()?;
-                terminal.clear()?;
+                if let Err(error) = terminal.hide_cursor().and_then(|()| terminal.clear()) {
+                    restore();
+                    return Err(error);
+                }
                 Ok(TerminalGuard { terminal })
             }
             Err(error) => {
@@ -45,8 +49,18 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        // Unwinding from a panic on this thread: its message was kept, not printed over the
+        // dashboard; print it now, on the restored terminal.
+        if std::thread::panicking()
+            && let Some(message) = LAST_PANIC.lock().ok().and_then(|mut last| last.take())
+        {
+            eprintln!("{message}");
+        }
     }
 }
+
+/// The last panic seen while the console was drawing.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Whether the terminal is in console mode now.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -66,7 +80,17 @@ fn install_panic_hook() {
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            restore();
+            // While the dashboard is up a panic is logged and kept, not printed: most are
+            // caught (an engine actor restarted, an HTTP worker replaced) and the console goes
+            // on; one that ends the console unwinds through the guard, which restores the
+            // terminal and prints it.
+            if ACTIVE.load(Ordering::Acquire) {
+                tracing::error!(event = "panic", message = %info);
+                if let Ok(mut last) = LAST_PANIC.lock() {
+                    *last = Some(info.to_string());
+                }
+                return;
+            }
             previous(info);
         }));
     });
