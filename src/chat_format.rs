@@ -127,12 +127,13 @@ pub fn served_models(upstreams: &[crate::config::UpstreamConfig]) -> (Vec<(Strin
     (models, upstreams.iter().any(|u| u.models.is_empty()))
 }
 
-/// Checks that `model` is served by one of `upstreams`.
+/// Checks that `model` is served by one of `upstreams`. Runs per request and per batch line, so
+/// it allocates only to word a refusal.
 pub fn check_model(upstreams: &[crate::config::UpstreamConfig], model: &str) -> Result<(), FieldError> {
-    let (served, serves_any) = served_models(upstreams);
-    if serves_any || served.iter().any(|(m, _)| m == model) {
+    if upstreams.iter().any(|u| u.models.is_empty() || u.models.iter().any(|m| m == model)) {
         return Ok(());
     }
+    let (served, _) = served_models(upstreams);
     let names: Vec<&str> = served.iter().map(|(m, _)| m.as_str()).collect();
     Err(FieldError::new("model", format!("model `{model}` is not served here; models: {}", names.join(", "))))
 }

@@ -142,7 +142,10 @@ pub async fn run(
         Format::Prompts | Format::Csv => {
             let converted = data_dir.join("runs").join(format!("{id}.jsonl"));
             if !converted.exists() {
-                create_dir(&converted)?;
+                if let Some(dir) = converted.parent() {
+                    let io = |source| RunError::Io { path: dir.display().to_string(), source };
+                    crate::jobs::create_private_dir(dir).map_err(io)?;
+                }
                 let how = Conversion { template: args.template.as_deref(), model: &model };
                 input::convert(&args.input, format, &how, &converted)?;
             }
@@ -258,15 +261,6 @@ fn default_model(config: &Config, lane: &str) -> String {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn create_dir(file: &Path) -> Result<(), RunError> {
-    let Some(dir) = file.parent() else { return Ok(()) };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| RunError::Io { path: dir.display().to_string(), source })
 }
 
 /// The job id of this command: the same input (path, size, modification time), output, lane,

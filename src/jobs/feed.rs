@@ -10,18 +10,16 @@
 use std::time::Duration;
 
 use actix::Addr;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::db::{Finished, PendingItem};
+use super::db::PendingItem;
 use super::error::JobError;
 use super::model::{Job, JobStatus, LineError, RequestCounts};
+use super::output::Done;
 use super::worker::{Finalize, GetJob, JobWorker, Pending, Record, SetStatus, Validate};
 use super::{JobProgress, Signal, unix_now};
-use crate::chat_format::Completion;
 use crate::engine::{Engine, ItemError, Outcome, Prompt, SubmitError};
-use crate::providers::ProviderError;
 
 /// Outcomes stored per transaction.
 const FLUSH_LOT: usize = 512;
@@ -94,7 +92,7 @@ impl Feed {
             let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
             Instant::now() + Duration::from_secs(left)
         });
-        let mut lot: Vec<Finished> = Vec::with_capacity(FLUSH_LOT);
+        let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
         let mut stopping: Option<Signal> = None;
@@ -157,7 +155,9 @@ impl Feed {
                             None,
                             0,
                         );
-                        meta.iter().for_each(|(line, id)| lot.push(failed_line(*line, id, &error)));
+                        meta.into_iter().for_each(|(line, custom_id)| {
+                            lot.push(Done { line, custom_id, result: Err(error.clone()) })
+                        });
                     }
                     Err(SubmitError::ShuttingDown | SubmitError::Stopped) => stopping = Some(Signal::Stop),
                 }
@@ -190,7 +190,7 @@ impl Feed {
                     match outcome {
                         // Not the item's fault: it stays pending and runs on the next start.
                         Err(ItemError::ShuttingDown) => stopping = Some(Signal::Stop),
-                        outcome => lot.push(finished(line, &custom_id, outcome)),
+                        outcome => lot.push(Done { line, custom_id, result: Ok(outcome) }),
                     }
                 }
                 () = sleep_until(flush_at) => {
@@ -215,12 +215,12 @@ impl Feed {
         }
     }
 
-    async fn flush(&self, job: &Job, lot: &mut Vec<Finished>) -> Result<(), JobError> {
+    async fn flush(&self, job: &Job, lot: &mut Vec<Done>) -> Result<(), JobError> {
         if lot.is_empty() {
             return Ok(());
         }
-        let finished = std::mem::take(lot);
-        let counts = self.worker.send(Record { id: job.id.clone(), finished }).await??;
+        let done = std::mem::take(lot);
+        let counts = self.worker.send(Record { id: job.id.clone(), done }).await??;
         self.report(job, counts);
         Ok(())
     }
@@ -239,7 +239,7 @@ fn unfinished_end(job: &Job) -> Stopped {
 
 /// The prompts to send and, per prompt, its line and id; lines that no longer parse become
 /// failures in `lot` at once.
-fn split(items: Vec<PendingItem>, lot: &mut Vec<Finished>) -> (Vec<Prompt>, Vec<(u64, String)>) {
+fn split(items: Vec<PendingItem>, lot: &mut Vec<Done>) -> (Vec<Prompt>, Vec<(u64, String)>) {
     let mut prompts = Vec::with_capacity(items.len());
     let mut meta = Vec::with_capacity(items.len());
     for item in items {
@@ -248,77 +248,8 @@ fn split(items: Vec<PendingItem>, lot: &mut Vec<Finished>) -> (Vec<Prompt>, Vec<
                 prompts.push(parsed.prompt);
                 meta.push((item.line, item.custom_id));
             }
-            Err(error) => lot.push(failed_line(item.line, &item.custom_id, &error)),
+            Err(error) => lot.push(Done { line: item.line, custom_id: item.custom_id, result: Err(error) }),
         }
     }
     (prompts, meta)
-}
-
-#[derive(Serialize)]
-struct OutputLine<'a> {
-    id: String,
-    custom_id: &'a str,
-    response: Option<ResponseOut>,
-    error: Option<ErrorOut<'a>>,
-}
-
-#[derive(Serialize)]
-struct ResponseOut {
-    status_code: u16,
-    request_id: String,
-    body: Completion,
-}
-
-#[derive(Serialize)]
-struct ErrorOut<'a> {
-    code: &'a str,
-    message: String,
-}
-
-fn output(line: u64, ok: bool, text: &OutputLine<'_>) -> Finished {
-    let output = serde_json::to_string(text).unwrap_or_else(|_| String::from("{}"));
-    Finished { line, ok, output }
-}
-
-fn request_id() -> String {
-    format!("batch_req_{}", ulid::Ulid::new())
-}
-
-fn failed_line(line: u64, custom_id: &str, error: &LineError) -> Finished {
-    let error = ErrorOut { code: &error.code, message: error.message.clone() };
-    output(line, false, &OutputLine { id: request_id(), custom_id, response: None, error: Some(error) })
-}
-
-/// The stored output line for an item's outcome.
-fn finished(line: u64, custom_id: &str, outcome: Outcome) -> Finished {
-    match outcome {
-        Ok(answer) => {
-            let response = ResponseOut {
-                status_code: 200,
-                request_id: format!("req_{}", ulid::Ulid::new()),
-                body: Completion::of(answer),
-            };
-            output(
-                line,
-                true,
-                &OutputLine { id: request_id(), custom_id, response: Some(response), error: None },
-            )
-        }
-        Err(error) => {
-            let code = match &error {
-                ItemError::Upstream { error: ProviderError::RateLimited { .. }, .. } => "rate_limit_exceeded",
-                ItemError::Upstream { error: ProviderError::Rejected { .. }, .. } => "upstream_rejected",
-                ItemError::Upstream { error: ProviderError::Timeout, .. } => "timeout",
-                ItemError::Upstream { .. } => "upstream_error",
-                ItemError::NoUpstream { .. } => "model_not_found",
-                ItemError::Crashed { .. } | ItemError::ShuttingDown => "internal_error",
-            };
-            let error = ErrorOut { code, message: error.to_string() };
-            output(
-                line,
-                false,
-                &OutputLine { id: request_id(), custom_id, response: None, error: Some(error) },
-            )
-        }
-    }
 }

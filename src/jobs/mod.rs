@@ -8,6 +8,7 @@
 //!   ([`worker`]), apart from the chat store's.
 //! - [`runner`]: the JobRunner actor; each running job is a [`feed`] task that sends items to
 //!   the engine at a bounded rate and stores outcomes as they arrive.
+//! - `output`: an outcome as a line of the output or error file, built on the job store's thread.
 //! - [`input`]: `ferry run`'s input formats (batch JSONL, `{"prompt"}` JSONL, CSV with a
 //!   template) turned into batch JSONL.
 //!
@@ -19,6 +20,7 @@ mod feed;
 pub mod input;
 pub mod line;
 pub mod model;
+mod output;
 mod runner;
 mod worker;
 
@@ -33,6 +35,7 @@ pub use error::JobError;
 pub use model::{Job, JobKind, JobStatus, LineError, RequestCounts};
 use runner::{Cancel, JobRunner, Run, StopAll};
 pub use worker::WorkerSettings;
+pub(crate) use worker::create_private_dir;
 use worker::{CreateJob, GetJob, JobWorker, ListJobs, Results, SetStatus, Unfinished};
 
 use crate::engine::Engine;

@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use super::db::{self, Created, Finished, InputLimits, NewJob, PendingItem};
 use super::error::JobError;
 use super::model::{Job, JobKind, JobStatus, RequestCounts};
+use super::output::Done;
 use super::unix_now;
 use crate::config::UpstreamConfig;
 use crate::store::files::{self, FileObject};
@@ -171,18 +172,19 @@ impl Handler<Pending> for JobWorker {
     }
 }
 
-/// Store outcomes.
+/// Store outcomes; their output lines are built here, off the engine's thread.
 #[derive(Message)]
 #[rtype(result = "Result<RequestCounts, JobError>")]
 pub(crate) struct Record {
     pub id: String,
-    pub finished: Vec<Finished>,
+    pub done: Vec<Done>,
 }
 
 impl Handler<Record> for JobWorker {
     type Result = Result<RequestCounts, JobError>;
     fn handle(&mut self, msg: Record, _: &mut SyncContext<Self>) -> Self::Result {
-        db::record(&mut self.conn, &msg.id, &msg.finished)
+        let finished: Vec<Finished> = msg.done.into_iter().map(Done::finished).collect();
+        db::record(&mut self.conn, &msg.id, &finished)
     }
 }
 
@@ -305,7 +307,8 @@ impl JobWorker {
     }
 }
 
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+/// Creates `dir` (and its parents) readable by its owner only.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
