@@ -76,8 +76,9 @@ fn shipped_config_in(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `ferry console` with the shipped config in a tmux pane of its own, `env` set for it. After
-/// ferry exits, the pane's shell prints its exit status and whether the terminal is back in
-/// cooked mode (`icanon echo`; raw mode shows `-icanon -echo`).
+/// ferry exits, the pane's shell prints whether the terminal is back in cooked mode (`icanon
+/// echo`; raw mode shows `-icanon -echo`) and then its exit status — in that order, so the
+/// terminal's line is there once the exit status shows.
 struct Console {
     tmux: Tmux,
     dir: tempfile::TempDir,
@@ -99,7 +100,7 @@ impl Console {
         let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmux = Tmux { socket: format!("ferry-test-{}-{name}", std::process::id()) };
         let script = format!(
-            "{env} {bin} console --config {config}; echo FERRY_EXIT=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); sleep 120",
+            "{env} {bin} console --config {config}; code=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); echo FERRY_EXIT=$code; sleep 120",
             bin = env!("CARGO_BIN_EXE_ferry"),
             config = config.display(),
         );
