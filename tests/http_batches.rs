@@ -454,7 +454,7 @@ fn start_serve(config: &Path, log: &Path) -> (KillOnDrop, String) {
 }
 
 #[tokio::test]
-async fn a_daemon_killed_mid_job_resumes_and_writes_each_custom_id_once() {
+async fn a_daemon_killed_mid_job_with_its_upload_deleted_resumes_each_custom_id_once() {
     const LINES: usize = 5_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let (_mock, upstream) = spawn_mock_upstream(&["--latency-ms", "20"]);
@@ -467,6 +467,9 @@ async fn a_daemon_killed_mid_job_resumes_and_writes_each_custom_id_once() {
         b["request_counts"]["completed"].as_u64() >= Some(1_000)
     })
     .await;
+    // A tidy client deletes its upload once the batch exists; the job keeps its own link to it.
+    let response = client().delete(format!("{base}/v1/files/{file}")).send().await.expect("delete");
+    assert_eq!(response.status().as_u16(), 200);
     first.kill().expect("SIGKILL");
     let _ = first.wait();
     assert_eq!(at_kill["status"], "in_progress", "killed mid-job: {at_kill}");
@@ -478,5 +481,7 @@ async fn a_daemon_killed_mid_job_resumes_and_writes_each_custom_id_once() {
     assert_eq!(output.len(), LINES);
     let unique: HashSet<String> = ids(&output).into_iter().collect();
     assert_eq!(unique.len(), LINES, "each custom_id exactly once");
-    assert_eq!(done["error_file_id"], Value::Null);
+    assert_eq!(done["error_file_id"], Value::Null, "nothing failed for want of the deleted upload");
+    let kept = std::fs::read_dir(dir.path().join("data/batch-inputs")).expect("kept inputs");
+    assert_eq!(kept.count(), 0, "the job's own input went when it ended");
 }

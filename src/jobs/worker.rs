@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use rusqlite::Connection;
@@ -34,6 +35,18 @@ pub struct WorkerSettings {
     pub upstreams: Arc<[UpstreamConfig]>,
 }
 
+impl WorkerSettings {
+    /// Where API jobs keep their own name for their input (`<batch id>.jsonl`, beside the Files
+    /// API's folder), so that deleting the upload does not take the input from a job under way.
+    pub fn inputs_dir(&self) -> PathBuf {
+        self.files_dir.parent().unwrap_or(Path::new("")).join("batch-inputs")
+    }
+}
+
+/// How old a kept input without a job row must be before it is swept: older than any create in
+/// progress in another ferry sharing the folder.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
+
 /// Holds the connection; see the module docs.
 pub(crate) struct JobWorker {
     conn: Connection,
@@ -48,6 +61,7 @@ impl Actor for JobWorker {
 /// Opens a connection to the (already migrated) store and starts the worker thread.
 pub(crate) fn start(settings: WorkerSettings) -> Result<Addr<JobWorker>, JobError> {
     let conn = crate::store::open_connection(&settings.db_path)?;
+    sweep_inputs(&conn, &settings.inputs_dir());
     let handoff = Mutex::new(Some(conn));
     let fallback = settings.clone();
     Ok(SyncArbiter::start(1, move || {
@@ -80,7 +94,16 @@ pub(crate) struct CreateJob(pub NewJob);
 impl Handler<CreateJob> for JobWorker {
     type Result = Result<Created, JobError>;
     fn handle(&mut self, msg: CreateJob, _: &mut SyncContext<Self>) -> Self::Result {
-        db::create(&mut self.conn, &msg.0)
+        let mut new = msg.0;
+        let kept = if new.kind == JobKind::Api { self.keep_input(&mut new)? } else { None };
+        let created = db::create(&mut self.conn, &new);
+        // An idempotent repeat answers the earlier job, which has its own input.
+        if let Some(path) = kept
+            && !matches!(created, Ok(Created::New(_)))
+        {
+            remove_input(&path);
+        }
+        created
     }
 }
 
@@ -133,7 +156,11 @@ impl Handler<Validate> for JobWorker {
     type Result = Result<Job, JobError>;
     fn handle(&mut self, msg: Validate, _: &mut SyncContext<Self>) -> Self::Result {
         let s = &self.settings;
-        db::validate(&mut self.conn, &msg.0, s.limits, &s.upstreams, unix_now())
+        let job = db::validate(&mut self.conn, &msg.0, s.limits, &s.upstreams, unix_now())?;
+        if job.status.is_terminal() {
+            self.release_input(&job);
+        }
+        Ok(job)
     }
 }
 
@@ -231,11 +258,42 @@ impl Handler<Finalize> for JobWorker {
     type Result = Result<Job, JobError>;
     fn handle(&mut self, msg: Finalize, _: &mut SyncContext<Self>) -> Self::Result {
         self.inputs.remove(&msg.id);
-        self.finalize(&msg.id, msg.end)
+        let job = self.finalize(&msg.id, msg.end)?;
+        self.release_input(&job);
+        Ok(job)
     }
 }
 
 impl JobWorker {
+    /// Gives API job `new` its own name for its input: a hard link in [`WorkerSettings::inputs_dir`]
+    /// (a copy where the file system refuses links), and points the job at it. Returns that
+    /// path; None when the upload's content is not there (validation then reports it).
+    fn keep_input(&self, new: &mut NewJob) -> Result<Option<PathBuf>, JobError> {
+        let dir = self.settings.inputs_dir();
+        create_private_dir(&dir).map_err(|e| JobError::io(&dir, e))?;
+        let kept = dir.join(format!("{}.jsonl", new.id));
+        match std::fs::hard_link(&new.input_path, &kept) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                tracing::warn!(event = "batch_input_copied", batch = %new.id, reason = %error, "cannot hard-link the input; copying it");
+                if let Err(error) = std::fs::copy(&new.input_path, &kept) {
+                    remove_input(&kept);
+                    return Err(JobError::io(&kept, error));
+                }
+            }
+        }
+        new.input_path = kept.clone();
+        Ok(Some(kept))
+    }
+
+    /// Removes an ended API job's own input (never an input ferry did not make for it).
+    fn release_input(&self, job: &Job) {
+        if job.kind == JobKind::Api && job.input_path.starts_with(self.settings.inputs_dir()) {
+            remove_input(&job.input_path);
+        }
+    }
+
     fn finalize(&mut self, id: &str, end: JobStatus) -> Result<Job, JobError> {
         let job = db::get(&self.conn, id)?.ok_or_else(|| JobError::NotFound(id.to_string()))?;
         if job.status.is_terminal() {
@@ -307,6 +365,47 @@ impl JobWorker {
     }
 }
 
+fn remove_input(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(event = "store_failed", what = "remove_batch_input", path = %path.display(), error = %error);
+    }
+}
+
+/// Removes kept inputs a crash left behind: those of jobs that have ended, and those without a
+/// job row (the crash fell between the link and the insert) once older than [`ORPHAN_AGE`].
+fn sweep_inputs(conn: &rusqlite::Connection, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let cutoff = SystemTime::now().checked_sub(ORPHAN_AGE).unwrap_or(SystemTime::UNIX_EPOCH);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else { continue };
+        let leftover = match db::get(conn, id) {
+            Ok(Some(job)) => job.status.is_terminal(),
+            Ok(None) => entry.metadata().is_ok_and(|m| linked_before(&m, cutoff)),
+            Err(_) => false,
+        };
+        if leftover {
+            remove_input(&entry.path());
+        }
+    }
+}
+
+/// Whether the link was made before `cutoff`: its inode's change time, which making a hard link
+/// sets (its modification time is the upload's).
+#[cfg(unix)]
+fn linked_before(meta: &std::fs::Metadata, cutoff: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0));
+    changed < cutoff
+}
+
+#[cfg(not(unix))]
+fn linked_before(meta: &std::fs::Metadata, cutoff: SystemTime) -> bool {
+    meta.modified().is_ok_and(|m| m < cutoff)
+}
+
 /// Creates `dir` (and its parents) readable by its owner only.
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -320,6 +419,51 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::jobs::db::{Finished, NewJob};
+
+    /// What a crash leaves in the kept inputs' folder: an ended job's input is swept, a running
+    /// job's is kept, and so is a fresh one without a row (a create may be under way elsewhere).
+    #[test]
+    fn the_sweep_removes_only_inputs_of_ended_jobs_and_old_orphans() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let mut conn = crate::store::open_connection(&dir.path().join("ferry.db"))?;
+        let inputs = dir.path().join("batch-inputs");
+        std::fs::create_dir(&inputs)?;
+        for (id, status) in [("batch_ended", "completed"), ("batch_running", "in_progress")] {
+            let path = inputs.join(format!("{id}.jsonl"));
+            std::fs::write(&path, "{}\n")?;
+            db::create(&mut conn, &NewJob { input_path: path, ..new_job(id) })?;
+            conn.execute("UPDATE batches SET status = ?1 WHERE id = ?2", rusqlite::params![status, id])?;
+        }
+        std::fs::write(inputs.join("batch_fresh_orphan.jsonl"), "{}\n")?;
+        sweep_inputs(&conn, &inputs);
+        let mut left: Vec<String> = std::fs::read_dir(&inputs)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["batch_fresh_orphan.jsonl", "batch_running.jsonl"]);
+        Ok(())
+    }
+
+    fn new_job(id: &str) -> NewJob {
+        NewJob {
+            id: id.into(),
+            kind: JobKind::Api,
+            owner: None,
+            input_file_id: "file-x".into(),
+            input_path: PathBuf::new(),
+            output_path: None,
+            endpoint: "/v1/chat/completions".into(),
+            completion_window: "24h".into(),
+            lane: "low".into(),
+            metadata: None,
+            idempotency_key: None,
+            request_hash: None,
+            created_at: 1,
+            expires_at: None,
+        }
+    }
 
     /// A finalize cut short (here: the job put back to `finalizing` after it ended, as a crash
     /// before its last write would leave it) writes the same files again, not a second set.
@@ -339,22 +483,7 @@ mod tests {
         };
         let mut worker =
             JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };
-        let new = NewJob {
-            id: "batch_1".into(),
-            kind: JobKind::Api,
-            owner: None,
-            input_file_id: "file-x".into(),
-            input_path: input,
-            output_path: None,
-            endpoint: "/v1/chat/completions".into(),
-            completion_window: "24h".into(),
-            lane: "low".into(),
-            metadata: None,
-            idempotency_key: None,
-            request_hash: None,
-            created_at: 1,
-            expires_at: None,
-        };
+        let new = NewJob { input_path: input, ..new_job("batch_1") };
         db::create(&mut worker.conn, &new)?;
         db::validate(&mut worker.conn, "batch_1", worker.settings.limits, &worker.settings.upstreams, 2)?;
         db::record(

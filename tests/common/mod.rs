@@ -299,7 +299,7 @@ mod http_helpers {
         /// The engine behind it.
         pub engine: Engine,
         handle: ServerHandle,
-        _dir: TempDir,
+        dir: TempDir,
     }
 
     impl TestServer {
@@ -319,7 +319,12 @@ mod http_helpers {
             let (server, addr) = ferry::http::build(state, &config.server, keys).expect("server binds");
             let handle = server.handle();
             actix_rt::spawn(server);
-            TestServer { base: format!("http://{addr}"), engine, handle, _dir: dir }
+            TestServer { base: format!("http://{addr}"), engine, handle, dir }
+        }
+
+        /// The folder holding its data and logs.
+        pub fn dir(&self) -> &std::path::Path {
+            self.dir.path()
         }
 
         /// The URL of `path`.
