@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ferry::console::layout::{Areas, areas};
 use ferry::console::remote::parse_message;
-use ferry::console::state::{Field, Focus, Mode};
+use ferry::console::state::{Drain, Field, Focus, Mode};
 use ferry::console::view::ConfigView;
 use ferry::console::{Dashboard, Update, draw};
 use ratatui::Terminal;
@@ -242,6 +242,27 @@ fn footer_shows_the_value_being_typed_and_help_lists_every_key() {
             &["Keys", "+ / -", "batch size up / down", "p, space", "pause / resume", "q, Ctrl-C", "quit"],
         );
     }
+}
+
+/// After `q`: the footer counts what the drain still has to answer (queued in the lanes, in
+/// flight at the upstreams) and offers the second `q`; once pressed, it says it is cutting off.
+#[test]
+fn footer_counts_what_the_drain_still_answers_and_offers_a_second_q() {
+    let mut state = dashboard();
+    state.drain = Some(Drain::Waiting);
+    for (w, h) in SIZES {
+        let (buffer, a) = panes(&state, w, h);
+        // 7 waiting in high, 70 in bulk; 3 in flight at the mock.
+        assert_has(
+            &text_in(&buffer, a.footer),
+            &["quitting: answering 77 queued and 3 in flight", "q again"],
+        );
+    }
+    state.drain = Some(Drain::CuttingOff);
+    let (buffer, a) = panes(&state, 80, 24);
+    let footer = text_in(&buffer, a.footer);
+    assert_has(&footer, &["stopping now: cutting off what is left"]);
+    assert!(!footer.contains("q again"), "{footer}");
 }
 
 #[test]

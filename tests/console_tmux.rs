@@ -62,14 +62,22 @@ fn tmux_installed() -> bool {
 }
 
 /// The shipped config.toml with the API on a free port and logs and data in `dir`.
-fn shipped_config_in(dir: &Path) -> std::path::PathBuf {
+fn shipped_config_in(dir: &Path, mock_latency_ms: u64) -> std::path::PathBuf {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).expect("config.toml");
     let text = shipped
+        .replace(
+            "latency_ms = 0\nlatency_jitter_ms",
+            &format!("latency_ms = {mock_latency_ms}\nlatency_jitter_ms"),
+        )
         .replace("bind = \"127.0.0.1:8000\"", "bind = \"127.0.0.1:0\"")
         .replace("path = \"data/ferry.db\"", &format!("path = {:?}", dir.join("data/ferry.db")))
         .replace("dir = \"logs\"", &format!("dir = {:?}", dir.join("logs")));
-    assert_ne!(text, shipped, "config.toml no longer has the lines this test rewrites");
+    for line in
+        ["bind = \"127.0.0.1:0\"", "ferry.db\"", "/logs\"", &format!("latency_ms = {mock_latency_ms}\n")]
+    {
+        assert!(text.contains(line), "config.toml no longer has the line this test rewrites to {line}");
+    }
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -87,6 +95,11 @@ struct Console {
 impl Console {
     /// None (after a loud note) when tmux is not installed and not required.
     fn start(env: &str) -> Option<Console> {
+        Console::start_with(env, 0)
+    }
+
+    /// [`Console::start`] with the mock answering each call in `mock_latency_ms`.
+    fn start_with(env: &str, mock_latency_ms: u64) -> Option<Console> {
         if !tmux_installed() {
             assert!(
                 std::env::var_os("FERRY_TMUX_REQUIRED").is_none(),
@@ -96,7 +109,7 @@ impl Console {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = shipped_config_in(dir.path());
+        let config = shipped_config_in(dir.path(), mock_latency_ms);
         let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmux = Tmux { socket: format!("ferry-test-{}-{name}", std::process::id()) };
         let script = format!(
@@ -119,7 +132,12 @@ impl Console {
 
     /// Waits for ferry to exit; asserts the exit code and that the terminal is restored.
     async fn assert_exit(&self, code: i32) -> String {
-        let pane = self.tmux.wait_for("FERRY_EXIT=", Duration::from_secs(40)).await;
+        self.assert_exit_within(code, Duration::from_secs(40)).await
+    }
+
+    /// [`Console::assert_exit`], with ferry given `limit` to exit.
+    async fn assert_exit_within(&self, code: i32, limit: Duration) -> String {
+        let pane = self.tmux.wait_for("FERRY_EXIT=", limit).await;
         assert!(pane.contains(&format!("FERRY_EXIT={code}")), "exit status, expected {code}:\n{pane}");
         let tty = pane.lines().find(|l| l.starts_with("TTY")).unwrap_or_default();
         assert!(
@@ -196,4 +214,31 @@ async fn a_panic_restores_the_terminal() {
         message.is_some_and(|m| pane.find("FERRY_EXIT").is_some_and(|e| m < e)),
         "panic message:\n{pane}"
     );
+}
+
+/// `q` with work in flight keeps the dashboard up while it drains, counting what is left; a
+/// second `q` cuts the drain short and ferry exits 0, reporting what it cut off.
+#[actix_rt::test]
+async fn a_second_q_cuts_a_long_drain_short() {
+    // Each mock call takes 10 s: the burst cannot drain before the second `q`, nor within the
+    // shipped 30 s grace.
+    let Some(console) = Console::start_with("", 10_000) else { return };
+    let tmux = &console.tmux;
+    wait_for_log_bind(&console.log(), Duration::from_secs(30));
+    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    tmux.keys(&["s"]);
+    tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
+    tmux.keys(&["q"]);
+    let pane = tmux.wait_for("quitting: answering", Duration::from_secs(10)).await;
+    assert!(pane.contains("q again"), "{pane}");
+    assert!(console.alternate_screen(), "the dashboard stays up while it drains");
+    tmux.keys(&["q"]);
+    // Without the cut-off the drain would run to the shipped 30 s grace.
+    let pane = console.assert_exit_within(0, Duration::from_secs(15)).await;
+    let report = pane.lines().find(|l| l.contains("ferry console: drained")).unwrap_or_default();
+    let cut_off =
+        report.split_once("items, ").and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok());
+    assert!(cut_off.is_some_and(|n| n > 0), "the second q cut the drain short: {report:?}\n{pane}");
+    let log = std::fs::read_to_string(console.log()).unwrap_or_default();
+    assert!(log.contains("phase=cut_off"), "the cut-off is not in the log");
 }

@@ -167,3 +167,25 @@ async fn shutdown_with_time_enough_drains_everything_and_returns_early() {
     let outcomes = within(Duration::from_secs(5), "outcomes", items.collect()).await;
     assert_answered_in_order(&outcomes, "drained");
 }
+
+/// The operator's second `q`: a drain with a long deadline ends as soon as it is cut off, and
+/// what was still open is answered "shutting down", not dropped.
+#[actix_rt::test]
+async fn a_cut_off_ends_a_long_drain_at_once_and_answers_the_rest() {
+    // One call at a time of 2 s each: twenty items need 40 s; the drain's deadline is 60 s.
+    let slow = MockUpstreamArgs { latency_ms: 2_000, ..mock_args() };
+    let (engine, _mock) =
+        engine_on(slow, [("bulk", lane(0, Mode::Fanout))], |u| UpstreamConfig { concurrency: 1, ..u }, 3);
+    let items = engine.submit("bulk", prompts("cut", 20)).await.expect("accepted");
+    tokio::time::sleep(Duration::from_millis(50)).await; // the first call is under way
+
+    let drain = engine.clone();
+    let shutdown = actix_rt::spawn(async move { drain.shutdown(Duration::from_secs(60)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shutdown.is_finished(), "the drain is still waiting on the slow calls");
+    engine.cut_off();
+    let report = within(Duration::from_secs(10), "a cut-off drain", shutdown).await.expect("shutdown task");
+    assert_eq!((report.drained, report.cut_off, report.left), (0, 20, 0), "{report:?}");
+    let outcomes = within(Duration::from_secs(5), "outcomes after the cut-off", items.collect()).await;
+    assert!(outcomes.iter().all(|o| matches!(o, Err(ItemError::ShuttingDown))), "{outcomes:?}");
+}

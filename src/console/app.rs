@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::Stdout;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossterm::event::{Event, EventStream};
+use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -17,7 +17,7 @@ use super::draw::draw;
 use super::error::ConsoleError;
 use super::input::handle_key;
 use super::source::Update;
-use super::state::Dashboard;
+use super::state::{Dashboard, Drain};
 
 /// Shortest time between two frames (at most 10 a second under load).
 pub const FRAME: Duration = Duration::from_millis(100);
@@ -122,20 +122,19 @@ pub fn start(
     true
 }
 
-/// Runs the dashboard on `terminal` until `q`, Ctrl-C or `stop` completes, then draws a last
-/// frame saying it is draining.
+/// Runs the dashboard on `terminal` until `q`, Ctrl-C or `stop` completes.
 pub async fn run(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
-    mut state: Dashboard,
-    controller: Controller,
-    tx: mpsc::Sender<Update>,
-    mut updates: mpsc::Receiver<Update>,
+    state: &mut Dashboard,
+    controller: &Controller,
+    tx: &mpsc::Sender<Update>,
+    updates: &mut mpsc::Receiver<Update>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ConsoleError> {
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh_config(&controller, &tx);
+    refresh_config(controller, tx);
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME;
     tokio::pin!(stop);
@@ -143,7 +142,7 @@ pub async fn run(
     let panic_drill = std::env::var_os("FERRY_CONSOLE_PANIC_DRILL").is_some();
     loop {
         if dirty && last_frame.elapsed() >= FRAME {
-            terminal.draw(|frame| draw(frame, &state))?;
+            terminal.draw(|frame| draw(frame, state))?;
             last_frame = Instant::now();
             dirty = false;
             if panic_drill && state.config.is_some() {
@@ -152,34 +151,95 @@ pub async fn run(
         }
         let next_frame = tokio::time::Instant::from_std(last_frame + FRAME);
         tokio::select! {
-            () = &mut stop => break,
+            () = &mut stop => return Ok(()),
             key = keys.next() => match key {
                 Some(Ok(Event::Key(key))) => {
-                    if let Some(command) = handle_key(&mut state, key)
-                        && !start(&mut state, command, &controller, &tx)
+                    if let Some(command) = handle_key(state, key)
+                        && !start(state, command, controller, tx)
                     {
-                        break;
+                        return Ok(());
                     }
                     dirty = true;
                 }
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return Err(ConsoleError::Terminal(error)),
-                None => break,
+                None => return Ok(()),
             },
             Some(update) = updates.recv() => {
-                dirty |= apply(&mut state, update, &controller, &tx);
+                dirty |= apply(state, update, controller, tx);
             }
-            _ = tick.tick() => {
-                dirty |= state.tick(Instant::now(), SystemTime::now());
-                // Ages and countdowns move with the clock while anything waits.
-                dirty |= state.lanes.values().any(|l| l.depth > 0) || state.upstreams.values().any(|u| u.until.is_some());
-            }
+            _ = tick.tick() => dirty |= on_tick(state),
             () = tokio::time::sleep_until(next_frame), if dirty => {}
         }
     }
-    state.quitting = true;
+}
+
+/// After a quit: keeps the dashboard live while `draining` (the engine's drain) runs — queues
+/// empty, batches finish — and ends it at once on a second `q` or Ctrl-C by calling `cut_off`.
+/// Returns what `draining` returned. A terminal that fails (closed, hung up) is left alone: the
+/// drain goes on without a picture.
+pub async fn drain<T>(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    state: &mut Dashboard,
+    controller: &Controller,
+    tx: &mpsc::Sender<Update>,
+    updates: &mut mpsc::Receiver<Update>,
+    draining: impl Future<Output = T>,
+    cut_off: impl Fn(),
+) -> T {
+    state.drain = Some(Drain::Waiting);
     state.mode = super::state::Mode::Normal;
-    terminal.draw(|frame| draw(frame, &state))?;
-    Ok(())
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
+    let mut drawing = true;
+    let mut reading = true;
+    let mut last_frame = Instant::now() - FRAME;
+    tokio::pin!(draining);
+    loop {
+        if drawing && dirty && last_frame.elapsed() >= FRAME {
+            drawing = terminal.draw(|frame| draw(frame, state)).is_ok();
+            last_frame = Instant::now();
+            dirty = false;
+        }
+        let next_frame = tokio::time::Instant::from_std(last_frame + FRAME);
+        tokio::select! {
+            output = &mut draining => return output,
+            key = keys.next(), if reading => match key {
+                Some(Ok(Event::Key(key))) if is_quit(key) && state.drain == Some(Drain::Waiting) => {
+                    tracing::info!(event = "shutdown", phase = "cut_off", by = "console");
+                    cut_off();
+                    state.drain = Some(Drain::CuttingOff);
+                    dirty = true;
+                }
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => reading = false,
+            },
+            Some(update) = updates.recv() => {
+                dirty |= apply(state, update, controller, tx);
+            }
+            _ = tick.tick() => dirty |= on_tick(state),
+            () = tokio::time::sleep_until(next_frame), if dirty && drawing => {}
+        }
+    }
+}
+
+/// `q`, Esc or Ctrl-C: the keys that end a drain early.
+fn is_quit(key: KeyEvent) -> bool {
+    key.kind != KeyEventKind::Release
+        && match key.code {
+            KeyCode::Char('c') => key.modifiers.contains(KeyModifiers::CONTROL),
+            KeyCode::Char('q') | KeyCode::Esc => true,
+            _ => false,
+        }
+}
+
+/// The one-second tick: clocks, samples; true when the screen should change.
+fn on_tick(state: &mut Dashboard) -> bool {
+    let moved = state.tick(Instant::now(), SystemTime::now());
+    // Ages and countdowns move with the clock while anything waits.
+    moved || state.lanes.values().any(|l| l.depth > 0) || state.upstreams.values().any(|u| u.until.is_some())
 }

@@ -1,7 +1,8 @@
 //! The operator console: a ratatui + crossterm dashboard over the engine.
 //!
 //! `ferry` (or `ferry console`) runs the engine, the HTTP API and the dashboard in one process
-//! ([`run_local`], built on [`crate::daemon::run_with`], so quitting drains like `ferry serve`);
+//! ([`run_local`], built on [`crate::daemon::run_with`], so quitting drains like `ferry serve`,
+//! with the dashboard live until the drain ends or a second `q` cuts it short);
 //! `ferry console --connect URL` draws the same dashboard from a daemon's event stream
 //! ([`run_remote`]). Either way the console is just another subscriber of the MetricsHub and
 //! another sender of the engine's control calls — it never reaches into an actor.
@@ -33,7 +34,7 @@ pub mod view;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use command::{Command, Controller};
 pub use draw::draw;
@@ -67,28 +68,58 @@ pub enum LocalError {
 }
 
 /// Runs the engine, the HTTP API and the dashboard until `q`, Ctrl-C or `stop`, then drains
-/// like `ferry serve` (the last frame says so) and restores the terminal. `log_feed`: whether a
-/// [`LogFeed`] sends the log events to `tx`. Call inside a running `actix::System`.
+/// like `ferry serve` with the dashboard still live (a second `q` cuts the drain short) and
+/// restores the terminal. `log_feed`: whether a [`LogFeed`] sends the log events to `tx`. Call
+/// inside a running `actix::System`.
 pub async fn run_local(
     config: Config,
     tx: mpsc::Sender<Update>,
-    updates: mpsc::Receiver<Update>,
+    mut updates: mpsc::Receiver<Update>,
     log_feed: bool,
     stop: impl Future<Output = ()>,
 ) -> Result<ShutdownReport, LocalError> {
     let mut guard = terminal::TerminalGuard::enter().map_err(ConsoleError::Terminal)?;
+    let (started_tx, started_rx) = oneshot::channel::<Started>();
+    let (quit_tx, quit_rx) = oneshot::channel::<()>();
+    // The daemon runs until the dashboard says quit, then drains while the dashboard watches.
+    let daemon = daemon::run_with(config, move |started: Started| {
+        let _ = started_tx.send(started);
+        async move {
+            let _ = quit_rx.await;
+        }
+    });
+    tokio::pin!(daemon);
+    let started = tokio::select! {
+        biased;
+        ended = &mut daemon => return Ok(ended?.0),
+        started = started_rx => match started {
+            Ok(started) => started,
+            Err(_) => return Ok((&mut daemon).await?.0),
+        },
+    };
+    let engine = started.engine.clone();
+    let controller = Controller::Local(started.engine.clone());
+    let mut state =
+        Dashboard::new(format!("local · API http://{}", started.addr), Instant::now(), SystemTime::now());
+    state.log_feed = log_feed;
+    actix_rt::spawn(source::local(started.engine, tx.clone()));
     let terminal = &mut guard.terminal;
-    let (report, result) = daemon::run_with(config, |started: Started| async move {
-        let controller = Controller::Local(started.engine.clone());
-        let mut state =
-            Dashboard::new(format!("local · API http://{}", started.addr), Instant::now(), SystemTime::now());
-        state.log_feed = log_feed;
-        actix_rt::spawn(source::local(started.engine, tx.clone()));
-        app::run(terminal, state, controller, tx, updates, stop).await
-    })
-    .await?;
+    let shown = tokio::select! {
+        shown = app::run(terminal, &mut state, &controller, &tx, &mut updates, stop) => shown,
+        // The API server failed under the dashboard.
+        ended = &mut daemon => return Ok(ended?.0),
+    };
+    let _ = quit_tx.send(());
+    let ended = match shown {
+        Ok(()) => {
+            app::drain(terminal, &mut state, &controller, &tx, &mut updates, daemon, || engine.cut_off())
+                .await
+        }
+        Err(_) => daemon.await,
+    };
     drop(guard);
-    result?;
+    let (report, ()) = ended?;
+    shown?;
     Ok(report)
 }
 
@@ -106,8 +137,9 @@ pub async fn run_remote(
     let controller = Controller::Remote(client.clone());
     let follow = actix_rt::spawn(client.follow(tx.clone()));
     let mut guard = terminal::TerminalGuard::enter()?;
-    let state = Dashboard::new(source, Instant::now(), SystemTime::now());
-    let result = app::run(&mut guard.terminal, state, controller, tx, updates, stop).await;
+    let mut state = Dashboard::new(source, Instant::now(), SystemTime::now());
+    let mut updates = updates;
+    let result = app::run(&mut guard.terminal, &mut state, &controller, &tx, &mut updates, stop).await;
     follow.abort();
     drop(guard);
     result

@@ -58,6 +58,15 @@ pub struct UpstreamRow {
     pub until: Option<SystemTime>,
 }
 
+/// Where a drain after `q` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Answering what is queued and in flight; a second `q` cuts it short.
+    Waiting,
+    /// Asked to stop now: what is left is being answered "shutting down".
+    CuttingOff,
+}
+
 /// Is the console attached to its engine?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -116,8 +125,8 @@ pub struct Dashboard {
     pub log_scroll: usize,
     /// The last command's result: text, and whether it failed.
     pub status: Option<(String, bool)>,
-    /// Quitting: draining.
-    pub quitting: bool,
+    /// Quitting: the drain under way, if any.
+    pub drain: Option<Drain>,
     /// Now, monotonic.
     pub now: Instant,
     /// Now, wall clock.
@@ -152,7 +161,7 @@ impl Dashboard {
             failures_scroll: 0,
             log_scroll: 0,
             status: None,
-            quitting: false,
+            drain: None,
             now,
             wall,
             last_sample: now,

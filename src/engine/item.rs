@@ -7,7 +7,7 @@
 //! holds even when the holder dies mid-message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -153,20 +153,32 @@ impl Reply {
     }
 }
 
-/// What every item shares with the engine: the way home and the count of open items.
+/// What every item shares with the engine: the way home, the count of open items, and whether
+/// a drain under way should end now.
 pub(crate) struct Shared {
     home: mpsc::UnboundedSender<Item>,
     open: AtomicUsize,
+    cut_off: AtomicBool,
 }
 
 impl Shared {
     pub(crate) fn new(home: mpsc::UnboundedSender<Item>) -> Arc<Self> {
-        Arc::new(Self { home, open: AtomicUsize::new(0) })
+        Arc::new(Self { home, open: AtomicUsize::new(0), cut_off: AtomicBool::new(false) })
     }
 
     /// Items accepted and not yet answered.
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Asks a drain under way (or the next one) to end now.
+    pub(crate) fn cut_off(&self) {
+        self.cut_off.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Shared::cut_off`] was asked for.
+    pub(crate) fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Acquire)
     }
 }
 

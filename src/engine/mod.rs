@@ -309,6 +309,12 @@ impl Engine {
         })
     }
 
+    /// Ends a [`shutdown`](Engine::shutdown) under way at once, as if its deadline had passed:
+    /// what is still open is answered [`ItemError::ShuttingDown`]. (The operator's second `q`.)
+    pub fn cut_off(&self) {
+        self.inner.shared.cut_off();
+    }
+
     /// Gives an upstream (the first one when `upstream` is None) a new API key, live: calls from
     /// now on use it. The key is never logged.
     pub async fn set_upstream_key(&self, upstream: Option<&str>, key: String) -> Result<(), ControlError> {

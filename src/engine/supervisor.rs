@@ -328,7 +328,7 @@ impl Handler<Shutdown> for Supervisor {
         let deadline = Instant::now() + msg.0;
         Box::pin(async move {
             let open_at_start = shared.open();
-            while shared.open() > 0 && Instant::now() < deadline {
+            while shared.open() > 0 && Instant::now() < deadline && !shared.is_cut_off() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let open_at_deadline = shared.open();

@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::console::state::{Dashboard, Mode};
+use crate::console::state::{Dashboard, Drain, Mode};
 
 /// The key hints shown when nothing else is.
 pub const HINTS: &str =
@@ -15,8 +15,20 @@ pub const HINTS: &str =
 /// Draws the footer.
 pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     let bold = Style::new().add_modifier(Modifier::BOLD);
-    let line = if state.quitting {
-        Line::from(Span::styled(" quitting: draining queued and in-flight prompts …", bold.fg(Color::Yellow)))
+    let line = if let Some(drain) = state.drain {
+        let queued: usize = state.lanes.values().map(|l| l.depth).sum();
+        let in_flight: usize = state.upstreams.values().map(|u| u.status.in_flight).sum();
+        let (text, hint) = match drain {
+            Drain::Waiting => (
+                format!(" quitting: answering {queued} queued and {in_flight} in flight …"),
+                "  q again: stop now (the rest is answered \"shutting down\"; batch jobs go on at the next start)",
+            ),
+            Drain::CuttingOff => (" stopping now: cutting off what is left …".to_string(), ""),
+        };
+        Line::from(vec![
+            Span::styled(text, bold.fg(Color::Yellow)),
+            Span::styled(hint, Style::new().fg(Color::DarkGray)),
+        ])
     } else if let Mode::Input { field, buffer } = &state.mode {
         Line::from(vec![
             Span::styled(format!(" new {}: ", field.label()), bold),
