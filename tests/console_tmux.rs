@@ -83,6 +83,18 @@ fn shipped_config_in(dir: &Path, mock_latency_ms: u64) -> std::path::PathBuf {
     path
 }
 
+/// How to start the console.
+#[derive(Default)]
+struct Setup<'a> {
+    /// Environment assignments put before the command.
+    env: &'a str,
+    /// The mock's latency per call.
+    mock_latency_ms: u64,
+    /// Whether ferry's standard error goes to `stderr.txt` in the temp dir instead of the pane
+    /// (the dashboard is drawn on standard output).
+    stderr_to_file: bool,
+}
+
 /// `ferry console` with the shipped config in a tmux pane of its own, `env` set for it. After
 /// ferry exits, the pane's shell prints whether the terminal is back in cooked mode (`icanon
 /// echo`; raw mode shows `-icanon -echo`) and then its exit status — in that order, so the
@@ -95,11 +107,12 @@ struct Console {
 impl Console {
     /// None (after a loud note) when tmux is not installed and not required.
     fn start(env: &str) -> Option<Console> {
-        Console::start_with(env, 0)
+        Console::start_with(Setup { env, ..Setup::default() })
     }
 
-    /// [`Console::start`] with the mock answering each call in `mock_latency_ms`.
-    fn start_with(env: &str, mock_latency_ms: u64) -> Option<Console> {
+    /// [`Console::start`] as `setup` says.
+    fn start_with(setup: Setup) -> Option<Console> {
+        let Setup { env, mock_latency_ms, stderr_to_file } = setup;
         if !tmux_installed() {
             assert!(
                 std::env::var_os("FERRY_TMUX_REQUIRED").is_none(),
@@ -112,8 +125,13 @@ impl Console {
         let config = shipped_config_in(dir.path(), mock_latency_ms);
         let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmux = Tmux { socket: format!("ferry-test-{}-{name}", std::process::id()) };
+        let stderr = if stderr_to_file {
+            format!("2>{}", dir.path().join("stderr.txt").display())
+        } else {
+            String::new()
+        };
         let script = format!(
-            "{env} {bin} console --config {config}; code=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); echo FERRY_EXIT=$code; sleep 120",
+            "{env} {bin} console --config {config} {stderr}; code=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); echo FERRY_EXIT=$code; sleep 120",
             bin = env!("CARGO_BIN_EXE_ferry"),
             config = config.display(),
         );
@@ -222,7 +240,9 @@ async fn a_panic_restores_the_terminal() {
 async fn a_second_q_cuts_a_long_drain_short() {
     // Each mock call takes 10 s: the burst cannot drain before the second `q`, nor within the
     // shipped 30 s grace.
-    let Some(console) = Console::start_with("", 10_000) else { return };
+    let Some(console) = Console::start_with(Setup { mock_latency_ms: 10_000, ..Setup::default() }) else {
+        return;
+    };
     let tmux = &console.tmux;
     wait_for_log_bind(&console.log(), Duration::from_secs(30));
     tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
@@ -241,4 +261,31 @@ async fn a_second_q_cuts_a_long_drain_short() {
     assert!(cut_off.is_some_and(|n| n > 0), "the second q cut the drain short: {report:?}\n{pane}");
     let log = std::fs::read_to_string(console.log()).unwrap_or_default();
     assert!(log.contains("phase=cut_off"), "the cut-off is not in the log");
+}
+
+/// An engine actor that panics is restarted without losing its items, and the dashboard stays
+/// up through it: the panic is counted in the header, keys still work, `q` exits 0.
+#[actix_rt::test]
+async fn an_actor_panic_leaves_the_dashboard_up() {
+    let env = "RUST_BACKTRACE=0 FERRY_CONSOLE_PANIC_DRILL=actor";
+    let Some(console) = Console::start_with(Setup { env, stderr_to_file: true, ..Setup::default() }) else {
+        return;
+    };
+    let tmux = &console.tmux;
+    wait_for_log_bind(&console.log(), Duration::from_secs(30));
+    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    // The pool panics on the burst's first batch; the supervisor restarts it.
+    tmux.keys(&["s"]);
+    let pane = tmux.wait_for("restarts 1", Duration::from_secs(15)).await;
+    assert!(pane.contains("actor pool panicked and was restarted"), "{pane}");
+    assert!(console.alternate_screen(), "the dashboard is still up");
+    tmux.wait_for("ok 200 · failed 0", Duration::from_secs(30)).await;
+    tmux.keys(&["+"]);
+    tmux.wait_for("batch size 11", Duration::from_secs(10)).await;
+    tmux.keys(&["q"]);
+    console.assert_exit(0).await;
+    // Nothing was printed into the terminal but the last report (a redraw could hide it).
+    let stderr = std::fs::read_to_string(console.dir.path().join("stderr.txt")).expect("stderr.txt");
+    assert!(stderr.contains("ferry console: drained"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "the panic was printed into the terminal:\n{stderr}");
 }

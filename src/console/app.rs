@@ -139,7 +139,8 @@ pub async fn run(
     let mut last_frame = Instant::now() - FRAME;
     tokio::pin!(stop);
     // A drill for the real-terminal test: the terminal must come back from a panic too.
-    let panic_drill = std::env::var_os("FERRY_CONSOLE_PANIC_DRILL").is_some();
+    // (`actor` drills an engine actor's panic instead; see `run_local`.)
+    let panic_drill = std::env::var_os("FERRY_CONSOLE_PANIC_DRILL").is_some_and(|drill| drill != "actor");
     loop {
         if dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|frame| draw(frame, state))?;

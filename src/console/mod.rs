@@ -103,6 +103,11 @@ pub async fn run_local(
         Dashboard::new(format!("local · API http://{}", started.addr), Instant::now(), SystemTime::now());
     state.log_feed = log_feed;
     actix_rt::spawn(source::local(started.engine, tx.clone()));
+    // A drill for the real-terminal test: an actor's panic is caught and the actor restarted;
+    // the dashboard must stay up through it.
+    if std::env::var("FERRY_CONSOLE_PANIC_DRILL").as_deref() == Ok("actor") {
+        let _ = engine.inject_panic(crate::engine::FaultTarget::Pool).await;
+    }
     let terminal = &mut guard.terminal;
     let shown = tokio::select! {
         shown = app::run(terminal, &mut state, &controller, &tx, &mut updates, stop) => shown,
