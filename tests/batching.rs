@@ -61,6 +61,7 @@ async fn partial_batches_wait_for_their_own_lanes_window() {
         snapshot.recent_batches.iter().map(|b| (b.lane.as_ref(), b.size, b.ok)).collect();
     batches.sort();
     assert_eq!(batches, [("high", 3, 3), ("medium", 3, 3)]);
+    assert_eq!(snapshot.batches_in_flight, 0, "both batches completed");
 }
 
 #[actix_rt::test]

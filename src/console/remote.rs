@@ -151,37 +151,72 @@ impl RemoteClient {
             return Ok(());
         }
         let mut body = response.bytes_stream();
-        let mut pending = String::new();
+        let mut messages = Messages::default();
         // The daemon sends a keep-alive every 15 s: three missed means it is gone or hung.
         while let Some(chunk) = tokio::time::timeout(SILENCE, body.next()).await.map_err(|_| {
             ConsoleError::Remote { url: url.clone(), status: 0, message: "no data for 45 s".into() }
         })? {
-            let chunk = chunk.map_err(failed)?;
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some((message, rest)) = split_message(&pending) {
+            messages.push(&chunk.map_err(failed)?);
+            while let Some(message) = messages.next() {
+                let message = message.map_err(|length| ConsoleError::Remote {
+                    url: url.clone(),
+                    status: 0,
+                    message: format!("an event of over {length} bytes without an end; not ferry's stream?"),
+                })?;
                 if let Some(update) = parse_message(&message)
                     && tx.send(update).await.is_err()
                 {
                     return Ok(());
                 }
-                pending = rest;
             }
         }
         Ok(())
     }
 }
 
-/// The first complete server-sent message of `pending` and what follows it.
-fn split_message(pending: &str) -> Option<(String, String)> {
-    let normalised;
-    let text = if pending.contains('\r') {
-        normalised = pending.replace("\r\n", "\n");
-        normalised.as_str()
-    } else {
-        pending
-    };
-    let end = text.find("\n\n")?;
-    Some((text[..end].to_string(), text[end + 2..].to_string()))
+/// The event stream's bytes cut into complete messages. Bytes wait here until their message
+/// ends, so a character split between two chunks arrives whole; a message that grows past
+/// [`MAX_MESSAGE`] without ending is refused (the stream is then dropped and reconnected).
+#[derive(Debug, Default)]
+struct Messages {
+    bytes: Vec<u8>,
+    /// Where the first message not yet taken starts.
+    start: usize,
+    /// How much of it was searched for its end already.
+    searched: usize,
+}
+
+/// Longest message accepted (a snapshot is a few kilobytes).
+const MAX_MESSAGE: usize = 4 << 20;
+
+impl Messages {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.drain(..self.start);
+        self.start = 0;
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    /// The next complete message, if there is one; its length so far if it is too long.
+    fn next(&mut self) -> Option<Result<String, usize>> {
+        let rest = &self.bytes[self.start..];
+        // Messages end with a blank line: `\n\n`, or `\r\n\r\n`. A search goes on where the
+        // last one stopped (less an end's length, which may have been cut in two).
+        let from = self.searched.saturating_sub(3);
+        let lf = rest[from..].windows(2).position(|w| w == b"\n\n").map(|at| (from + at, 2));
+        let crlf = rest[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|at| (from + at, 4));
+        match lf.into_iter().chain(crlf).min() {
+            Some((end, separator)) => {
+                let message = String::from_utf8_lossy(&rest[..end]).into_owned();
+                self.start += end + separator;
+                self.searched = 0;
+                Some(Ok(message))
+            }
+            None => {
+                self.searched = rest.len();
+                (rest.len() > MAX_MESSAGE).then_some(Err(rest.len()))
+            }
+        }
+    }
 }
 
 /// One server-sent message as an update: `event: snapshot` carries a [`Snapshot`], plain
@@ -209,5 +244,60 @@ pub fn parse_message(message: &str) -> Option<Update> {
             }
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(messages: &mut Messages) -> Vec<String> {
+        std::iter::from_fn(|| messages.next())
+            .map(|m| m.unwrap_or_else(|n| panic!("too long: {n}")))
+            .collect()
+    }
+
+    #[test]
+    fn messages_are_cut_at_blank_lines_whatever_the_chunks() {
+        let mut messages = Messages::default();
+        messages.push(b"data: {\"a\":1}\n\ndata: {\"b\"");
+        assert_eq!(all(&mut messages), ["data: {\"a\":1}"]);
+        messages.push(b":2}\n\n: keep-alive\r\n\r\n");
+        assert_eq!(all(&mut messages), ["data: {\"b\":2}", ": keep-alive"]);
+        assert!(messages.next().is_none());
+    }
+
+    #[test]
+    fn an_end_cut_between_chunks_is_found() {
+        let mut messages = Messages::default();
+        messages.push(b"data: 1\r\n\r");
+        assert!(messages.next().is_none());
+        messages.push(b"\ndata: 2\n");
+        assert_eq!(all(&mut messages), ["data: 1"]);
+        messages.push(b"\n");
+        assert_eq!(all(&mut messages), ["data: 2"]);
+    }
+
+    #[test]
+    fn a_character_split_between_chunks_arrives_whole() {
+        let text = "data: {\"last_error\":\"délai dépassé\"}\n\n".as_bytes();
+        let split = text.iter().position(|&b| b >= 0x80).map_or(0, |at| at + 1);
+        let mut messages = Messages::default();
+        messages.push(&text[..split]);
+        assert!(messages.next().is_none());
+        messages.push(&text[split..]);
+        assert_eq!(all(&mut messages), ["data: {\"last_error\":\"délai dépassé\"}"]);
+    }
+
+    #[test]
+    fn a_message_that_never_ends_is_refused() {
+        let mut messages = Messages::default();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..4 {
+            messages.push(&chunk);
+            assert!(messages.next().is_none());
+        }
+        messages.push(b"x");
+        assert_eq!(messages.next(), Some(Err(MAX_MESSAGE + 1)));
     }
 }

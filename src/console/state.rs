@@ -210,6 +210,7 @@ impl Dashboard {
             self.batches.pop_front();
         }
         self.batch_count = snapshot.batches;
+        self.batches_in_flight = snapshot.batches_in_flight;
         self.items_ok = snapshot.items_ok;
         self.items_failed = snapshot.items_failed;
         self.restarts = snapshot.restarts;
@@ -436,6 +437,25 @@ mod tests {
         let depth = |depth| MetricsEvent::LaneDepth { lane: "high".into(), depth, oldest_ms: 0 };
         assert!(state.apply(depth(0)));
         assert!(!state.apply(depth(0)));
+    }
+
+    /// A snapshot (at attach, or after the console fell behind and lost events) sets the
+    /// batches in flight; counting on from a stale figure would never come back to zero.
+    #[test]
+    fn a_snapshot_resets_the_batches_in_flight() {
+        let mut state = Dashboard::new("test", Instant::now(), SystemTime::now());
+        for _ in 0..3 {
+            let id = crate::engine::BatchId::new();
+            state.apply(MetricsEvent::BatchDispatched {
+                id,
+                lane: "low".into(),
+                size: 1,
+                mode: crate::config::Mode::Fanout,
+            });
+        }
+        assert_eq!(state.batches_in_flight, 3);
+        state.apply_snapshot(Snapshot { batches_in_flight: 1, ..Snapshot::default() });
+        assert_eq!(state.batches_in_flight, 1);
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct Snapshot {
     pub recent_batches: VecDeque<BatchRecord>,
     /// Batches completed since start.
     pub batches: u64,
+    /// Batches dispatched and not yet completed.
+    #[serde(default)]
+    pub batches_in_flight: usize,
     /// Items answered since start.
     pub items_ok: u64,
     /// Items that ended in an error since start.
@@ -232,6 +235,7 @@ impl MetricsHub {
             }
             MetricsEvent::BatchCompleted(record) => {
                 self.snapshot.batches += 1;
+                self.snapshot.batches_in_flight = self.snapshot.batches_in_flight.saturating_sub(1);
                 self.snapshot.items_ok += record.ok as u64;
                 self.snapshot.items_failed += record.failed as u64;
                 self.snapshot.lanes.entry(record.lane.to_string()).or_default().record(record);
@@ -245,7 +249,8 @@ impl MetricsHub {
             }
             MetricsEvent::Paused { paused } => self.snapshot.paused = *paused,
             MetricsEvent::ActorRestarted { .. } => self.snapshot.restarts += 1,
-            MetricsEvent::BatchDispatched { .. } | MetricsEvent::ConfigChanged { .. } => {}
+            MetricsEvent::BatchDispatched { .. } => self.snapshot.batches_in_flight += 1,
+            MetricsEvent::ConfigChanged { .. } => {}
         }
         // No subscriber is fine: the snapshot still answers queries.
         let _ = self.events.send(event);
