@@ -161,6 +161,39 @@ async fn remote_keys_change_the_daemon_over_http() {
     server.stop().await;
 }
 
+/// Keys pressed faster than the engine answers reach it in the order pressed: twenty `+` in a
+/// row end at batch size 30, not at whichever request happened to arrive last.
+#[actix_rt::test]
+async fn keys_pressed_in_a_burst_arrive_in_order() {
+    let server = TestServer::start(Keys::new(&[INFERENCE_KEY], &[ADMIN_KEY]));
+    let remote = RemoteClient::new(&server.base, Some(ADMIN_KEY.into())).expect("client");
+    burst_of_plus(&server, Controller::Remote(remote), 30).await;
+    burst_of_plus(&server, Controller::Local(server.engine.clone()), 50).await;
+    server.stop().await;
+}
+
+/// Twenty `+` without waiting; the engine's batch size must be `expected` afterwards.
+async fn burst_of_plus(server: &TestServer, controller: Controller, expected: usize) {
+    let mut driver = Driver::new(controller).await;
+    for _ in 0..20 {
+        let command = handle_key(&mut driver.state, KeyEvent::new(KeyCode::Char('+'), KeyModifiers::NONE));
+        assert!(start(&mut driver.state, command.expect("+ is a command"), &driver.controller, &driver.tx));
+    }
+    let mut done = 0;
+    while done < 20 {
+        match next(&mut driver.rx).await {
+            Update::Done(result) => {
+                assert!(result.is_ok(), "{result:?}");
+                done += 1;
+            }
+            update => {
+                apply(&mut driver.state, update, &driver.controller, &driver.tx);
+            }
+        }
+    }
+    assert_eq!(server.engine.config().await.expect("config").batch_size, expected);
+}
+
 /// The next update, failing the test after ten seconds.
 async fn next(rx: &mut mpsc::Receiver<Update>) -> Update {
     let wait = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
