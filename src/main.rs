@@ -77,6 +77,10 @@ struct RunCommand {
     /// Model for lines that name none (default: the lane's, else the first upstream's first).
     #[arg(long)]
     model: Option<String>,
+    /// Ask every prompt again, forgetting what an earlier run of the same command stored
+    /// (without it, the same command resumes, or only rewrites the output of a finished run).
+    #[arg(long)]
+    fresh: bool,
     /// The config file.
     #[arg(long, short, default_value = "config.toml")]
     config: PathBuf,
@@ -154,6 +158,7 @@ fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
         lane: command.lane,
         template: command.template,
         model: command.model,
+        fresh: command.fresh,
     };
     let mut progress = progress::Progress::new(std::io::stderr().is_terminal());
     let result = actix::System::new().block_on(async {
@@ -177,6 +182,17 @@ fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
             counts.failed
         );
         return Ok(ExitCode::from(130));
+    }
+    if report.rewritten {
+        println!(
+            "{}: {} lines, {} answered, {} failed — written again from the results of an earlier run \
+             (--fresh asks again)",
+            report.output.display(),
+            counts.total,
+            counts.completed,
+            counts.failed,
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{}: {} lines, {} answered, {} failed{} in {:.1} s ({rate:.0} lines/s)",

@@ -38,6 +38,8 @@ pub struct RunArgs {
     pub template: Option<String>,
     /// Model for lines that name none (default: the first model of the first upstream).
     pub model: Option<String>,
+    /// Ask again: forget what an earlier run of the same command stored.
+    pub fresh: bool,
 }
 
 /// How a run ended.
@@ -55,6 +57,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Whether the run was interrupted (run the same command again to go on).
     pub interrupted: bool,
+    /// Whether an earlier run had finished and its output was written again from what it stored.
+    pub rewritten: bool,
 }
 
 /// Why a run could not start or finish.
@@ -141,6 +145,9 @@ pub async fn run(
         Format::Batch => absolute(&args.input),
         Format::Prompts | Format::Csv => {
             let converted = data_dir.join("runs").join(format!("{id}.jsonl"));
+            if args.fresh {
+                remove_converted(&converted);
+            }
             if !converted.exists() {
                 if let Some(dir) = converted.parent() {
                     let io = |source| RunError::Io { path: dir.display().to_string(), source };
@@ -183,10 +190,19 @@ pub async fn run(
         created_at: crate::jobs::unix_now(),
         expires_at: None,
     };
+    if args.fresh && jobs.forget_run(&id).await? {
+        tracing::info!(event = "run_forgotten", job = %id);
+    }
+    let converted = new.input_path.starts_with(data_dir.join("runs")).then(|| new.input_path.clone());
     let job = match jobs.create(new).await? {
         Created::New(job) | Created::Existing(job) => job,
     };
     let resumed_from = job.counts.done();
+    // Run before and finished, its output since removed: write it again from what was stored.
+    let rewritten = job.status == JobStatus::Completed && !output.exists();
+    if rewritten {
+        jobs.write_run_output(&id).await?;
+    }
     let mut progress = match jobs.run(&id).await? {
         Some(progress) => progress,
         None => return Err(RunError::Job(JobError::Stopped)),
@@ -228,6 +244,10 @@ pub async fn run(
     if !interrupted && !job.status.is_terminal() {
         return Err(RunError::Stopped { status: job.status.to_string() });
     }
+    // The outcomes are stored; a converted input is needed no more (--fresh converts again).
+    if let Some(path) = converted.filter(|_| job.status.is_terminal()) {
+        remove_converted(&path);
+    }
     Ok(RunReport {
         job_id: id,
         output,
@@ -235,7 +255,16 @@ pub async fn run(
         resumed_from,
         elapsed: started.elapsed(),
         interrupted,
+        rewritten,
     })
+}
+
+fn remove_converted(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(event = "run_cleanup_failed", path = %path.display(), error = %error);
+    }
 }
 
 fn invalid(path: &Path, errors: &[LineError]) -> RunError {

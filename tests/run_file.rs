@@ -106,6 +106,39 @@ fn every_line_gets_one_answer_in_input_order() {
     assert!(stdout.contains("300 lines, 300 answered, 0 failed"), "{stdout}");
 }
 
+/// The same command after a finished run: with its output removed, the output is written again
+/// from the stored results without a request; with `--fresh`, every prompt is asked again. The
+/// converted input under the data folder goes once the run has finished.
+#[test]
+fn a_finished_run_rewrites_a_removed_output_and_fresh_asks_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_mock, url) = spawn_mock_upstream(&[]);
+    let config = write_config(dir.path(), &url, 100);
+    let (input, output) = (dir.path().join("prompts.jsonl"), dir.path().join("out.jsonl"));
+    write_prompts(&input, 20);
+    let first = run(&config, &input, &output, &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let written = std::fs::read_to_string(&output).expect("output");
+    let sent = requests_seen(&url);
+    assert!(sent >= 20, "{sent} requests for 20 prompts");
+    let runs = dir.path().join("data/runs");
+    assert_eq!(std::fs::read_dir(&runs).map(Iterator::count).unwrap_or(0), 0, "converted input left behind");
+
+    std::fs::remove_file(&output).expect("remove output");
+    let again = run(&config, &input, &output, &[]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("written again"), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&output).expect("output written again"), written);
+    assert_eq!(requests_seen(&url), sent, "nothing asked again");
+
+    let fresh = run(&config, &input, &output, &["--fresh"]);
+    assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
+    assert!(requests_seen(&url) >= sent + 20, "--fresh asks every prompt again");
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 20);
+    assert_ne!(std::fs::read_to_string(&output).expect("output"), written, "new answers, new request ids");
+}
+
 #[test]
 fn csv_rows_go_through_the_template() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -538,6 +538,19 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
     Ok(closed)
 }
 
+/// Forgets `ferry run` job `id` and its stored outcomes (`ferry run --fresh`); true if there was
+/// one. API batches are never forgotten this way.
+pub fn forget_run(conn: &mut Connection, id: &str) -> Result<bool, JobError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM batch_items WHERE batch_id = (SELECT id FROM batches WHERE id = ?1 AND kind = 'run')",
+        params![id],
+    )?;
+    let deleted = tx.execute("DELETE FROM batches WHERE id = ?1 AND kind = 'run'", params![id])?;
+    tx.commit()?;
+    Ok(deleted > 0)
+}
+
 /// Writes the stored output lines of job `id` whose state is in `states`, in input order, to
 /// `path`, through `temp` (same folder) renamed into place, mode 0600. Returns (lines, bytes).
 pub fn write_lines(

@@ -246,6 +246,35 @@ impl Handler<SetStatus> for JobWorker {
     }
 }
 
+/// Forget a `ferry run` job and its outcomes.
+#[derive(Message)]
+#[rtype(result = "Result<bool, JobError>")]
+pub(crate) struct ForgetRun(pub String);
+
+impl Handler<ForgetRun> for JobWorker {
+    type Result = Result<bool, JobError>;
+    fn handle(&mut self, msg: ForgetRun, _: &mut SyncContext<Self>) -> Self::Result {
+        self.inputs.remove(&msg.0);
+        db::forget_run(&mut self.conn, &msg.0)
+    }
+}
+
+/// Write an ended `ferry run` job's output file again from its stored outcomes.
+#[derive(Message)]
+#[rtype(result = "Result<(), JobError>")]
+pub(crate) struct WriteRunOutput(pub String);
+
+impl Handler<WriteRunOutput> for JobWorker {
+    type Result = Result<(), JobError>;
+    fn handle(&mut self, msg: WriteRunOutput, _: &mut SyncContext<Self>) -> Self::Result {
+        let job = db::get(&self.conn, &msg.0)?.ok_or_else(|| JobError::NotFound(msg.0.clone()))?;
+        if let (JobKind::Run, true, Some(path)) = (job.kind, job.status.is_terminal(), &job.output_path) {
+            db::write_lines(&self.conn, &job.id, &[1, 2], path, &path.with_extension("partial"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Close what is left, write the files, and end the job in `end`.
 #[derive(Message)]
 #[rtype(result = "Result<Job, JobError>")]
