@@ -105,6 +105,12 @@ pub enum RunError {
         /// Where it was.
         status: String,
     },
+    /// Another `ferry run` of the same command is running.
+    #[error(
+        "another `ferry run` of this same command (input, output, lane, template, model) is running; \
+         wait for it, or stop it — the next run resumes where it stopped"
+    )]
+    Busy,
     /// The input file's metadata could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -141,24 +147,15 @@ pub async fn run(
     let id = fingerprint(&args, &output, &lane, &model)?;
     let data_dir = config.storage.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let format = input::detect(&args.input, args.template.as_deref())?;
-    let input_path = match format {
-        Format::Batch => absolute(&args.input),
-        Format::Prompts | Format::Csv => {
-            let converted = data_dir.join("runs").join(format!("{id}.jsonl"));
-            if args.fresh {
-                remove_converted(&converted);
-            }
-            if !converted.exists() {
-                if let Some(dir) = converted.parent() {
-                    let io = |source| RunError::Io { path: dir.display().to_string(), source };
-                    crate::jobs::create_private_dir(dir).map_err(io)?;
-                }
-                let how = Conversion { template: args.template.as_deref(), model: &model };
-                input::convert(&args.input, format, &how, &converted)?;
-            }
-            converted
-        }
+    let runs = data_dir.join("runs");
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RunError::Io { path, source }
     };
+    crate::jobs::create_private_dir(&runs).map_err(io(&runs))?;
+    // One process per command: a second would send every prompt again, and `--fresh` in it
+    // would forget what the first has stored. The lock goes with the process, however it ends.
+    let _lock = lock_run(&runs.join(format!("{id}.lock")))?;
 
     let engine = Engine::start(&config)?;
     let settings = WorkerSettings {
@@ -174,6 +171,27 @@ pub async fn run(
         }
         other => RunError::Job(other),
     })?;
+    if args.fresh && jobs.forget_run(&id).await? {
+        tracing::info!(event = "run_forgotten", job = %id);
+    }
+    let earlier = jobs.get(&id).await?;
+    // CSV and `{"prompt"}` lines are converted to batch lines for the run's life; a finished
+    // run needs them no more.
+    let (input_path, converted) = match format {
+        Format::Batch => (absolute(&args.input), None),
+        Format::Prompts | Format::Csv => {
+            let converted = runs.join(format!("{id}.jsonl"));
+            if args.fresh {
+                remove_converted(&converted);
+            }
+            let finished = earlier.as_ref().is_some_and(|job| job.status.is_terminal());
+            if !finished && !converted.exists() {
+                let how = Conversion { template: args.template.as_deref(), model: &model };
+                input::convert(&args.input, format, &how, &converted)?;
+            }
+            (converted.clone(), Some(converted))
+        }
+    };
     let new = NewJob {
         id: id.clone(),
         kind: JobKind::Run,
@@ -190,10 +208,6 @@ pub async fn run(
         created_at: crate::jobs::unix_now(),
         expires_at: None,
     };
-    if args.fresh && jobs.forget_run(&id).await? {
-        tracing::info!(event = "run_forgotten", job = %id);
-    }
-    let converted = new.input_path.starts_with(data_dir.join("runs")).then(|| new.input_path.clone());
     let job = match jobs.create(new).await? {
         Created::New(job) | Created::Existing(job) => job,
     };
@@ -238,15 +252,15 @@ pub async fn run(
     let job = jobs.get(&id).await?.ok_or_else(|| JobError::NotFound(id.clone()))?;
     current = JobProgress { status: job.status, counts: job.counts };
     watch(&current);
+    // The outcomes are stored (or the input was refused): the converted input has served.
+    if let Some(path) = converted.filter(|_| job.status.is_terminal()) {
+        remove_converted(&path);
+    }
     if job.status == JobStatus::Failed {
         return Err(invalid(&args.input, &job.errors));
     }
     if !interrupted && !job.status.is_terminal() {
         return Err(RunError::Stopped { status: job.status.to_string() });
-    }
-    // The outcomes are stored; a converted input is needed no more (--fresh converts again).
-    if let Some(path) = converted.filter(|_| job.status.is_terminal()) {
-        remove_converted(&path);
     }
     Ok(RunReport {
         job_id: id,
@@ -257,6 +271,17 @@ pub async fn run(
         interrupted,
         rewritten,
     })
+}
+
+/// Takes the lock of one command's run, or says another process holds it.
+fn lock_run(path: &Path) -> Result<std::fs::File, RunError> {
+    let io = |source| RunError::Io { path: path.display().to_string(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Busy),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
 }
 
 fn remove_converted(path: &Path) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{ADMIN_KEY, INFERENCE_KEY, TestServer, call};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ferry::console::app::{apply, start};
+use ferry::console::app::{Calls, apply, start};
 use ferry::console::input::handle_key;
 use ferry::console::remote::RemoteClient;
 use ferry::console::state::Link;
@@ -24,6 +24,7 @@ struct Driver {
     controller: Controller,
     tx: mpsc::Sender<Update>,
     rx: mpsc::Receiver<Update>,
+    calls: Calls,
 }
 
 impl Driver {
@@ -31,7 +32,17 @@ impl Driver {
         let (tx, rx) = mpsc::channel(1024);
         let mut state = Dashboard::new("test", Instant::now(), SystemTime::now());
         state.set_config(controller.config().await.expect("config"));
-        Driver { state, controller, tx, rx }
+        Driver::with(state, controller, tx, rx)
+    }
+
+    fn with(
+        state: Dashboard,
+        controller: Controller,
+        tx: mpsc::Sender<Update>,
+        rx: mpsc::Receiver<Update>,
+    ) -> Driver {
+        let calls = Calls::start(controller.clone(), tx.clone());
+        Driver { state, controller, tx, rx, calls }
     }
 
     /// Presses `keys`; each command is started as the console starts it and its result waited for.
@@ -49,7 +60,7 @@ impl Driver {
 
     async fn key(&mut self, key: KeyEvent) -> Option<Command> {
         let command = handle_key(&mut self.state, key)?;
-        if !start(&mut self.state, command.clone(), &self.controller, &self.tx) {
+        if !start(&mut self.state, command.clone(), &self.calls) {
             return Some(command);
         }
         if self.state.status.as_ref().is_some_and(|(_, failed)| *failed) {
@@ -148,7 +159,7 @@ async fn remote_keys_change_the_daemon_over_http() {
     let controller = Controller::Remote(remote);
     assert!(controller.config().await.is_err(), "config is admin-only");
     let (tx, rx) = mpsc::channel(1024);
-    let mut driver = Driver { state: driver.state.clone(), controller, tx, rx };
+    let mut driver = Driver::with(driver.state.clone(), controller, tx, rx);
     driver.press("+").await;
     assert!(driver.status().contains("403"), "{}", driver.status());
     // The refused change does not stay on screen.
@@ -177,7 +188,7 @@ async fn burst_of_plus(server: &TestServer, controller: Controller, expected: us
     let mut driver = Driver::new(controller).await;
     for _ in 0..20 {
         let command = handle_key(&mut driver.state, KeyEvent::new(KeyCode::Char('+'), KeyModifiers::NONE));
-        assert!(start(&mut driver.state, command.expect("+ is a command"), &driver.controller, &driver.tx));
+        assert!(start(&mut driver.state, command.expect("+ is a command"), &driver.calls));
     }
     let mut done = 0;
     while done < 20 {

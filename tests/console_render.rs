@@ -249,6 +249,12 @@ fn footer_shows_the_value_being_typed_and_help_lists_every_key() {
 #[test]
 fn footer_counts_what_the_drain_still_answers_and_offers_a_second_q() {
     let mut state = dashboard();
+    // The first half second: a `q` held down is not a second one, so no offer yet.
+    state.drain = Some(Drain::Starting);
+    let (buffer, a) = panes(&state, 80, 24);
+    let footer = text_in(&buffer, a.footer);
+    assert_has(&footer, &["quitting: answering 77 queued and 3 in flight"]);
+    assert!(!footer.contains("q again"), "{footer}");
     state.drain = Some(Drain::Waiting);
     for (w, h) in SIZES {
         let (buffer, a) = panes(&state, w, h);

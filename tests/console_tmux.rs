@@ -131,9 +131,10 @@ impl Console {
             String::new()
         };
         let script = format!(
-            "{env} {bin} console --config {config} {stderr}; code=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); echo FERRY_EXIT=$code; sleep 120",
+            "{env} sh -c 'echo $$ > {pidfile}; exec \"$0\" \"$@\"' {bin} console --config {config} {stderr}; code=$?; echo TTY $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '); echo FERRY_EXIT=$code; sleep 120",
             bin = env!("CARGO_BIN_EXE_ferry"),
             config = config.display(),
+            pidfile = dir.path().join("ferry.pid").display(),
         );
         let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "140", "-y", "40", &script]);
         assert!(started.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&started.stderr));
@@ -142,6 +143,12 @@ impl Console {
 
     fn log(&self) -> std::path::PathBuf {
         self.dir.path().join("logs/ferry.log")
+    }
+
+    /// The pid of ferry (written by the shell that became ferry).
+    fn ferry_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.path().join("ferry.pid")).expect("ferry.pid");
+        text.trim().parse().unwrap_or_else(|_| panic!("ferry.pid holds {text:?}"))
     }
 
     fn alternate_screen(&self) -> bool {
@@ -249,8 +256,9 @@ async fn a_second_q_cuts_a_long_drain_short() {
     tmux.keys(&["s"]);
     tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
     tmux.keys(&["q"]);
-    let pane = tmux.wait_for("quitting: answering", Duration::from_secs(10)).await;
-    assert!(pane.contains("q again"), "{pane}");
+    // The hint comes once a held-down `q` can no longer be taken for a second one.
+    let pane = tmux.wait_for("q again", Duration::from_secs(10)).await;
+    assert!(pane.contains("quitting: answering"), "{pane}");
     assert!(console.alternate_screen(), "the dashboard stays up while it drains");
     tmux.keys(&["q"]);
     // Without the cut-off the drain would run to the shipped 30 s grace.
@@ -261,6 +269,35 @@ async fn a_second_q_cuts_a_long_drain_short() {
     assert!(cut_off.is_some_and(|n| n > 0), "the second q cut the drain short: {report:?}\n{pane}");
     let log = std::fs::read_to_string(console.log()).unwrap_or_default();
     assert!(log.contains("phase=cut_off"), "the cut-off is not in the log");
+}
+
+/// The same from a service manager: SIGTERM starts the drain with the dashboard up, a second
+/// SIGTERM cuts it short.
+#[actix_rt::test]
+async fn a_second_sigterm_cuts_a_long_drain_short() {
+    let Some(console) = Console::start_with(Setup { mock_latency_ms: 10_000, ..Setup::default() }) else {
+        return;
+    };
+    let tmux = &console.tmux;
+    wait_for_log_bind(&console.log(), Duration::from_secs(30));
+    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    tmux.keys(&["s"]);
+    tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
+    let ferry = console.ferry_pid();
+    let term = || {
+        let sent = Command::new("sh").args(["-c", &format!("kill -TERM {ferry}")]).status().expect("sh runs");
+        assert!(sent.success(), "kill -TERM {ferry}");
+    };
+    term();
+    tmux.wait_for("quitting: answering", Duration::from_secs(10)).await;
+    term();
+    let pane = console.assert_exit_within(0, Duration::from_secs(15)).await;
+    let report = pane.lines().find(|l| l.contains("ferry console: drained")).unwrap_or_default();
+    let cut_off =
+        report.split_once("items, ").and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok());
+    assert!(cut_off.is_some_and(|n| n > 0), "the second SIGTERM cut the drain short: {report:?}\n{pane}");
+    let log = std::fs::read_to_string(console.log()).unwrap_or_default();
+    assert!(log.contains("phase=cut_off by=\"signal\"") || log.contains("phase=cut_off by=signal"), "{log}");
 }
 
 /// An engine actor that panics is restarted without losing its items, and the dashboard stays

@@ -482,6 +482,6 @@ async fn a_daemon_killed_mid_job_with_its_upload_deleted_resumes_each_custom_id_
     let unique: HashSet<String> = ids(&output).into_iter().collect();
     assert_eq!(unique.len(), LINES, "each custom_id exactly once");
     assert_eq!(done["error_file_id"], Value::Null, "nothing failed for want of the deleted upload");
-    let kept = std::fs::read_dir(dir.path().join("data/batch-inputs")).expect("kept inputs");
+    let kept = std::fs::read_dir(dir.path().join("data/files/batch-inputs")).expect("kept inputs");
     assert_eq!(kept.count(), 0, "the job's own input went when it ended");
 }

@@ -122,7 +122,11 @@ fn a_finished_run_rewrites_a_removed_output_and_fresh_asks_again() {
     let sent = requests_seen(&url);
     assert!(sent >= 20, "{sent} requests for 20 prompts");
     let runs = dir.path().join("data/runs");
-    assert_eq!(std::fs::read_dir(&runs).map(Iterator::count).unwrap_or(0), 0, "converted input left behind");
+    let converted = |runs: &Path| {
+        let entries = std::fs::read_dir(runs).expect("data/runs");
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl")).count()
+    };
+    assert_eq!(converted(&runs), 0, "converted input left behind");
 
     std::fs::remove_file(&output).expect("remove output");
     let again = run(&config, &input, &output, &[]);
@@ -212,6 +216,18 @@ fn a_run_killed_mid_job_resumes_and_each_line_is_answered_once() {
     let mut child = KillOnDrop(child);
     let db = dir.path().join("data/ferry.db");
     let deadline = Instant::now() + Duration::from_secs(60);
+    while done_in_store(&db) == 0 {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The same command beside it is refused: it would send everything again (and --fresh
+    // would forget what the first one stored).
+    for extra in [&[][..], &["--fresh"][..]] {
+        let second = run(&config, &input, &output, extra);
+        assert_eq!(second.status.code(), Some(1), "{extra:?}: {second:?}");
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(stderr.contains("another `ferry run` of this same command"), "{stderr}");
+    }
     while done_in_store(&db) < 1_000 {
         assert!(Instant::now() < deadline, "the run made no progress");
         assert!(child.try_wait().ok().flatten().is_none(), "the run ended before it was killed");

@@ -12,12 +12,13 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 
-use super::command::{Command, Controller};
+use super::command::{Call, Command, Controller};
 use super::draw::draw;
 use super::error::ConsoleError;
 use super::input::handle_key;
 use super::source::Update;
 use super::state::{Dashboard, Drain};
+use super::view::ConfigView;
 
 /// Shortest time between two frames (at most 10 a second under load).
 pub const FRAME: Duration = Duration::from_millis(100);
@@ -77,13 +78,65 @@ pub fn refresh_config(controller: &Controller, tx: &mpsc::Sender<Update>) {
     });
 }
 
-/// Starts `command` in the background; its result comes back on `tx`. False for quit.
-pub fn start(
-    state: &mut Dashboard,
-    command: Command,
-    controller: &Controller,
-    tx: &mpsc::Sender<Update>,
-) -> bool {
+/// Where commands go to be carried out. Changes are made one after another, in the order the
+/// keys were pressed, by one task: a change made while another is under way waits its turn (a
+/// daemon would otherwise get them in whatever order the requests arrive). Bursts, which wait
+/// for their answers, go beside them.
+#[derive(Clone)]
+pub struct Calls {
+    controller: Controller,
+    tx: mpsc::Sender<Update>,
+    changes: mpsc::UnboundedSender<(Call, Option<ConfigView>)>,
+}
+
+impl Calls {
+    /// Starts the task making `controller`'s changes; results come back on `tx`. Call inside a
+    /// running actix System.
+    pub fn start(controller: Controller, tx: mpsc::Sender<Update>) -> Calls {
+        let (changes, mut queue) = mpsc::unbounded_channel();
+        let (worker, results) = (controller.clone(), tx.clone());
+        actix_rt::spawn(async move {
+            while let Some((call, before)) = queue.recv().await {
+                make(&worker, &results, call, before).await;
+            }
+        });
+        Calls { controller, tx, changes }
+    }
+
+    fn send(&self, call: Call, before: Option<ConfigView>) {
+        if matches!(call, Call::Burst(_)) {
+            let (controller, tx) = (self.controller.clone(), self.tx.clone());
+            actix_rt::spawn(async move { make(&controller, &tx, call, before).await });
+        } else if let Err(mpsc::error::SendError((call, before))) = self.changes.send((call, before)) {
+            // The task is gone (it cannot panic, but be sure): make the change on its own.
+            let (controller, tx) = (self.controller.clone(), self.tx.clone());
+            actix_rt::spawn(async move { make(&controller, &tx, call, before).await });
+        }
+    }
+}
+
+/// Makes `call`; sends the configuration after it and the result to `tx`.
+async fn make(controller: &Controller, tx: &mpsc::Sender<Update>, call: Call, before: Option<ConfigView>) {
+    let update = match controller.run(call).await {
+        Ok(done) => {
+            if let Some(config) = done.config {
+                let _ = tx.send(Update::Config(config)).await;
+            }
+            Update::Done(Ok(done.message))
+        }
+        Err(error) => {
+            let config = controller.config().await.ok().or(before);
+            if let Some(config) = config {
+                let _ = tx.send(Update::Config(config)).await;
+            }
+            Update::Done(Err(error.to_string()))
+        }
+    };
+    let _ = tx.send(update).await;
+}
+
+/// Starts `command` through `calls`; its result comes back on their channel. False for quit.
+pub fn start(state: &mut Dashboard, command: Command, calls: &Calls) -> bool {
     let call = match command.resolve(state.config.as_ref()) {
         Ok(Some(call)) => call,
         Ok(None) => return false,
@@ -100,25 +153,7 @@ pub fn start(
     if let Some(config) = &mut state.config {
         call.apply_to(config);
     }
-    let (controller, tx) = (controller.clone(), tx.clone());
-    actix_rt::spawn(async move {
-        let update = match controller.run(call).await {
-            Ok(done) => {
-                if let Some(config) = done.config {
-                    let _ = tx.send(Update::Config(config)).await;
-                }
-                Update::Done(Ok(done.message))
-            }
-            Err(error) => {
-                let config = controller.config().await.ok().or(before);
-                if let Some(config) = config {
-                    let _ = tx.send(Update::Config(config)).await;
-                }
-                Update::Done(Err(error.to_string()))
-            }
-        };
-        let _ = tx.send(update).await;
-    });
+    calls.send(call, before);
     true
 }
 
@@ -135,6 +170,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh_config(controller, tx);
+    let calls = Calls::start(controller.clone(), tx.clone());
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME;
     tokio::pin!(stop);
@@ -156,7 +192,7 @@ pub async fn run(
             key = keys.next() => match key {
                 Some(Ok(Event::Key(key))) => {
                     if let Some(command) = handle_key(state, key)
-                        && !start(state, command, controller, tx)
+                        && !start(state, command, &calls)
                     {
                         return Ok(());
                     }
@@ -176,10 +212,15 @@ pub async fn run(
     }
 }
 
+/// Quit keys this soon after the drain starts are the first `q` held down, not a second one
+/// (a signal cuts off at once).
+const REPEAT_GUARD: Duration = Duration::from_millis(500);
+
 /// After a quit: keeps the dashboard live while `draining` (the engine's drain) runs — queues
-/// empty, batches finish — and ends it at once on a second `q` or Ctrl-C by calling `cut_off`.
-/// Returns what `draining` returned. A terminal that fails (closed, hung up) is left alone: the
-/// drain goes on without a picture.
+/// empty, batches finish — and ends it at once on a second `q`, Ctrl-C or `signal` (a second
+/// SIGTERM, say) by calling `cut_off`. Returns what `draining` returned. A terminal that fails
+/// (closed, hung up) is left alone: the drain goes on without a picture.
+#[allow(clippy::too_many_arguments)]
 pub async fn drain<T>(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     state: &mut Dashboard,
@@ -187,18 +228,20 @@ pub async fn drain<T>(
     tx: &mpsc::Sender<Update>,
     updates: &mut mpsc::Receiver<Update>,
     draining: impl Future<Output = T>,
+    signal: impl Future<Output = ()>,
     cut_off: impl Fn(),
 ) -> T {
-    state.drain = Some(Drain::Waiting);
+    state.drain = Some(Drain::Starting);
     state.mode = super::state::Mode::Normal;
-    let mut keys = EventStream::new();
+    let settled = tokio::time::sleep(REPEAT_GUARD);
+    let mut keys = Some(EventStream::new());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
     let mut drawing = true;
-    let mut reading = true;
     let mut last_frame = Instant::now() - FRAME;
-    tokio::pin!(draining);
+    tokio::pin!(draining, signal, settled);
+    let mut signalled = false;
     loop {
         if drawing && dirty && last_frame.elapsed() >= FRAME {
             drawing = terminal.draw(|frame| draw(frame, state)).is_ok();
@@ -206,18 +249,23 @@ pub async fn drain<T>(
             dirty = false;
         }
         let next_frame = tokio::time::Instant::from_std(last_frame + FRAME);
+        let mut cut = false;
         tokio::select! {
             output = &mut draining => return output,
-            key = keys.next(), if reading => match key {
-                Some(Ok(Event::Key(key))) if is_quit(key) && state.drain == Some(Drain::Waiting) => {
-                    tracing::info!(event = "shutdown", phase = "cut_off", by = "console");
-                    cut_off();
-                    state.drain = Some(Drain::CuttingOff);
-                    dirty = true;
-                }
+            () = &mut settled, if state.drain == Some(Drain::Starting) => {
+                state.drain = Some(Drain::Waiting);
+                dirty = true;
+            }
+            () = &mut signal, if !signalled => {
+                signalled = true;
+                cut = true;
+            }
+            key = next_key(&mut keys), if keys.is_some() => match key {
+                Some(Ok(Event::Key(key))) if is_quit(key) => cut = state.drain == Some(Drain::Waiting),
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => reading = false,
+                // The terminal is gone: stop reading it.
+                Some(Err(_)) | None => keys = None,
             },
             Some(update) = updates.recv() => {
                 dirty |= apply(state, update, controller, tx);
@@ -225,15 +273,32 @@ pub async fn drain<T>(
             _ = tick.tick() => dirty |= on_tick(state),
             () = tokio::time::sleep_until(next_frame), if dirty && drawing => {}
         }
+        if cut && state.drain != Some(Drain::CuttingOff) {
+            tracing::info!(
+                event = "shutdown",
+                phase = "cut_off",
+                by = if signalled { "signal" } else { "console" }
+            );
+            cut_off();
+            state.drain = Some(Drain::CuttingOff);
+            dirty = true;
+        }
     }
 }
 
-/// `q`, Esc or Ctrl-C: the keys that end a drain early.
+async fn next_key(keys: &mut Option<EventStream>) -> Option<std::io::Result<Event>> {
+    match keys {
+        Some(keys) => keys.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `q` or Ctrl-C: the keys that end a drain early.
 fn is_quit(key: KeyEvent) -> bool {
     key.kind != KeyEventKind::Release
         && match key.code {
             KeyCode::Char('c') => key.modifiers.contains(KeyModifiers::CONTROL),
-            KeyCode::Char('q') | KeyCode::Esc => true,
+            KeyCode::Char('q') => true,
             _ => false,
         }
 }

@@ -117,8 +117,10 @@ pub async fn run_local(
     let _ = quit_tx.send(());
     let ended = match shown {
         Ok(()) => {
-            app::drain(terminal, &mut state, &controller, &tx, &mut updates, daemon, || engine.cut_off())
-                .await
+            // A second signal (SIGTERM from a service manager losing patience) cuts off too.
+            let signal = daemon::stop_signals(true);
+            let cut_off = || engine.cut_off();
+            app::drain(terminal, &mut state, &controller, &tx, &mut updates, daemon, signal, cut_off).await
         }
         Err(_) => daemon.await,
     };

@@ -2,7 +2,6 @@
 //! events) feeds the dashboard and its config endpoints carry the controls, with the same API key
 //! any client would use.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,9 +27,6 @@ pub struct RemoteClient {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
-    /// Control calls take turns, in the order they were made (tokio's mutex is fair): keys
-    /// pressed faster than the daemon answers must not overtake each other on the way.
-    turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RemoteClient {
@@ -44,7 +40,7 @@ impl RemoteClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|source| ConsoleError::Http { url: base.clone(), source })?;
-        Ok(RemoteClient { base, key, http, turns: Arc::default() })
+        Ok(RemoteClient { base, key, http })
     }
 
     /// The daemon's address.
@@ -84,9 +80,8 @@ impl RemoteClient {
         })
     }
 
-    /// Makes a control call, after every call made before it; returns the configuration after it.
+    /// Makes a control call; returns the configuration after it.
     pub async fn run(&self, call: Call) -> Result<ConfigView, ConsoleError> {
-        let _turn = self.turns.lock().await;
         let (path, body) = match call {
             Call::BatchSize(size) => ("/api/v1/config/batch-size".to_string(), json!({ "size": size })),
             Call::BatchDelay(ms) => ("/api/v1/config/batch-delay".to_string(), json!({ "delay_ms": ms })),

@@ -61,6 +61,8 @@ pub struct UpstreamRow {
 /// Where a drain after `q` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {
+    /// Just begun: a `q` now is the first one held down, not a second.
+    Starting,
     /// Answering what is queued and in flight; a second `q` cuts it short.
     Waiting,
     /// Asked to stop now: what is left is being answered "shutting down".

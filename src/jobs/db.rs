@@ -560,6 +560,21 @@ pub fn write_lines(
     path: &Path,
     temp: &Path,
 ) -> Result<(u64, u64), JobError> {
+    let written = write_lines_to(conn, id, states, path, temp);
+    if written.is_err() {
+        // Nothing half-written is left behind (the rename is the last step).
+        let _ = std::fs::remove_file(temp);
+    }
+    written
+}
+
+fn write_lines_to(
+    conn: &Connection,
+    id: &str,
+    states: &[u8],
+    path: &Path,
+    temp: &Path,
+) -> Result<(u64, u64), JobError> {
     use std::io::Write;
     let file = private_file(temp).map_err(|e| JobError::io(temp, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);

@@ -36,10 +36,11 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// Where API jobs keep their own name for their input (`<batch id>.jsonl`, beside the Files
-    /// API's folder), so that deleting the upload does not take the input from a job under way.
+    /// Where API jobs keep their own name for their input (`<batch id>.jsonl`, inside the Files
+    /// API's folder so that a hard link never crosses file systems), so that deleting the upload
+    /// does not take the input from a job under way.
     pub fn inputs_dir(&self) -> PathBuf {
-        self.files_dir.parent().unwrap_or(Path::new("")).join("batch-inputs")
+        self.files_dir.join("batch-inputs")
     }
 }
 
@@ -269,7 +270,7 @@ impl Handler<WriteRunOutput> for JobWorker {
     fn handle(&mut self, msg: WriteRunOutput, _: &mut SyncContext<Self>) -> Self::Result {
         let job = db::get(&self.conn, &msg.0)?.ok_or_else(|| JobError::NotFound(msg.0.clone()))?;
         if let (JobKind::Run, true, Some(path)) = (job.kind, job.status.is_terminal(), &job.output_path) {
-            db::write_lines(&self.conn, &job.id, &[1, 2], path, &path.with_extension("partial"))?;
+            db::write_lines(&self.conn, &job.id, &[1, 2], path, &partial_of(path))?;
         }
         Ok(())
     }
@@ -308,6 +309,9 @@ impl JobWorker {
                 tracing::warn!(event = "batch_input_copied", batch = %new.id, reason = %error, "cannot hard-link the input; copying it");
                 if let Err(error) = std::fs::copy(&new.input_path, &kept) {
                     remove_input(&kept);
+                    if error.kind() == std::io::ErrorKind::NotFound {
+                        return Ok(None);
+                    }
                     return Err(JobError::io(&kept, error));
                 }
             }
@@ -358,7 +362,7 @@ impl JobWorker {
             }
             JobKind::Run => {
                 if let Some(path) = &job.output_path {
-                    db::write_lines(&self.conn, id, &[1, 2], path, &path.with_extension("partial"))?;
+                    db::write_lines(&self.conn, id, &[1, 2], path, &partial_of(path))?;
                 }
             }
         }
@@ -392,6 +396,13 @@ impl JobWorker {
         }
         Ok(())
     }
+}
+
+/// Where a `ferry run` output is written before it is renamed into place: beside it, hidden,
+/// under a name of its own (two runs may share an output path).
+fn partial_of(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", ulid::Ulid::new()))
 }
 
 fn remove_input(path: &Path) {

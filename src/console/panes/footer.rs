@@ -19,6 +19,9 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         let queued: usize = state.lanes.values().map(|l| l.depth).sum();
         let in_flight: usize = state.upstreams.values().map(|u| u.status.in_flight).sum();
         let (text, hint) = match drain {
+            Drain::Starting => {
+                (format!(" quitting: answering {queued} queued and {in_flight} in flight …"), "")
+            }
             Drain::Waiting => (
                 format!(" quitting: answering {queued} queued and {in_flight} in flight …"),
                 "  q again: stop now (the rest is answered \"shutting down\"; batch jobs go on at the next start)",
