@@ -78,7 +78,7 @@ struct RunCommand {
     #[arg(long)]
     model: Option<String>,
     /// Ask every prompt again, forgetting what an earlier run of the same command stored
-    /// (without it, the same command resumes, or only rewrites the output of a finished run).
+    /// (without it, the same command resumes an unfinished run and does nothing after a finished one).
     #[arg(long)]
     fresh: bool,
     /// The config file.
@@ -182,17 +182,6 @@ fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
             counts.failed
         );
         return Ok(ExitCode::from(130));
-    }
-    if report.rewritten {
-        println!(
-            "{}: {} lines, {} answered, {} failed — written again from the results of an earlier run \
-             (--fresh asks again)",
-            report.output.display(),
-            counts.total,
-            counts.completed,
-            counts.failed,
-        );
-        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{}: {} lines, {} answered, {} failed{} in {:.1} s ({rate:.0} lines/s)",

@@ -57,8 +57,6 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Whether the run was interrupted (run the same command again to go on).
     pub interrupted: bool,
-    /// Whether an earlier run had finished and its output was written again from what it stored.
-    pub rewritten: bool,
 }
 
 /// Why a run could not start or finish.
@@ -104,6 +102,15 @@ pub enum RunError {
     Stopped {
         /// Where it was.
         status: String,
+    },
+    /// This command ran to the end before, and its output file is gone.
+    #[error(
+        "this command ran to the end before and wrote {path}, which is gone; answers are kept only \
+         in the output file — add --fresh to ask every prompt again"
+    )]
+    OutputGone {
+        /// The output file.
+        path: String,
     },
     /// Another `ferry run` of the same command is running.
     #[error(
@@ -212,10 +219,9 @@ pub async fn run(
         Created::New(job) | Created::Existing(job) => job,
     };
     let resumed_from = job.counts.done();
-    // Run before and finished, its output since removed: write it again from what was stored.
-    let rewritten = job.status == JobStatus::Completed && !output.exists();
-    if rewritten {
-        jobs.write_run_output(&id).await?;
+    // Run before and finished; its answers went to the output, which is gone since.
+    if job.status == JobStatus::Completed && !output.exists() {
+        return Err(RunError::OutputGone { path: output.display().to_string() });
     }
     let mut progress = match jobs.run(&id).await? {
         Some(progress) => progress,
@@ -269,7 +275,6 @@ pub async fn run(
         resumed_from,
         elapsed: started.elapsed(),
         interrupted,
-        rewritten,
     })
 }
 

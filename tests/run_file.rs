@@ -106,11 +106,11 @@ fn every_line_gets_one_answer_in_input_order() {
     assert!(stdout.contains("300 lines, 300 answered, 0 failed"), "{stdout}");
 }
 
-/// The same command after a finished run: with its output removed, the output is written again
-/// from the stored results without a request; with `--fresh`, every prompt is asked again. The
-/// converted input under the data folder goes once the run has finished.
+/// After a finished run its answers live in the output file only: the store keeps the job's
+/// counts but drops the items, and the converted input goes too. The same command again sends
+/// nothing; with the output removed it says so (exit 1); `--fresh` asks every prompt again.
 #[test]
-fn a_finished_run_rewrites_a_removed_output_and_fresh_asks_again() {
+fn a_finished_run_keeps_its_answers_in_the_output_only_and_fresh_asks_again() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_mock, url) = spawn_mock_upstream(&[]);
     let config = write_config(dir.path(), &url, 100);
@@ -121,26 +121,29 @@ fn a_finished_run_rewrites_a_removed_output_and_fresh_asks_again() {
     let written = std::fs::read_to_string(&output).expect("output");
     let sent = requests_seen(&url);
     assert!(sent >= 20, "{sent} requests for 20 prompts");
-    let runs = dir.path().join("data/runs");
-    let converted = |runs: &Path| {
-        let entries = std::fs::read_dir(runs).expect("data/runs");
-        entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl")).count()
-    };
-    assert_eq!(converted(&runs), 0, "converted input left behind");
+    let db = dir.path().join("data/ferry.db");
+    assert_eq!(done_in_store(&db), 20, "the job's counts stay");
+    let conn = rusqlite::Connection::open(&db).expect("store");
+    let items: i64 = conn.query_row("SELECT count(*) FROM batch_items", [], |r| r.get(0)).expect("count");
+    assert_eq!(items, 0, "no copy of the answers left in the store");
+    let converted = std::fs::read_dir(dir.path().join("data/runs")).expect("data/runs");
+    let converted = converted.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"));
+    assert_eq!(converted.count(), 0, "converted input left behind");
 
-    std::fs::remove_file(&output).expect("remove output");
     let again = run(&config, &input, &output, &[]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("written again"), "{again:?}");
-    assert_eq!(std::fs::read_to_string(&output).expect("output written again"), written);
+    assert_eq!(std::fs::read_to_string(&output).expect("output kept"), written);
+    std::fs::remove_file(&output).expect("remove output");
+    let gone = run(&config, &input, &output, &[]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(stderr.contains("which is gone") && stderr.contains("--fresh"), "{stderr}");
     assert_eq!(requests_seen(&url), sent, "nothing asked again");
 
     let fresh = run(&config, &input, &output, &["--fresh"]);
     assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
     assert!(requests_seen(&url) >= sent + 20, "--fresh asks every prompt again");
-    let lines = output_lines(&output);
-    assert_eq!(lines.len(), 20);
-    assert_ne!(std::fs::read_to_string(&output).expect("output"), written, "new answers, new request ids");
+    assert_eq!(output_lines(&output).len(), 20);
 }
 
 #[test]

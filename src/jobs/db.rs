@@ -538,6 +538,17 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
     Ok(closed)
 }
 
+/// Drops the items (and their output lines) of `ferry run` jobs that have ended: their output
+/// file holds the lines, and a run of a million prompts must not leave a copy of every answer
+/// in the database. The job rows, with their counts, stay. Returns the items dropped.
+pub fn drop_ended_run_items(conn: &Connection) -> Result<usize, JobError> {
+    Ok(conn.execute(
+        "DELETE FROM batch_items WHERE batch_id IN \
+         (SELECT id FROM batches WHERE kind = 'run' AND status IN ('completed', 'failed', 'cancelled', 'expired'))",
+        [],
+    )?)
+}
+
 /// Forgets `ferry run` job `id` and its stored outcomes (`ferry run --fresh`); true if there was
 /// one. API batches are never forgotten this way.
 pub fn forget_run(conn: &mut Connection, id: &str) -> Result<bool, JobError> {

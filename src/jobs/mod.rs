@@ -36,9 +36,7 @@ pub use model::{Job, JobKind, JobStatus, LineError, RequestCounts};
 use runner::{Cancel, JobRunner, Run, StopAll};
 pub use worker::WorkerSettings;
 pub(crate) use worker::create_private_dir;
-use worker::{
-    CreateJob, ForgetRun, GetJob, JobWorker, ListJobs, Results, SetStatus, Unfinished, WriteRunOutput,
-};
+use worker::{CreateJob, ForgetRun, GetJob, JobWorker, ListJobs, Results, SetStatus, Unfinished};
 
 use crate::engine::Engine;
 
@@ -158,11 +156,6 @@ impl Jobs {
     /// true if there was one. Only for a job not running.
     pub async fn forget_run(&self, id: &str) -> Result<bool, JobError> {
         self.worker.send(ForgetRun(id.to_string())).await?
-    }
-
-    /// Writes an ended `ferry run` job's output file again from its stored outcomes.
-    pub async fn write_run_output(&self, id: &str) -> Result<(), JobError> {
-        self.worker.send(WriteRunOutput(id.to_string())).await?
     }
 
     /// Resumes every job of `kind` left under way by the last stop; returns their ids.

@@ -63,6 +63,10 @@ impl Actor for JobWorker {
 pub(crate) fn start(settings: WorkerSettings) -> Result<Addr<JobWorker>, JobError> {
     let conn = crate::store::open_connection(&settings.db_path)?;
     sweep_inputs(&conn, &settings.inputs_dir());
+    // A crash between a run's end and the drop of its items leaves them.
+    if let Err(error) = db::drop_ended_run_items(&conn) {
+        tracing::warn!(event = "store_failed", what = "drop_run_items", error = %error);
+    }
     let handoff = Mutex::new(Some(conn));
     let fallback = settings.clone();
     Ok(SyncArbiter::start(1, move || {
@@ -260,22 +264,6 @@ impl Handler<ForgetRun> for JobWorker {
     }
 }
 
-/// Write an ended `ferry run` job's output file again from its stored outcomes.
-#[derive(Message)]
-#[rtype(result = "Result<(), JobError>")]
-pub(crate) struct WriteRunOutput(pub String);
-
-impl Handler<WriteRunOutput> for JobWorker {
-    type Result = Result<(), JobError>;
-    fn handle(&mut self, msg: WriteRunOutput, _: &mut SyncContext<Self>) -> Self::Result {
-        let job = db::get(&self.conn, &msg.0)?.ok_or_else(|| JobError::NotFound(msg.0.clone()))?;
-        if let (JobKind::Run, true, Some(path)) = (job.kind, job.status.is_terminal(), &job.output_path) {
-            db::write_lines(&self.conn, &job.id, &[1, 2], path, &partial_of(path))?;
-        }
-        Ok(())
-    }
-}
-
 /// Close what is left, write the files, and end the job in `end`.
 #[derive(Message)]
 #[rtype(result = "Result<Job, JobError>")]
@@ -367,6 +355,11 @@ impl JobWorker {
             }
         }
         db::set_status(&self.conn, id, end, unix_now())?;
+        if job.kind == JobKind::Run
+            && let Err(error) = db::drop_ended_run_items(&self.conn)
+        {
+            tracing::warn!(event = "store_failed", what = "drop_run_items", batch = id, error = %error);
+        }
         tracing::info!(
             event = "batch_job_finished",
             batch = id,
