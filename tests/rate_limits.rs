@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::{LANE, closed_port_url, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{Mode, UpstreamConfig};
-use ferry::engine::{Answer, Engine, ItemError, Outcome, Prompt};
+use ferry::engine::{Answer, Engine, ItemError, MetricsEvent, Outcome, Prompt, UpstreamState};
 use ferry::mock_upstream::MockUpstreamArgs;
 use ferry::providers::mock::Draws;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, sleep, timeout};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -53,11 +54,29 @@ async fn retry_after_pauses_the_whole_upstream() {
     let config =
         engine_config(quick_lane(Mode::Fanout, 10), vec![fast_upstream("limited", &mock.base_url())]);
     let engine = Engine::start(&config).expect("engine starts");
+    let mut events = engine.subscribe();
     let started = Instant::now();
 
     let first = engine.submit(LANE, prompts(1)).await.expect("accepted");
-    assert!(eventually(Duration::from_secs(2), || mock.stats().outcomes.rate_limited == 1).await);
+    // The mock counts its 429 before the reply reaches the engine: wait for the engine to report
+    // the pause, or the second item could go out before the 429 has been read.
+    let backing_off = async {
+        loop {
+            match events.recv().await {
+                Ok(MetricsEvent::Upstream(status))
+                    if &*status.name == "limited"
+                        && matches!(status.state, UpstreamState::BackingOff { .. }) =>
+                {
+                    return;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("the engine stopped"),
+            }
+        }
+    };
+    timeout(Duration::from_secs(5), backing_off).await.expect("the engine reports the 429's pause");
     let limited_at = Instant::now();
+    assert_eq!(mock.stats().outcomes.rate_limited, 1);
     // A second item after the 429 must wait out the same pause, not just the call that got it.
     let second = engine.submit(LANE, prompts(1)).await.expect("accepted");
     while limited_at.elapsed() < Duration::from_millis(900) {
