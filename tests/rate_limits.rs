@@ -127,9 +127,17 @@ async fn refused_connection_gives_its_rate_window_back() {
         Err(ItemError::Upstream { error, attempts: 6, .. }) if error.kind() == "connect" => {}
         other => panic!("expected a connect error after 6 attempts, got {other:?}"),
     }
-    sleep(Duration::from_millis(400)).await; // a status report or two
-    let snapshot = engine.snapshot().await.expect("snapshot");
-    let status = &snapshot.upstreams["down"];
+    // The hub learns the counters from the client's status reports (every 250 ms): wait for
+    // one that has all six calls.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let snapshot = engine.snapshot().await.expect("snapshot");
+        let status = snapshot.upstreams.get("down").cloned();
+        if status.as_ref().is_some_and(|s| s.calls == 6 && s.in_flight == 0) || Instant::now() > deadline {
+            break status.expect("`down` reported its status");
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!((status.calls, status.limits.rpm_used), (6, 0), "{status:?}");
 }
 

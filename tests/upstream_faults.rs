@@ -326,9 +326,18 @@ async fn overload_lowers_concurrency_and_items_still_succeed() {
         }
     }
     assert!(lowest < 8, "503s must lower the effective concurrency (lowest seen {lowest})");
-    sleep(Duration::from_millis(300)).await;
-    let snapshot = engine.snapshot().await.expect("snapshot");
-    let status = &snapshot.upstreams["local"];
+    // The hub has the counters from the client's status reports (every 250 ms): wait for one
+    // made after the last call, which has all 200 answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let snapshot = engine.snapshot().await.expect("snapshot");
+        let status = snapshot.upstreams.get("local").cloned();
+        if status.as_ref().is_some_and(|s| s.ok == 200 && s.in_flight == 0) || Instant::now() > deadline {
+            break status.expect("`local` reported its status");
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.ok, 200, "{status:?}");
     assert!(status.backpressure > 0, "{status:?}");
     assert_eq!(mock.stats().outcomes.overloaded, status.backpressure + status.retries, "{status:?}");
 }
