@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LANE, closed_port_url, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
+use common::{ClosedPort, LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{Mode, UpstreamConfig};
 use ferry::engine::{Answer, Engine, ItemError, MetricsEvent, Outcome, Prompt, UpstreamState};
 use ferry::mock_upstream::MockUpstreamArgs;
@@ -116,8 +116,8 @@ async fn retry_after_past_the_maximum_is_clamped() {
 async fn refused_connection_gives_its_rate_window_back() {
     // rpm 2 and 6 attempts: were a refused connection counted, the third attempt would wait a
     // minute and the item would not end within the timeout.
-    let upstream =
-        UpstreamConfig { rpm: Some(2), max_retries: 5, ..fast_upstream("down", &closed_port_url()) };
+    let closed = ClosedPort::bind();
+    let upstream = UpstreamConfig { rpm: Some(2), max_retries: 5, ..fast_upstream("down", &closed.url()) };
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 10), vec![upstream])).expect("engine starts");
 

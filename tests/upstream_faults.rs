@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LANE, closed_port_url, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
+use common::{ClosedPort, LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{Mode, UpstreamConfig};
 use ferry::engine::{Engine, ItemError, MetricsEvent, Outcome, Prompt, UpstreamState};
 use ferry::mock_upstream::MockUpstreamArgs;
@@ -245,8 +245,9 @@ async fn retries_during_a_cooldown_go_to_another_upstream() {
 #[actix_rt::test]
 async fn unreachable_upstream_hands_its_items_to_the_next() {
     let healthy = start_mock(mock_args());
+    let closed = ClosedPort::bind();
     let upstreams = vec![
-        UpstreamConfig { max_retries: 1, ..fast_upstream("down", &closed_port_url()) },
+        UpstreamConfig { max_retries: 1, ..fast_upstream("down", &closed.url()) },
         fast_upstream("healthy", &healthy.base_url()),
     ];
     let engine =
