@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::files::{BOUNDARY, Part, download, form, upload, upload_batch};
-use common::{RunningDaemon, TestServer, call, client, error_names, free_bind, http_config, json_of};
+use common::{RunningDaemon, TestServer, call, client, error_names, http_config, json_of};
 use ferry::config::Config;
 use ferry::http::Keys;
 use serde_json::Value;
@@ -292,7 +292,6 @@ async fn files_survive_a_restart() {
     let dir: TempDir = tempfile::tempdir().expect("temp dir");
     let config = || {
         let mut config = http_config(&dir);
-        config.server.bind = free_bind();
         config.server.api_keys_env = "FERRY_HTTP_FILES_TEST_UNSET_KEYS".into();
         config.server.admin_keys_env = "FERRY_HTTP_FILES_TEST_UNSET_ADMIN_KEYS".into();
         config.server.shutdown_grace_ms = 1_000;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::{
     ADMIN_KEY, INFERENCE_KEY, RunningDaemon, TestServer, answers, call, client, error_names, fast_upstream,
-    free_bind, http_config, json_of, mock_args, start_mock,
+    http_config, json_of, mock_args, start_mock,
 };
 use ferry::http::Keys;
 use ferry::mock_upstream::MockUpstreamArgs;
@@ -161,7 +161,6 @@ async fn settings_and_chats_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = || {
         let mut config = http_config(&dir);
-        config.server.bind = free_bind();
         config.server.api_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_KEYS".into();
         config.server.admin_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_ADMIN_KEYS".into();
         config.server.shutdown_grace_ms = 1_000;
@@ -311,7 +310,6 @@ async fn a_store_that_cannot_open_stops_the_daemon_with_its_path() {
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "a file where the data directory should be").expect("write");
     let mut config = http_config(&dir);
-    config.server.bind = free_bind();
     config.server.api_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_KEYS".into();
     config.server.admin_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_ADMIN_KEYS".into();
     config.storage.path = blocker.join("ferry.db");

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{closed_port_url, mock_args, start_mock, upstream_at, upstream_for};
+use common::{ClosedPort, mock_args, start_mock, upstream_at, upstream_for};
 use ferry::config::ProviderKind;
 use ferry::core::combine;
 use ferry::mock_upstream::{MockStats, MockUpstreamArgs, MockUpstreamHandle};
@@ -145,7 +145,8 @@ async fn held_reply_times_out_on_the_client() {
 #[actix_rt::test]
 async fn closed_port_is_a_connect_error_never_sent() {
     for kind in BOTH {
-        let upstream = upstream_at(kind, &closed_port_url());
+        let closed = ClosedPort::bind();
+        let upstream = upstream_at(kind, &closed.url());
         let outcome =
             providers::build(&upstream, Some("sk-secret-key".into())).expect("builds").call(ask("x")).await;
         match outcome {

@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LANE, closed_port_url, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
+use common::{ClosedPort, LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{Mode, UpstreamConfig};
-use ferry::engine::{Answer, Engine, ItemError, Outcome, Prompt};
+use ferry::engine::{Answer, Engine, ItemError, MetricsEvent, Outcome, Prompt, UpstreamState};
 use ferry::mock_upstream::MockUpstreamArgs;
 use ferry::providers::mock::Draws;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, sleep, timeout};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -53,11 +54,29 @@ async fn retry_after_pauses_the_whole_upstream() {
     let config =
         engine_config(quick_lane(Mode::Fanout, 10), vec![fast_upstream("limited", &mock.base_url())]);
     let engine = Engine::start(&config).expect("engine starts");
+    let mut events = engine.subscribe();
     let started = Instant::now();
 
     let first = engine.submit(LANE, prompts(1)).await.expect("accepted");
-    assert!(eventually(Duration::from_secs(2), || mock.stats().outcomes.rate_limited == 1).await);
+    // The mock counts its 429 before the reply reaches the engine: wait for the engine to report
+    // the pause, or the second item could go out before the 429 has been read.
+    let backing_off = async {
+        loop {
+            match events.recv().await {
+                Ok(MetricsEvent::Upstream(status))
+                    if &*status.name == "limited"
+                        && matches!(status.state, UpstreamState::BackingOff { .. }) =>
+                {
+                    return;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("the engine stopped"),
+            }
+        }
+    };
+    timeout(Duration::from_secs(5), backing_off).await.expect("the engine reports the 429's pause");
     let limited_at = Instant::now();
+    assert_eq!(mock.stats().outcomes.rate_limited, 1);
     // A second item after the 429 must wait out the same pause, not just the call that got it.
     let second = engine.submit(LANE, prompts(1)).await.expect("accepted");
     while limited_at.elapsed() < Duration::from_millis(900) {
@@ -97,8 +116,8 @@ async fn retry_after_past_the_maximum_is_clamped() {
 async fn refused_connection_gives_its_rate_window_back() {
     // rpm 2 and 6 attempts: were a refused connection counted, the third attempt would wait a
     // minute and the item would not end within the timeout.
-    let upstream =
-        UpstreamConfig { rpm: Some(2), max_retries: 5, ..fast_upstream("down", &closed_port_url()) };
+    let closed = ClosedPort::bind();
+    let upstream = UpstreamConfig { rpm: Some(2), max_retries: 5, ..fast_upstream("down", &closed.url()) };
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 10), vec![upstream])).expect("engine starts");
 
@@ -108,9 +127,17 @@ async fn refused_connection_gives_its_rate_window_back() {
         Err(ItemError::Upstream { error, attempts: 6, .. }) if error.kind() == "connect" => {}
         other => panic!("expected a connect error after 6 attempts, got {other:?}"),
     }
-    sleep(Duration::from_millis(400)).await; // a status report or two
-    let snapshot = engine.snapshot().await.expect("snapshot");
-    let status = &snapshot.upstreams["down"];
+    // The hub learns the counters from the client's status reports (every 250 ms): wait for
+    // one that has all six calls.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let snapshot = engine.snapshot().await.expect("snapshot");
+        let status = snapshot.upstreams.get("down").cloned();
+        if status.as_ref().is_some_and(|s| s.calls == 6 && s.in_flight == 0) || Instant::now() > deadline {
+            break status.expect("`down` reported its status");
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!((status.calls, status.limits.rpm_used), (6, 0), "{status:?}");
 }
 

@@ -32,7 +32,8 @@ path = "{dir}/data/ferry.db"
 
 [logging]
 dir = "{dir}/logs"
-level = "info"
+# The lane's debug lines show each submission reaching the engine (event=enqueue).
+level = "info,ferry::engine::lane=debug"
 
 [batching]
 batch_size = 5
@@ -92,7 +93,8 @@ async fn sigterm_answers_every_accepted_request_and_exits_zero() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "127.0.0.1:0", "");
     let mut child = KillOnDrop(ferry_serve(&config).spawn().expect("start ferry serve"));
-    let addr = wait_for_bind(&dir.path().join("logs/ferry.log"), &mut child);
+    let log = dir.path().join("logs/ferry.log");
+    let addr = wait_for_bind(&log, &mut child);
     let url = format!("http://{addr}/api/v1/prompts");
 
     let client = reqwest::Client::new();
@@ -108,8 +110,18 @@ async fn sigterm_answers_every_accepted_request_and_exits_zero() {
             })
         })
         .collect();
-    // Let every request reach the engine (about 40 prompts/s get done: most are still queued).
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Wait until every request has reached the engine (its lane logs each submission); about
+    // 40 prompts/s get done, so most are still queued.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let submitted = text.lines().filter(|l| l.contains("event=enqueue lane=bulk")).count();
+        if submitted == REQUESTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{submitted} of {REQUESTS} requests reached the engine");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sigterm(&child);
     let signalled = Instant::now();
 
@@ -149,7 +161,7 @@ async fn sigterm_answers_every_accepted_request_and_exits_zero() {
     assert!(answered > 0, "some prompts finish during the drain");
     assert!(cut_off > 0, "the grace is too short for all 500; the rest must be cut off, not lost");
 
-    let log = std::fs::read_to_string(dir.path().join("logs/ferry.log")).expect("log");
+    let log = std::fs::read_to_string(&log).expect("log");
     assert!(log.contains("event=shutdown phase=done"), "{log}");
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LANE, closed_port_url, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
+use common::{ClosedPort, LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{Mode, UpstreamConfig};
 use ferry::engine::{Engine, ItemError, MetricsEvent, Outcome, Prompt, UpstreamState};
 use ferry::mock_upstream::MockUpstreamArgs;
@@ -245,8 +245,9 @@ async fn retries_during_a_cooldown_go_to_another_upstream() {
 #[actix_rt::test]
 async fn unreachable_upstream_hands_its_items_to_the_next() {
     let healthy = start_mock(mock_args());
+    let closed = ClosedPort::bind();
     let upstreams = vec![
-        UpstreamConfig { max_retries: 1, ..fast_upstream("down", &closed_port_url()) },
+        UpstreamConfig { max_retries: 1, ..fast_upstream("down", &closed.url()) },
         fast_upstream("healthy", &healthy.base_url()),
     ];
     let engine =
@@ -326,9 +327,18 @@ async fn overload_lowers_concurrency_and_items_still_succeed() {
         }
     }
     assert!(lowest < 8, "503s must lower the effective concurrency (lowest seen {lowest})");
-    sleep(Duration::from_millis(300)).await;
-    let snapshot = engine.snapshot().await.expect("snapshot");
-    let status = &snapshot.upstreams["local"];
+    // The hub has the counters from the client's status reports (every 250 ms): wait for one
+    // made after the last call, which has all 200 answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let snapshot = engine.snapshot().await.expect("snapshot");
+        let status = snapshot.upstreams.get("local").cloned();
+        if status.as_ref().is_some_and(|s| s.ok == 200 && s.in_flight == 0) || Instant::now() > deadline {
+            break status.expect("`local` reported its status");
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.ok, 200, "{status:?}");
     assert!(status.backpressure > 0, "{status:?}");
     assert_eq!(mock.stats().outcomes.overloaded, status.backpressure + status.retries, "{status:?}");
 }

@@ -6,7 +6,7 @@
 
 pub mod files;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use ferry::config::{ProviderKind, UpstreamConfig};
 use ferry::mock_upstream::{self, MockUpstreamArgs, MockUpstreamHandle};
@@ -54,12 +54,27 @@ pub fn upstream_at(provider: ProviderKind, base_url: &str) -> UpstreamConfig {
     }
 }
 
-/// The base URL of a loopback port nothing listens on (bound, then released).
-pub fn closed_port_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let addr = listener.local_addr().expect("bound address");
-    drop(listener);
-    format!("http://{addr}/v1")
+/// A loopback port nothing listens on, for as long as this lives: it stays bound without
+/// listening, so a connection to it is refused and no other test can bind it meanwhile (a port
+/// bound, released and named later could be taken by another test's server in between).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Binds a free loopback port and holds it.
+    pub fn bind() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a free port");
+        let addr = socket.local_addr().expect("bound address");
+        ClosedPort { _socket: socket, addr }
+    }
+
+    /// Its OpenAI-style base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
 }
 
 // ---- Engine setups for the upstream tests (upstream_faults, rate_limits, combined, soak) ----
@@ -448,13 +463,6 @@ mod store_helpers {
 
     use super::http_helpers::{client, json_of};
 
-    /// `127.0.0.1:PORT` of a port that was free a moment ago (for configs that must name one).
-    pub fn free_bind() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let addr = listener.local_addr().expect("bound address");
-        addr.to_string()
-    }
-
     /// Sends `method path` to `base` with an optional Bearer `key` and JSON `body`; returns the
     /// status and JSON body.
     pub async fn call(
@@ -475,28 +483,40 @@ mod store_helpers {
         json_of(request.send().await.expect("request")).await
     }
 
-    /// `ferry serve`'s start-up and shutdown, in-process: [`daemon::run`] on `config` (whose
-    /// `bind` names a fixed port), stopped through [`RunningDaemon::stop`].
+    /// `ferry serve`'s start-up and shutdown, in-process: [`daemon::run_with`] on `config`,
+    /// stopped through [`RunningDaemon::stop`].
     pub struct RunningDaemon {
         /// `http://127.0.0.1:PORT`.
         pub base: String,
         stop: oneshot::Sender<()>,
-        done: actix_rt::task::JoinHandle<Result<ShutdownReport, DaemonError>>,
+        done: actix_rt::task::JoinHandle<Result<(ShutdownReport, ()), DaemonError>>,
     }
 
     impl RunningDaemon {
         /// Runs the daemon and waits until `/health` answers (call inside `#[actix_rt::test]`).
+        /// Give `config` port 0: the daemon reports the port it bound, so no other test can take
+        /// it between a look-up and the bind.
         pub async fn start(config: Config) -> RunningDaemon {
-            let base = format!("http://{}", config.server.bind);
             let (stop, stopped) = oneshot::channel::<()>();
-            let done = actix_rt::spawn(daemon::run(config, async move {
-                let _ = stopped.await;
+            let (bound, addr) = oneshot::channel();
+            let mut done = actix_rt::spawn(daemon::run_with(config, move |started| {
+                let _ = bound.send(started.addr);
+                async move {
+                    let _ = stopped.await;
+                }
             }));
-            for _ in 0..200 {
-                if done.is_finished() {
-                    let ended = done.await.expect("daemon task");
+            // The hook is dropped unsent when the daemon ends at start.
+            let addr = match tokio::time::timeout(Duration::from_secs(20), addr).await {
+                Ok(Ok(addr)) => addr,
+                Ok(Err(_)) => {
+                    let ended = (&mut done).await.expect("daemon task");
                     panic!("the daemon ended at start: {:?}", ended.map(|_| ()));
                 }
+                Err(_) => panic!("the daemon did not start within 20 s"),
+            };
+            let base = format!("http://{addr}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::time::Instant::now() < deadline {
                 let health = client().get(format!("{base}/health")).send().await;
                 if health.is_ok_and(|r| r.status().is_success()) {
                     return RunningDaemon { base, stop, done };
@@ -584,25 +604,32 @@ pub fn wait_for_log_bind(log: &std::path::Path, limit: std::time::Duration) -> S
 }
 
 /// `ferry mock-upstream` (the real binary) as a child process on a free loopback port, with
-/// `extra` flags; returns it and its OpenAI base URL once it listens.
+/// `extra` flags; returns it and its OpenAI base URL once it listens. It binds port 0 and the
+/// address comes from its start-up line, so no other test can take the port in between.
 pub fn spawn_mock_upstream(extra: &[&str]) -> (KillOnDrop, String) {
-    use std::time::{Duration, Instant};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["mock-upstream", "--bind", &format!("127.0.0.1:{port}")])
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["mock-upstream", "--bind", "127.0.0.1:0"])
         .args(extra)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("ferry mock-upstream starts");
+    let stderr = child.stderr.take().expect("piped stderr");
     let child = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mock upstream did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, format!("http://127.0.0.1:{port}/v1"))
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the log to the end, so the child never waits on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("event=mock_upstream_started")
+                && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("ferry mock-upstream logs event=mock_upstream_started with its address");
+    (child, format!("http://{addr}/v1"))
 }
