@@ -300,6 +300,47 @@ async fn a_second_sigterm_cuts_a_long_drain_short() {
     assert!(log.contains("phase=cut_off by=\"signal\"") || log.contains("phase=cut_off by=signal"), "{log}");
 }
 
+/// A terminal that goes away (an SSH session dropped: the pane's terminal closed, SIGHUP) ends
+/// the console like a quit: it drains and exits — it neither hangs on the dead terminal nor
+/// spins on it.
+#[actix_rt::test]
+async fn a_closed_terminal_ends_the_console_with_a_drain() {
+    let Some(console) = Console::start("") else { return };
+    let log = console.log();
+    wait_for_log_bind(&log, Duration::from_secs(30));
+    console.tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    let ferry = console.ferry_pid();
+    // Should it hang, it must not outlive the test (it would spin on the dead terminal).
+    let _reaper = KillOnDrop(ferry);
+    console.tmux.run(&["kill-server"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(ferry) {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "ferry still runs 20 s after its terminal closed; log:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("signal=SIGHUP"), "{log}");
+    assert!(log.contains("event=shutdown phase=done"), "the drain ran to its end:\n{log}");
+}
+
+/// Kills process `.0` when dropped, if it still runs.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = Command::new("sh").args(["-c", &format!("kill -KILL {}", self.0)]).status();
+        }
+    }
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
 /// An engine actor that panics is restarted without losing its items, and the dashboard stays
 /// up through it: the panic is counted in the header, keys still work, `q` exits 0.
 #[actix_rt::test]

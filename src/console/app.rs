@@ -160,13 +160,13 @@ pub fn start(state: &mut Dashboard, command: Command, calls: &Calls) -> bool {
 /// Runs the dashboard on `terminal` until `q`, Ctrl-C or `stop` completes.
 pub async fn run(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    keys: &mut EventStream,
     state: &mut Dashboard,
     controller: &Controller,
     tx: &mpsc::Sender<Update>,
     updates: &mut mpsc::Receiver<Update>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ConsoleError> {
-    let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh_config(controller, tx);
@@ -220,9 +220,14 @@ const REPEAT_GUARD: Duration = Duration::from_millis(500);
 /// empty, batches finish — and ends it at once on a second `q`, Ctrl-C or `signal` (a second
 /// SIGTERM, say) by calling `cut_off`. Returns what `draining` returned. A terminal that fails
 /// (closed, hung up) is left alone: the drain goes on without a picture.
+///
+/// `keys` must be the stream [`run`] read: crossterm reads the terminal on a thread of its own
+/// under a process-wide lock, and on a hung-up terminal that thread never lets go of it, so a
+/// second stream made here would wait for the lock for ever.
 #[allow(clippy::too_many_arguments)]
 pub async fn drain<T>(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    keys: &mut EventStream,
     state: &mut Dashboard,
     controller: &Controller,
     tx: &mpsc::Sender<Update>,
@@ -234,7 +239,7 @@ pub async fn drain<T>(
     state.drain = Some(Drain::Starting);
     state.mode = super::state::Mode::Normal;
     let settled = tokio::time::sleep(REPEAT_GUARD);
-    let mut keys = Some(EventStream::new());
+    let mut reading = true;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
@@ -260,12 +265,12 @@ pub async fn drain<T>(
                 signalled = true;
                 cut = true;
             }
-            key = next_key(&mut keys), if keys.is_some() => match key {
+            key = keys.next(), if reading => match key {
                 Some(Ok(Event::Key(key))) if is_quit(key) => cut = state.drain == Some(Drain::Waiting),
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(_)) => {}
                 // The terminal is gone: stop reading it.
-                Some(Err(_)) | None => keys = None,
+                Some(Err(_)) | None => reading = false,
             },
             Some(update) = updates.recv() => {
                 dirty |= apply(state, update, controller, tx);
@@ -283,13 +288,6 @@ pub async fn drain<T>(
             state.drain = Some(Drain::CuttingOff);
             dirty = true;
         }
-    }
-}
-
-async fn next_key(keys: &mut Option<EventStream>) -> Option<std::io::Result<Event>> {
-    match keys {
-        Some(keys) => keys.next().await,
-        None => std::future::pending().await,
     }
 }
 

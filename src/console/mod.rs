@@ -34,6 +34,7 @@ pub mod view;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
+use crossterm::event::EventStream;
 use tokio::sync::{mpsc, oneshot};
 
 pub use command::{Command, Controller};
@@ -109,8 +110,10 @@ pub async fn run_local(
         let _ = engine.inject_panic(crate::engine::FaultTarget::Pool).await;
     }
     let terminal = &mut guard.terminal;
+    // One key stream for both phases: see `app::drain`.
+    let mut keys = EventStream::new();
     let shown = tokio::select! {
-        shown = app::run(terminal, &mut state, &controller, &tx, &mut updates, stop) => shown,
+        shown = app::run(terminal, &mut keys, &mut state, &controller, &tx, &mut updates, stop) => shown,
         // The API server failed under the dashboard.
         ended = &mut daemon => return Ok(ended?.0),
     };
@@ -120,7 +123,8 @@ pub async fn run_local(
             // A second signal (SIGTERM from a service manager losing patience) cuts off too.
             let signal = daemon::stop_signals(true);
             let cut_off = || engine.cut_off();
-            app::drain(terminal, &mut state, &controller, &tx, &mut updates, daemon, signal, cut_off).await
+            let (keys, state) = (&mut keys, &mut state);
+            app::drain(terminal, keys, state, &controller, &tx, &mut updates, daemon, signal, cut_off).await
         }
         Err(_) => daemon.await,
     };
@@ -146,7 +150,9 @@ pub async fn run_remote(
     let mut guard = terminal::TerminalGuard::enter()?;
     let mut state = Dashboard::new(source, Instant::now(), SystemTime::now());
     let mut updates = updates;
-    let result = app::run(&mut guard.terminal, &mut state, &controller, &tx, &mut updates, stop).await;
+    let mut keys = EventStream::new();
+    let result =
+        app::run(&mut guard.terminal, &mut keys, &mut state, &controller, &tx, &mut updates, stop).await;
     follow.abort();
     drop(guard);
     result
