@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ferry::config::{Config, LaneConfig, Mode, ProviderKind, UpstreamConfig};
-use ferry::engine::{Engine, Outcome, Prompt};
+use ferry::engine::{Engine, MetricsEvent, Outcome, Prompt};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// `eprintln!` straight to the process's stderr. libtest captures `eprintln!` and shows it only
 /// when a test fails, which would hide the skip banner and the report of what the model did;
@@ -158,17 +159,28 @@ fn check_answers(lane: &str, texts: &[&str], outcomes: &[Outcome]) {
     }
 }
 
-/// Upstream calls started so far, as the client last reported them (every 250 ms).
-async fn calls_so_far(engine: &Engine) -> u64 {
-    // Let the client's periodic status report reach the MetricsHub.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let snapshot = engine.snapshot().await.expect("snapshot");
-    snapshot.upstreams.get(UPSTREAM).map_or(0, |u| u.calls)
+/// Upstream calls started so far, from the first status report the client makes with nothing
+/// in flight once the batch's answers are in (it reports every 250 ms).
+async fn calls_so_far(events: &mut broadcast::Receiver<MetricsEvent>) -> u64 {
+    // Reports queued before the answers came may predate the last calls: skip them.
+    while matches!(events.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(MetricsEvent::Upstream(status))) if &*status.name == UPSTREAM && status.in_flight == 0 => {
+                return status.calls;
+            }
+            Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) => panic!("the engine's events stopped"),
+            Err(_) => panic!("no status report from {UPSTREAM} with nothing in flight in 10 s"),
+        }
+    }
 }
 
 async fn run(url: String) {
     wait_until_reachable(&url).await;
     let engine = Engine::start(&config(&url)).expect("engine starts");
+    let mut events = engine.subscribe();
 
     // Combined: 4 prompts, one upstream call asking for a JSON array of 4 strings. If the reply
     // splits, each item's answer comes from that one call (attempts = 1) and the upstream made 1
@@ -178,7 +190,7 @@ async fn run(url: String) {
     let outcomes =
         engine.submit("combined", prompts(&COMBINED_PROMPTS)).await.expect("submit").collect().await;
     let combined_time = started.elapsed();
-    let combined_calls = calls_so_far(&engine).await;
+    let combined_calls = calls_so_far(&mut events).await;
     say!("combined batch of {} in {combined_time:.1?}:", COMBINED_PROMPTS.len());
     check_answers("combined", &COMBINED_PROMPTS, &outcomes);
     let split_cleanly = outcomes.iter().flatten().all(|a| a.attempts == 1);
@@ -202,7 +214,7 @@ async fn run(url: String) {
     let started = Instant::now();
     let outcomes = engine.submit("fanout", prompts(&FANOUT_PROMPTS)).await.expect("submit").collect().await;
     let fanout_time = started.elapsed();
-    let total_calls = calls_so_far(&engine).await;
+    let total_calls = calls_so_far(&mut events).await;
     say!("fanout batch of {} in {fanout_time:.1?}:", FANOUT_PROMPTS.len());
     check_answers("fanout", &FANOUT_PROMPTS, &outcomes);
     assert!(
