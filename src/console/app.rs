@@ -157,16 +157,26 @@ pub fn start(state: &mut Dashboard, command: Command, calls: &Calls) -> bool {
     true
 }
 
-/// Runs the dashboard on `terminal` until `q`, Ctrl-C or `stop` completes.
-pub async fn run(
-    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
-    keys: &mut EventStream,
-    state: &mut Dashboard,
-    controller: &Controller,
-    tx: &mpsc::Sender<Update>,
-    updates: &mut mpsc::Receiver<Update>,
-    stop: impl Future<Output = ()>,
-) -> Result<(), ConsoleError> {
+/// What the console loop works with: the terminal and its keys, the dashboard's state, where
+/// commands go, and the updates coming in. One for the whole session: see [`drain`].
+pub struct Screen<'a> {
+    /// The terminal drawn on.
+    pub terminal: &'a mut Terminal<CrosstermBackend<Stdout>>,
+    /// Its keys.
+    pub keys: EventStream,
+    /// What is shown.
+    pub state: Dashboard,
+    /// Where commands go.
+    pub controller: Controller,
+    /// Where background results are sent (to `updates`).
+    pub tx: mpsc::Sender<Update>,
+    /// Metrics, logs and results coming in.
+    pub updates: mpsc::Receiver<Update>,
+}
+
+/// Runs the dashboard on `screen` until `q`, Ctrl-C or `stop` completes.
+pub async fn run(screen: &mut Screen<'_>, stop: impl Future<Output = ()>) -> Result<(), ConsoleError> {
+    let Screen { terminal, keys, state, controller, tx, updates } = screen;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh_config(controller, tx);
@@ -221,21 +231,16 @@ const REPEAT_GUARD: Duration = Duration::from_millis(500);
 /// SIGTERM, say) by calling `cut_off`. Returns what `draining` returned. A terminal that fails
 /// (closed, hung up) is left alone: the drain goes on without a picture.
 ///
-/// `keys` must be the stream [`run`] read: crossterm reads the terminal on a thread of its own
+/// The key stream is the one [`run`] read: crossterm reads the terminal on a thread of its own
 /// under a process-wide lock, and on a hung-up terminal that thread never lets go of it, so a
 /// second stream made here would wait for the lock for ever.
-#[allow(clippy::too_many_arguments)]
 pub async fn drain<T>(
-    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
-    keys: &mut EventStream,
-    state: &mut Dashboard,
-    controller: &Controller,
-    tx: &mpsc::Sender<Update>,
-    updates: &mut mpsc::Receiver<Update>,
+    screen: &mut Screen<'_>,
     draining: impl Future<Output = T>,
     signal: impl Future<Output = ()>,
     cut_off: impl Fn(),
 ) -> T {
+    let Screen { terminal, keys, state, controller, tx, updates } = screen;
     state.drain = Some(Drain::Starting);
     state.mode = super::state::Mode::Normal;
     let settled = tokio::time::sleep(REPEAT_GUARD);

@@ -34,6 +34,7 @@ pub mod view;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
+use app::Screen;
 use crossterm::event::EventStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,7 +76,7 @@ pub enum LocalError {
 pub async fn run_local(
     config: Config,
     tx: mpsc::Sender<Update>,
-    mut updates: mpsc::Receiver<Update>,
+    updates: mpsc::Receiver<Update>,
     log_feed: bool,
     stop: impl Future<Output = ()>,
 ) -> Result<ShutdownReport, LocalError> {
@@ -109,11 +110,11 @@ pub async fn run_local(
     if std::env::var("FERRY_CONSOLE_PANIC_DRILL").as_deref() == Ok("actor") {
         let _ = engine.inject_panic(crate::engine::FaultTarget::Pool).await;
     }
+    // One screen, and so one key stream, for both phases: see `app::drain`.
     let terminal = &mut guard.terminal;
-    // One key stream for both phases: see `app::drain`.
-    let mut keys = EventStream::new();
+    let mut screen = Screen { terminal, keys: EventStream::new(), state, controller, tx, updates };
     let shown = tokio::select! {
-        shown = app::run(terminal, &mut keys, &mut state, &controller, &tx, &mut updates, stop) => shown,
+        shown = app::run(&mut screen, stop) => shown,
         // The API server failed under the dashboard.
         ended = &mut daemon => return Ok(ended?.0),
     };
@@ -123,8 +124,7 @@ pub async fn run_local(
             // A second signal (SIGTERM from a service manager losing patience) cuts off too.
             let signal = daemon::stop_signals(true);
             let cut_off = || engine.cut_off();
-            let (keys, state) = (&mut keys, &mut state);
-            app::drain(terminal, keys, state, &controller, &tx, &mut updates, daemon, signal, cut_off).await
+            app::drain(&mut screen, daemon, signal, cut_off).await
         }
         Err(_) => daemon.await,
     };
@@ -148,11 +148,10 @@ pub async fn run_remote(
     let controller = Controller::Remote(client.clone());
     let follow = actix_rt::spawn(client.follow(tx.clone()));
     let mut guard = terminal::TerminalGuard::enter()?;
-    let mut state = Dashboard::new(source, Instant::now(), SystemTime::now());
-    let mut updates = updates;
-    let mut keys = EventStream::new();
-    let result =
-        app::run(&mut guard.terminal, &mut keys, &mut state, &controller, &tx, &mut updates, stop).await;
+    let state = Dashboard::new(source, Instant::now(), SystemTime::now());
+    let terminal = &mut guard.terminal;
+    let mut screen = Screen { terminal, keys: EventStream::new(), state, controller, tx, updates };
+    let result = app::run(&mut screen, stop).await;
     follow.abort();
     drop(guard);
     result
