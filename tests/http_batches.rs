@@ -165,6 +165,21 @@ async fn a_batch_runs_to_completed_with_its_output_file_results_and_counts() {
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert_eq!(list["has_more"], false);
     assert_eq!(list["first_id"], id.as_str());
+
+    // An ended batch keeps its answers once, in its files: the store holds where, not a copy.
+    let db = rusqlite::Connection::open(server.dir().join("data/ferry.db")).expect("store");
+    let copies: i64 = db
+        .query_row("SELECT count(*) FROM batch_items WHERE result IS NOT NULL", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(copies, 0, "no second copy of the answers in the store");
+    // Deleting the output file takes the results with it, and /results says so.
+    let output_id = done["output_file_id"].as_str().unwrap_or_default().to_string();
+    let response =
+        client().delete(server.url(&format!("/v1/files/{output_id}"))).send().await.expect("delete");
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = get(base, &format!("/v1/batches/{id}/results"), None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(error_names(&body, &format!("~{output_id} was deleted")), "{body}");
     server.stop().await;
 }
 
@@ -194,6 +209,13 @@ async fn cancel_stops_sending_and_keeps_what_finished() {
     assert!(errors.iter().all(|l| l["error"]["code"] == "batch_cancelled" && l["response"] == Value::Null));
     let all: HashSet<String> = ids(&output).into_iter().chain(ids(&errors)).collect();
     assert_eq!(all.len(), 200, "each request exactly once across the two files");
+    // /results reads both files back in input order.
+    let response =
+        client().get(server.url(&format!("/v1/batches/{id}/results"))).send().await.expect("results");
+    let text = response.text().await.expect("results body");
+    let results: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let expected: Vec<String> = (1..=200).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids(&results), expected, "every request, in input order");
     server.stop().await;
 }
 

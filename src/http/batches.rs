@@ -61,6 +61,9 @@ fn job_error(what: &'static str) -> impl Fn(JobError) -> ApiError {
              use a new key for a new request"
         )),
         JobError::Stopped => ApiError::Unavailable("the job runner has stopped".into()),
+        JobError::ResultsGone { id, file } => ApiError::NotFound(format!(
+            "the results of batch {id} are kept in its output and error files, and {file} was deleted"
+        )),
         other => {
             tracing::warn!(event = "store_failed", what, error = %other);
             ApiError::Internal("the job store is unavailable; see the server log".into())
@@ -259,27 +262,32 @@ async fn results(
 ) -> Result<HttpResponse, ApiError> {
     let job = owned(&state, &caller, &id).await?;
     let jobs = state.jobs.clone();
-    let pages = stream::unfold(Some(0u64), move |cursor| {
+    // The first page before the answer, so that results that cannot be read (an ended batch's
+    // output file deleted) get a status of their own rather than an empty 200.
+    let first = jobs.results(&job.id, 0, RESULTS_PAGE).await.map_err(job_error("batch_results"))?;
+    let pages = stream::unfold(Some(first), move |page| {
         let jobs = jobs.clone();
         let id = job.id.clone();
         async move {
-            let after = cursor?;
-            match jobs.results(&id, after, RESULTS_PAGE).await {
-                Ok(lines) if lines.is_empty() => None,
-                Ok(lines) => {
-                    let next = lines.last().map(|(line, _)| *line);
-                    let mut chunk = Vec::with_capacity(lines.iter().map(|(_, text)| text.len() + 1).sum());
-                    for (_, text) in lines {
-                        chunk.extend_from_slice(text.as_bytes());
-                        chunk.push(b'\n');
-                    }
-                    Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), next))
-                }
+            let lines = match page? {
+                lines if !lines.is_empty() => lines,
+                _ => return None,
+            };
+            let after = lines.last().map_or(0, |(line, _)| *line);
+            let mut chunk = Vec::with_capacity(lines.iter().map(|(_, text)| text.len() + 1).sum());
+            for (_, text) in lines {
+                chunk.extend_from_slice(text.as_bytes());
+                chunk.push(b'\n');
+            }
+            let next = match jobs.results(&id, after, RESULTS_PAGE).await {
+                Ok(lines) => Some(lines),
                 Err(error) => {
-                    tracing::warn!(event = "store_failed", what = "batch_results", error = %error);
+                    // Mid-stream there is no status to give: the body ends short, and says so in the log.
+                    tracing::warn!(event = "store_failed", what = "batch_results", batch = %id, error = %error);
                     None
                 }
-            }
+            };
+            Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), next))
         }
     });
     Ok(HttpResponse::Ok()

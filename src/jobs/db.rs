@@ -562,15 +562,25 @@ pub fn forget_run(conn: &mut Connection, id: &str) -> Result<bool, JobError> {
     Ok(deleted > 0)
 }
 
+/// What [`write_lines`] wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Each line written: its item's line number, where it starts in the file, its length
+    /// (without the newline).
+    pub at: Vec<(u64, u64, u64)>,
+}
+
 /// Writes the stored output lines of job `id` whose state is in `states`, in input order, to
-/// `path`, through `temp` (same folder) renamed into place, mode 0600. Returns (lines, bytes).
+/// `path`, through `temp` (same folder) renamed into place, mode 0600.
 pub fn write_lines(
     conn: &Connection,
     id: &str,
     states: &[u8],
     path: &Path,
     temp: &Path,
-) -> Result<(u64, u64), JobError> {
+) -> Result<Written, JobError> {
     let written = write_lines_to(conn, id, states, path, temp);
     if written.is_err() {
         // Nothing half-written is left behind (the rename is the last step).
@@ -585,28 +595,48 @@ fn write_lines_to(
     states: &[u8],
     path: &Path,
     temp: &Path,
-) -> Result<(u64, u64), JobError> {
+) -> Result<Written, JobError> {
     use std::io::Write;
     let file = private_file(temp).map_err(|e| JobError::io(temp, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
     let (low, high) = (states.iter().min().copied().unwrap_or(1), states.iter().max().copied().unwrap_or(2));
     let mut stmt = conn.prepare_cached(
-        "SELECT result FROM batch_items WHERE batch_id = ?1 AND state BETWEEN ?2 AND ?3 ORDER BY line",
+        "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND state BETWEEN ?2 AND ?3 ORDER BY line",
     )?;
     let mut rows = stmt.query(params![id, low, high])?;
-    let (mut lines, mut bytes) = (0u64, 0u64);
+    let mut written = Written::default();
     while let Some(row) = rows.next()? {
-        let text: String = row.get(0)?;
+        let line: u64 = row.get(0)?;
+        let Some(text) = row.get::<_, Option<String>>(1)? else {
+            return Err(JobError::Decode { id: id.to_string(), column: "result" });
+        };
         out.write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| JobError::io(temp, e))?;
-        lines += 1;
-        bytes += text.len() as u64 + 1;
+        written.at.push((line, written.bytes, text.len() as u64));
+        written.bytes += text.len() as u64 + 1;
     }
     let file = out.into_inner().map_err(|e| JobError::io(temp, e.into_error()))?;
     file.sync_all().map_err(|e| JobError::io(temp, e))?;
     std::fs::rename(temp, path).map_err(|e| JobError::io(path, e))?;
-    Ok((lines, bytes))
+    Ok(written)
+}
+
+/// Records where each of job `id`'s output lines sits in its written file (`at`, from
+/// [`write_lines`]) and clears the stored copy: an ended batch keeps its answers once, in its
+/// files, and [`results`] reads them from there.
+pub fn keep_in_files(conn: &mut Connection, id: &str, at: &[(u64, u64, u64)]) -> Result<(), JobError> {
+    let tx = conn.transaction()?;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE batch_items SET result = NULL, out_offset = ?3, out_len = ?4 WHERE batch_id = ?1 AND line = ?2",
+        )?;
+        for &(line, offset, len) in at {
+            update.execute(params![id, line, offset, len])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Creates (or truncates) `path` readable by its owner only.
@@ -632,20 +662,60 @@ pub fn set_files(
     Ok(())
 }
 
-/// Up to `limit` output lines of items with an outcome, after line `after`, in input order.
+/// Up to `limit` output lines of items with an outcome, after line `after`, in input order:
+/// the stored copy while the job runs, then (see [`keep_in_files`]) the line in its output or
+/// error file in `files_dir`.
 pub fn results(
     conn: &Connection,
-    id: &str,
+    job: &Job,
+    files_dir: &Path,
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, String)>, JobError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND line > ?2 AND state > 0 \
-         ORDER BY line LIMIT ?3",
+        "SELECT line, state, result, out_offset, out_len FROM batch_items \
+         WHERE batch_id = ?1 AND line > ?2 AND state > 0 ORDER BY line LIMIT ?3",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(params![id, after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut rows = stmt.query(params![job.id, after, limit])?;
+    // The output file for state 1, the error file for state 2, opened when first needed.
+    let mut files: [Option<File>; 2] = [None, None];
+    let mut lines = Vec::new();
+    while let Some(row) = rows.next()? {
+        let line: u64 = row.get(0)?;
+        if let Some(text) = row.get::<_, Option<String>>(2)? {
+            lines.push((line, text));
+            continue;
+        }
+        let state: u8 = row.get(1)?;
+        let (offset, len): (Option<u64>, Option<u64>) = (row.get(3)?, row.get(4)?);
+        let (Some(offset), Some(len), Some(slot)) = (offset, len, state.checked_sub(1)) else {
+            return Err(JobError::Decode { id: job.id.clone(), column: "result" });
+        };
+        let file_id = if slot == 0 { &job.output_file_id } else { &job.error_file_id };
+        let Some(file_id) = file_id else {
+            return Err(JobError::Decode { id: job.id.clone(), column: "output_file_id" });
+        };
+        let file = match &mut files[usize::from(slot.min(1))] {
+            Some(file) => file,
+            empty => {
+                let path = files_dir.join(file_id);
+                match File::open(&path) {
+                    Ok(file) => empty.insert(file),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(JobError::ResultsGone { id: job.id.clone(), file: file_id.clone() });
+                    }
+                    Err(e) => return Err(JobError::io(&path, e)),
+                }
+            }
+        };
+        let mut buffer = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+        read_at(file, &mut buffer, offset).map_err(|e| JobError::io(&files_dir.join(file_id), e))?;
+        let text = String::from_utf8(buffer)
+            .map_err(|_| JobError::Decode { id: job.id.clone(), column: "result" })?;
+        lines.push((line, text));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -705,7 +775,7 @@ mod tests {
         let again = record(&mut conn, "batch_1", &[Finished { line: 1, ok: false, output: "late".into() }]);
         assert_eq!(again.expect("record").failed, 0, "a stored outcome is never replaced");
         assert_eq!(close_rest(&mut conn, "batch_1", "batch_expired", "too late").expect("close"), 1);
-        let rows = results(&conn, "batch_1", 0, 10).expect("results");
+        let rows = results(&conn, &job, dir.path(), 0, 10).expect("results");
         assert_eq!(rows[0], (1, "first".to_string()));
         let expired: Value = serde_json::from_str(&rows[1].1).expect("JSON");
         assert_eq!(
@@ -713,6 +783,42 @@ mod tests {
             (Some("b"), Some("batch_expired"))
         );
         assert_eq!(counts_of(&conn), (1, 1));
+    }
+
+    /// Once an ended job's lines are in its files, the store keeps where they are, not a copy,
+    /// and results read the same from the files; with a file deleted they say so.
+    #[test]
+    fn results_of_an_ended_job_come_from_its_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = conn();
+        let lines: Vec<String> = ["a", "b", "c", "d"].into_iter().map(line).collect();
+        let mut job = validated(&mut conn, dir.path(), &lines);
+        let done =
+            |n: u64, ok: bool| Finished { line: n, ok, output: format!("{{\"line\":{n},\"ok\":{ok}}}") };
+        record(&mut conn, "batch_1", &[done(1, true), done(2, false), done(3, true), done(4, false)])
+            .expect("record");
+        let before = results(&conn, &job, dir.path(), 0, 10).expect("results");
+        let mut at = Vec::new();
+        for (file, state) in [("file-out", 1), ("file-err", 2)] {
+            let written =
+                write_lines(&conn, "batch_1", &[state], &dir.path().join(file), &dir.path().join("tmp"))
+                    .expect("write");
+            at.extend(written.at);
+        }
+        job.output_file_id = Some("file-out".into());
+        job.error_file_id = Some("file-err".into());
+        keep_in_files(&mut conn, "batch_1", &at).expect("keep");
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM batch_items WHERE result IS NOT NULL", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(stored, 0, "no second copy");
+        assert_eq!(results(&conn, &job, dir.path(), 0, 10).expect("from files"), before);
+        assert_eq!(results(&conn, &job, dir.path(), 2, 1).expect("a page"), before[2..3]);
+        std::fs::remove_file(dir.path().join("file-err")).expect("delete");
+        match results(&conn, &job, dir.path(), 0, 10) {
+            Err(JobError::ResultsGone { file, .. }) => assert_eq!(file, "file-err"),
+            other => panic!("expected ResultsGone, got {other:?}"),
+        }
     }
 
     fn counts_of(conn: &Connection) -> (u64, u64) {

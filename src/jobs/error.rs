@@ -27,6 +27,14 @@ pub enum JobError {
         /// The column.
         column: &'static str,
     },
+    /// An ended batch's results are read from its output and error files, and one was deleted.
+    #[error("the results of batch {id} were in file {file}, which was deleted")]
+    ResultsGone {
+        /// The batch.
+        id: String,
+        /// The deleted file.
+        file: String,
+    },
     /// The same `Idempotency-Key` came with a different request.
     #[error("Idempotency-Key was already used for a different request (batch {existing})")]
     IdempotencyConflict {

@@ -232,7 +232,8 @@ pub(crate) struct Results {
 impl Handler<Results> for JobWorker {
     type Result = Result<Vec<(u64, String)>, JobError>;
     fn handle(&mut self, msg: Results, _: &mut SyncContext<Self>) -> Self::Result {
-        db::results(&self.conn, &msg.id, msg.after, msg.limit)
+        let job = db::get(&self.conn, &msg.id)?.ok_or_else(|| JobError::NotFound(msg.id.clone()))?;
+        db::results(&self.conn, &job, &self.settings.files_dir, msg.after, msg.limit)
     }
 }
 
@@ -332,6 +333,8 @@ impl JobWorker {
         db::close_rest(&mut self.conn, id, code, message)?;
         db::set_status(&self.conn, id, JobStatus::Finalizing, unix_now())?;
         let counts = db::counts(&self.conn, id)?;
+        // Where each answer sits in the files written (API jobs).
+        let mut at = Vec::new();
         match job.kind {
             JobKind::Api => {
                 // The files' ids are fixed in the job's row before anything is written, so a
@@ -342,10 +345,10 @@ impl JobWorker {
                     (counts.failed > 0).then(|| job.error_file_id.clone().unwrap_or_else(files::new_file_id));
                 db::set_files(&self.conn, id, output.as_deref(), error.as_deref())?;
                 if let Some(file_id) = &output {
-                    self.write_file(&job, file_id, &[1], "output")?;
+                    at.extend(self.write_file(&job, file_id, &[1], "output")?.at);
                 }
                 if let Some(file_id) = &error {
-                    self.write_file(&job, file_id, &[2], "error")?;
+                    at.extend(self.write_file(&job, file_id, &[2], "error")?.at);
                 }
             }
             JobKind::Run => {
@@ -355,10 +358,14 @@ impl JobWorker {
             }
         }
         db::set_status(&self.conn, id, end, unix_now())?;
-        if job.kind == JobKind::Run
-            && let Err(error) = db::drop_ended_run_items(&self.conn)
-        {
-            tracing::warn!(event = "store_failed", what = "drop_run_items", batch = id, error = %error);
+        // The answers are in the files now: the store keeps no second copy. (A crash before this
+        // leaves the copy, which serves as well.)
+        let kept = match job.kind {
+            JobKind::Api => db::keep_in_files(&mut self.conn, id, &at),
+            JobKind::Run => db::drop_ended_run_items(&self.conn).map(drop),
+        };
+        if let Err(error) = kept {
+            tracing::warn!(event = "store_failed", what = "drop_stored_answers", batch = id, error = %error);
         }
         tracing::info!(
             event = "batch_job_finished",
@@ -373,21 +380,27 @@ impl JobWorker {
 
     /// Writes one of an API job's result files into the Files API's folder under `file_id` and
     /// lists it there (once: a second finalize rewrites the content and keeps the row).
-    fn write_file(&self, job: &Job, file_id: &str, states: &[u8], which: &str) -> Result<(), JobError> {
+    fn write_file(
+        &self,
+        job: &Job,
+        file_id: &str,
+        states: &[u8],
+        which: &str,
+    ) -> Result<db::Written, JobError> {
         let dir = &self.settings.files_dir;
         create_private_dir(dir).map_err(|e| JobError::io(dir, e))?;
         // A temporary name the store's sweep knows, so a crash leaves nothing for good.
         let temp = dir.join(format!("{}{}", files::TEMP_PREFIX, ulid::Ulid::new()));
-        let (_, bytes) = db::write_lines(&self.conn, &job.id, states, &dir.join(file_id), &temp)?;
+        let written = db::write_lines(&self.conn, &job.id, states, &dir.join(file_id), &temp)?;
         if files::get(&self.conn, None, file_id)?.is_none() {
             let filename = format!("{}_{which}.jsonl", job.id);
             let file = FileObject {
                 id: file_id.to_string(),
-                ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, bytes)
+                ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, written.bytes)
             };
             files::insert(&self.conn, &file)?;
         }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -525,7 +538,11 @@ mod tests {
             &[Finished { line: 1, ok: true, output: "{\"x\":1}".into() }],
         )?;
         let first = worker.finalize("batch_1", JobStatus::Completed)?;
+        // As a crash before the end leaves it: still finalizing, the answers still stored.
         worker.conn.execute("UPDATE batches SET status = 'finalizing' WHERE id = 'batch_1'", [])?;
+        worker
+            .conn
+            .execute("UPDATE batch_items SET result = '{\"x\":1}', out_offset = NULL, out_len = NULL", [])?;
         let second = worker.finalize("batch_1", JobStatus::Completed)?;
         assert_eq!(second.status, JobStatus::Completed);
         assert!(first.output_file_id.is_some());

@@ -116,10 +116,20 @@ const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 4,
+        name: "an ended batch's results kept once, in its files",
+        sql: "
+        -- Where an item's output line sits in its batch's output or error file, once written
+        -- there; its `result` is then cleared, so an answer is not kept twice.
+        ALTER TABLE batch_items ADD COLUMN out_offset INTEGER;
+        ALTER TABLE batch_items ADD COLUMN out_len INTEGER;
+    ",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
