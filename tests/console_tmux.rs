@@ -241,20 +241,30 @@ async fn a_panic_restores_the_terminal() {
     );
 }
 
+/// A console with a burst of 200 prompts under way against a mock that takes 10 s a call: the
+/// burst cannot drain before a second `q`, nor within the shipped 30 s grace.
+async fn busy_console() -> Option<Console> {
+    let console = Console::start_with(Setup { mock_latency_ms: 10_000, ..Setup::default() })?;
+    wait_for_log_bind(&console.log(), Duration::from_secs(30));
+    console.tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
+    console.tmux.keys(&["s"]);
+    console.tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
+    Some(console)
+}
+
+/// The exit report's line and the number it says was cut off.
+fn cut_off_in(pane: &str) -> (&str, Option<u64>) {
+    let report = pane.lines().find(|l| l.contains("ferry console: drained")).unwrap_or_default();
+    let cut_off = report.split_once("items, ").and_then(|(_, rest)| rest.split(' ').next()?.parse().ok());
+    (report, cut_off)
+}
+
 /// `q` with work in flight keeps the dashboard up while it drains, counting what is left; a
 /// second `q` cuts the drain short and ferry exits 0, reporting what it cut off.
 #[actix_rt::test]
 async fn a_second_q_cuts_a_long_drain_short() {
-    // Each mock call takes 10 s: the burst cannot drain before the second `q`, nor within the
-    // shipped 30 s grace.
-    let Some(console) = Console::start_with(Setup { mock_latency_ms: 10_000, ..Setup::default() }) else {
-        return;
-    };
+    let Some(console) = busy_console().await else { return };
     let tmux = &console.tmux;
-    wait_for_log_bind(&console.log(), Duration::from_secs(30));
-    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
-    tmux.keys(&["s"]);
-    tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
     tmux.keys(&["q"]);
     // The hint comes once a held-down `q` can no longer be taken for a second one.
     let pane = tmux.wait_for("q again", Duration::from_secs(10)).await;
@@ -263,9 +273,7 @@ async fn a_second_q_cuts_a_long_drain_short() {
     tmux.keys(&["q"]);
     // Without the cut-off the drain would run to the shipped 30 s grace.
     let pane = console.assert_exit_within(0, Duration::from_secs(15)).await;
-    let report = pane.lines().find(|l| l.contains("ferry console: drained")).unwrap_or_default();
-    let cut_off =
-        report.split_once("items, ").and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok());
+    let (report, cut_off) = cut_off_in(&pane);
     assert!(cut_off.is_some_and(|n| n > 0), "the second q cut the drain short: {report:?}\n{pane}");
     let log = std::fs::read_to_string(console.log()).unwrap_or_default();
     assert!(log.contains("phase=cut_off"), "the cut-off is not in the log");
@@ -275,14 +283,8 @@ async fn a_second_q_cuts_a_long_drain_short() {
 /// SIGTERM cuts it short.
 #[actix_rt::test]
 async fn a_second_sigterm_cuts_a_long_drain_short() {
-    let Some(console) = Console::start_with(Setup { mock_latency_ms: 10_000, ..Setup::default() }) else {
-        return;
-    };
+    let Some(console) = busy_console().await else { return };
     let tmux = &console.tmux;
-    wait_for_log_bind(&console.log(), Duration::from_secs(30));
-    tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
-    tmux.keys(&["s"]);
-    tmux.wait_for("submitted 200 demo prompts", Duration::from_secs(10)).await;
     let ferry = console.ferry_pid();
     let term = || {
         let sent = Command::new("sh").args(["-c", &format!("kill -TERM {ferry}")]).status().expect("sh runs");
@@ -292,9 +294,7 @@ async fn a_second_sigterm_cuts_a_long_drain_short() {
     tmux.wait_for("quitting: answering", Duration::from_secs(10)).await;
     term();
     let pane = console.assert_exit_within(0, Duration::from_secs(15)).await;
-    let report = pane.lines().find(|l| l.contains("ferry console: drained")).unwrap_or_default();
-    let cut_off =
-        report.split_once("items, ").and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok());
+    let (report, cut_off) = cut_off_in(&pane);
     assert!(cut_off.is_some_and(|n| n > 0), "the second SIGTERM cut the drain short: {report:?}\n{pane}");
     let log = std::fs::read_to_string(console.log()).unwrap_or_default();
     assert!(log.contains("phase=cut_off by=\"signal\"") || log.contains("phase=cut_off by=signal"), "{log}");
