@@ -319,8 +319,8 @@ async fn a_closed_terminal_ends_the_console_with_a_drain() {
         assert!(Instant::now() < deadline, "ferry still runs 20 s after its terminal closed; log:\n{log}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Whichever ferry noticed first — SIGHUP or the key stream ending — it drained to the end.
     let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(log.contains("signal=SIGHUP"), "{log}");
     assert!(log.contains("event=shutdown phase=done"), "the drain ran to its end:\n{log}");
 }
 
@@ -354,9 +354,17 @@ async fn an_actor_panic_leaves_the_dashboard_up() {
     tmux.wait_for("batch size 10", Duration::from_secs(15)).await;
     // The pool panics on the burst's first batch; the supervisor restarts it.
     tmux.keys(&["s"]);
-    let pane = tmux.wait_for("restarts 1", Duration::from_secs(15)).await;
-    assert!(pane.contains("actor pool panicked and was restarted"), "{pane}");
+    // (The header counts restarts from snapshots too; the failures pane's line comes only with
+    // the event itself, which a console that fell behind during the burst skips.)
+    tmux.wait_for("restarts 1", Duration::from_secs(15)).await;
     assert!(console.alternate_screen(), "the dashboard is still up");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(console.log())
+        .is_ok_and(|log| log.contains("event=actor_restarted actor=pool"))
+    {
+        assert!(Instant::now() < deadline, "no restart of the pool in the log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tmux.wait_for("ok 200 · failed 0", Duration::from_secs(30)).await;
     tmux.keys(&["+"]);
     tmux.wait_for("batch size 11", Duration::from_secs(10)).await;
