@@ -290,11 +290,7 @@ fn lock_run(path: &Path) -> Result<std::fs::File, RunError> {
 }
 
 fn remove_converted(path: &Path) {
-    if let Err(error) = std::fs::remove_file(path)
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(event = "run_cleanup_failed", path = %path.display(), error = %error);
-    }
+    crate::jobs::remove_if_there(path, "remove_converted_input");
 }
 
 fn invalid(path: &Path, errors: &[LineError]) -> RunError {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::Stdout;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{Event, EventStream, KeyEvent, KeyEventKind};
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -16,6 +16,7 @@ use super::command::{Call, Command, Controller};
 use super::draw::draw;
 use super::error::ConsoleError;
 use super::input::handle_key;
+use super::keys::{Action, action_for};
 use super::source::Update;
 use super::state::{Dashboard, Drain};
 use super::view::ConfigView;
@@ -296,14 +297,9 @@ pub async fn drain<T>(
     }
 }
 
-/// `q` or Ctrl-C: the keys that end a drain early.
+/// The quit keys (`q`, Ctrl-C) of the key table: they end a drain early.
 fn is_quit(key: KeyEvent) -> bool {
-    key.kind != KeyEventKind::Release
-        && match key.code {
-            KeyCode::Char('c') => key.modifiers.contains(KeyModifiers::CONTROL),
-            KeyCode::Char('q') => true,
-            _ => false,
-        }
+    key.kind != KeyEventKind::Release && action_for(key) == Some(Action::Quit)
 }
 
 /// The one-second tick: clocks, samples; true when the screen should change.

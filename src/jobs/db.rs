@@ -538,14 +538,16 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
     Ok(closed)
 }
 
-/// Drops the items (and their output lines) of `ferry run` jobs that have ended: their output
+/// Drops the items (and their output lines) of ended `ferry run` job `id` (all ended runs when
+/// `id` is None: the sweep at start, after a crash between a run's end and this): their output
 /// file holds the lines, and a run of a million prompts must not leave a copy of every answer
 /// in the database. The job rows, with their counts, stay. Returns the items dropped.
-pub fn drop_ended_run_items(conn: &Connection) -> Result<usize, JobError> {
+pub fn drop_ended_run_items(conn: &Connection, id: Option<&str>) -> Result<usize, JobError> {
     Ok(conn.execute(
         "DELETE FROM batch_items WHERE batch_id IN \
-         (SELECT id FROM batches WHERE kind = 'run' AND status IN ('completed', 'failed', 'cancelled', 'expired'))",
-        [],
+         (SELECT id FROM batches WHERE kind = 'run' AND (?1 IS NULL OR id = ?1) \
+          AND status IN ('completed', 'failed', 'cancelled', 'expired'))",
+        params![id],
     )?)
 }
 

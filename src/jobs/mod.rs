@@ -35,8 +35,8 @@ pub use error::JobError;
 pub use model::{Job, JobKind, JobStatus, LineError, RequestCounts};
 use runner::{Cancel, JobRunner, Run, StopAll};
 pub use worker::WorkerSettings;
-pub(crate) use worker::create_private_dir;
 use worker::{CreateJob, ForgetRun, GetJob, JobWorker, ListJobs, Results, SetStatus, Unfinished};
+pub(crate) use worker::{create_private_dir, remove_if_there};
 
 use crate::engine::Engine;
 

@@ -64,7 +64,7 @@ pub(crate) fn start(settings: WorkerSettings) -> Result<Addr<JobWorker>, JobErro
     let conn = crate::store::open_connection(&settings.db_path)?;
     sweep_inputs(&conn, &settings.inputs_dir());
     // A crash between a run's end and the drop of its items leaves them.
-    if let Err(error) = db::drop_ended_run_items(&conn) {
+    if let Err(error) = db::drop_ended_run_items(&conn, None) {
         tracing::warn!(event = "store_failed", what = "drop_run_items", error = %error);
     }
     let handoff = Mutex::new(Some(conn));
@@ -362,7 +362,7 @@ impl JobWorker {
         // leaves the copy, which serves as well.)
         let kept = match job.kind {
             JobKind::Api => db::keep_in_files(&mut self.conn, id, &at),
-            JobKind::Run => db::drop_ended_run_items(&self.conn).map(drop),
+            JobKind::Run => db::drop_ended_run_items(&self.conn, Some(id)).map(drop),
         };
         if let Err(error) = kept {
             tracing::warn!(event = "store_failed", what = "drop_stored_answers", batch = id, error = %error);
@@ -411,12 +411,17 @@ fn partial_of(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.partial", ulid::Ulid::new()))
 }
 
-fn remove_input(path: &Path) {
+/// Removes `path` if it is there; a failure is logged as `what` (the file is only left behind).
+pub(crate) fn remove_if_there(path: &Path, what: &str) {
     if let Err(error) = std::fs::remove_file(path)
         && error.kind() != std::io::ErrorKind::NotFound
     {
-        tracing::warn!(event = "store_failed", what = "remove_batch_input", path = %path.display(), error = %error);
+        tracing::warn!(event = "store_failed", what, path = %path.display(), error = %error);
     }
+}
+
+fn remove_input(path: &Path) {
+    remove_if_there(path, "remove_batch_input");
 }
 
 /// Removes kept inputs a crash left behind: those of jobs that have ended, and those without a
