@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::engine::{Answer, Prompt};
 use crate::providers::{ChatMessage, Role};
 
-/// The parts of OpenAI's request ferry uses; other fields (`top_p`, `user`, …) are accepted and
+/// The parts of OpenAI's request ferry uses; other fields (`user`, `metadata`, …) are accepted and
 /// ignored, as OpenAI clients send many.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
@@ -24,11 +24,29 @@ pub struct CompletionRequest {
     pub max_completion_tokens: Option<u32>,
     /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// Where the reply stops: one string or a list.
+    pub stop: Option<Stop>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`, passed to the upstream as given.
+    pub response_format: Option<Value>,
     /// Streaming is not supported.
     #[serde(default)]
     pub stream: bool,
     /// Only one choice is supported.
     pub n: Option<u32>,
+}
+
+/// OpenAI's `stop`: one string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// A single stop sequence.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
 }
 
 /// A message as OpenAI clients send it: content is text or a list of parts.
@@ -109,6 +127,14 @@ impl CompletionRequest {
             model: Some(self.model.clone()),
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
+            top_p: self.top_p,
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(stop)) => vec![stop.clone()],
+                Some(Stop::Many(stops)) => stops.clone(),
+            },
+            seed: self.seed,
+            response_format: self.response_format.clone(),
         })
     }
 }

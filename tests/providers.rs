@@ -17,8 +17,7 @@ fn ask(prompt: &str) -> CallRequest {
     CallRequest {
         model: "test-model".into(),
         messages: vec![ChatMessage::user(prompt)],
-        max_tokens: None,
-        temperature: None,
+        ..CallRequest::default()
     }
 }
 

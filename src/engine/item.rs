@@ -28,6 +28,14 @@ pub struct Prompt {
     pub max_tokens: Option<u32>,
     /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// Sequences that end the reply (empty: none).
+    pub stop: Vec<String>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// OpenAI's `response_format` as the caller gave it; an item with one is never combined.
+    pub response_format: Option<serde_json::Value>,
 }
 
 impl Prompt {
@@ -41,9 +49,22 @@ impl Prompt {
         self.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.as_str()).unwrap_or("")
     }
 
-    /// Whether this prompt can share a combined call: a single user message, nothing else.
+    /// Whether this prompt can share a combined call: a single user message and no reply format
+    /// of its own (a combined reply has the format that packs the answers).
     pub fn combinable(&self) -> bool {
-        matches!(self.messages.as_slice(), [m] if m.role == Role::User)
+        self.response_format.is_none() && matches!(self.messages.as_slice(), [m] if m.role == Role::User)
+    }
+
+    /// Whether two prompts ask for answers the same way: same model and sampling parameters, so
+    /// one combined call can carry both. (Floats compare by bits: 0.7 and 0.7 agree, NaN never
+    /// reaches here.)
+    pub fn same_parameters(&self, other: &Prompt) -> bool {
+        self.model == other.model
+            && self.temperature.map(f32::to_bits) == other.temperature.map(f32::to_bits)
+            && self.top_p.map(f32::to_bits) == other.top_p.map(f32::to_bits)
+            && self.stop == other.stop
+            && self.seed == other.seed
+            && self.response_format == other.response_format
     }
 }
 

@@ -55,6 +55,10 @@ struct Part {
 struct GenerationConfig {
     max_output_tokens: Option<u32>,
     temperature: Option<f32>,
+    top_p: Option<f32>,
+    #[serde(default)]
+    stop_sequences: Vec<String>,
+    seed: Option<i64>,
 }
 
 impl Content {
@@ -83,13 +87,22 @@ fn parse(model: &str, body: &[u8]) -> Result<CallRequest, String> {
         };
         messages.push(ChatMessage { role, content: content.text() });
     }
-    let config =
-        body.generation_config.unwrap_or(GenerationConfig { max_output_tokens: None, temperature: None });
+    let config = body.generation_config.unwrap_or(GenerationConfig {
+        max_output_tokens: None,
+        temperature: None,
+        top_p: None,
+        stop_sequences: Vec::new(),
+        seed: None,
+    });
     Ok(CallRequest {
         model: model.to_string(),
         messages,
         max_tokens: config.max_output_tokens,
         temperature: config.temperature,
+        top_p: config.top_p,
+        stop: config.stop_sequences,
+        seed: config.seed,
+        response_format: None,
     })
 }
 

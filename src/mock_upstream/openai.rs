@@ -44,7 +44,7 @@ pub(super) fn error_response(status: StatusCode, message: &str) -> HttpResponse 
         .json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}}))
 }
 
-/// The chat-completions request fields the mock reads; others (`n`, `user`, `seed`, …) are
+/// The chat-completions request fields the mock reads; others (`n`, `user`, …) are
 /// accepted and ignored, as a permissive server would.
 #[derive(Deserialize)]
 struct ChatBody {
@@ -53,8 +53,20 @@ struct ChatBody {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     temperature: Option<f32>,
+    top_p: Option<f32>,
+    stop: Option<Stop>,
+    seed: Option<i64>,
+    response_format: Option<Value>,
     #[serde(default)]
     stream: bool,
+}
+
+/// OpenAI's `stop`: one string or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -85,6 +97,14 @@ fn parse(body: &[u8]) -> Result<CallRequest, String> {
         messages,
         max_tokens: body.max_completion_tokens.or(body.max_tokens),
         temperature: body.temperature,
+        top_p: body.top_p,
+        stop: match body.stop {
+            None => Vec::new(),
+            Some(Stop::One(stop)) => vec![stop],
+            Some(Stop::Many(stops)) => stops,
+        },
+        seed: body.seed,
+        response_format: body.response_format,
     })
 }
 

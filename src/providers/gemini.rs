@@ -92,7 +92,7 @@ struct GenerateBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<SystemInstruction>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    generation_config: Option<GenerationConfig>,
+    generation_config: Option<GenerationConfig<'a>>,
 }
 
 #[derive(Serialize)]
@@ -118,11 +118,49 @@ struct OwnedPart {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct GenerationConfig {
+struct GenerationConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_output_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<&'a serde_json::Value>,
+}
+
+impl<'a> GenerationConfig<'a> {
+    /// Gemini's names for OpenAI's options; None when the request sets none of them.
+    fn of(request: &'a CallRequest) -> Option<Self> {
+        // OpenAI's `response_format`: `json_object` asks for JSON, `json_schema` for JSON of a schema.
+        let format = request.response_format.as_ref();
+        let kind = format.and_then(|f| f.get("type")).and_then(serde_json::Value::as_str);
+        let schema = format.and_then(|f| f.pointer("/json_schema/schema"));
+        let response_mime_type =
+            matches!(kind, Some("json_object" | "json_schema")).then_some("application/json");
+        let config = Self {
+            max_output_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop_sequences: &request.stop,
+            seed: request.seed,
+            response_mime_type,
+            response_json_schema: schema,
+        };
+        let empty = config.max_output_tokens.is_none()
+            && config.temperature.is_none()
+            && config.top_p.is_none()
+            && config.stop_sequences.is_empty()
+            && config.seed.is_none()
+            && config.response_mime_type.is_none();
+        (!empty).then_some(config)
+    }
 }
 
 impl<'a> GenerateBody<'a> {
@@ -141,11 +179,7 @@ impl<'a> GenerateBody<'a> {
                 Some(Content { role, parts: [Part { text: &m.content }] })
             })
             .collect();
-        let generation_config =
-            (request.max_tokens.is_some() || request.temperature.is_some()).then_some(GenerationConfig {
-                max_output_tokens: request.max_tokens,
-                temperature: request.temperature,
-            });
+        let generation_config = GenerationConfig::of(request);
         Self {
             contents,
             // Gemini takes one system instruction; several system messages become its paragraphs.
@@ -256,6 +290,7 @@ mod tests {
             ],
             max_tokens: Some(7),
             temperature: Some(0.5),
+            ..CallRequest::default()
         };
         assert_eq!(
             serde_json::to_value(GenerateBody::of(&request)).unwrap(),
@@ -276,8 +311,7 @@ mod tests {
         let request = CallRequest {
             model: "g".into(),
             messages: vec![ChatMessage::user("hi")],
-            max_tokens: None,
-            temperature: None,
+            ..CallRequest::default()
         };
         let body = serde_json::to_value(GenerateBody::of(&request)).unwrap();
         assert_eq!(body, serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));

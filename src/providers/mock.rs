@@ -265,7 +265,7 @@ mod tests {
     use crate::providers::ChatMessage;
 
     fn request(messages: Vec<ChatMessage>) -> CallRequest {
-        CallRequest { model: "mock".into(), messages, max_tokens: None, temperature: None }
+        CallRequest { model: "mock".into(), messages, ..CallRequest::default() }
     }
 
     #[test]

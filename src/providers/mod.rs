@@ -62,7 +62,7 @@ impl ChatMessage {
 }
 
 /// What one upstream call asks for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallRequest {
     /// The model name sent upstream.
     pub model: String,
@@ -72,6 +72,14 @@ pub struct CallRequest {
     pub max_tokens: Option<u32>,
     /// Sampling temperature, if set.
     pub temperature: Option<f32>,
+    /// Nucleus sampling, if set.
+    pub top_p: Option<f32>,
+    /// Sequences that end the reply (empty: none).
+    pub stop: Vec<String>,
+    /// Sampling seed, if set.
+    pub seed: Option<i64>,
+    /// OpenAI's `response_format` object as the caller gave it (`json_object`, `json_schema`).
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// Token counts an upstream reported for one call.

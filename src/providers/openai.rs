@@ -70,6 +70,14 @@ struct ChatBody<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a serde_json::Value>,
 }
 
 impl<'a> ChatBody<'a> {
@@ -79,6 +87,10 @@ impl<'a> ChatBody<'a> {
             messages: &request.messages,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
+            top_p: request.top_p,
+            stop: &request.stop,
+            seed: request.seed,
+            response_format: request.response_format.as_ref(),
         }
     }
 }
@@ -142,7 +154,7 @@ mod tests {
             model: "gpt-x".into(),
             messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hi")],
             max_tokens: Some(5),
-            temperature: None,
+            ..CallRequest::default()
         };
         let body = serde_json::to_value(ChatBody::of(&request)).unwrap();
         assert_eq!(

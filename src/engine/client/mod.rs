@@ -133,15 +133,20 @@ impl LlmClient {
                 combine::build(&prompts)
             }
         };
-        let temperature = match &call.items {
-            CallItems::One(item) => item.prompt.temperature,
-            CallItems::Combined(items) => items.first().and_then(|i| i.prompt.temperature),
+        // A combined call packs only items whose parameters agree, so the first speaks for all.
+        let first = match &call.items {
+            CallItems::One(item) => Some(&item.prompt),
+            CallItems::Combined(items) => items.first().map(|i| &i.prompt),
         };
         CallRequest {
             model: call.model.clone().unwrap_or_else(|| self.default_model.to_string()),
             messages,
             max_tokens: call.max_tokens,
-            temperature,
+            temperature: first.and_then(|p| p.temperature),
+            top_p: first.and_then(|p| p.top_p),
+            stop: first.map(|p| p.stop.clone()).unwrap_or_default(),
+            seed: first.and_then(|p| p.seed),
+            response_format: first.and_then(|p| p.response_format.clone()),
         }
     }
 
