@@ -58,6 +58,7 @@ fn ferry_config(base_url: &str) -> Config {
             mode: Mode::Fanout,
             queue_capacity: None,
             model: None,
+            mix_owners: false,
         },
     );
     config.upstreams = vec![UpstreamConfig {

@@ -28,6 +28,8 @@ pub struct LaneSettings {
     pub queue_capacity: usize,
     /// Model for items that name none (absent: the upstream's first model).
     pub model: Option<String>,
+    /// A combined batch may carry several owners' items.
+    pub mix_owners: bool,
     /// The lane sets no `max_batch`, so a live change of the global batch size applies to it.
     pub max_batch_follows_global: bool,
     /// The lane sets no `delay_ms`, so a live change of the global batch delay applies to it.
@@ -47,6 +49,7 @@ impl LaneConfig {
             mode: self.mode,
             queue_capacity: self.queue_capacity.unwrap_or(batching.queue_capacity),
             model: self.model.clone(),
+            mix_owners: self.mix_owners,
             max_batch_follows_global: self.max_batch.is_none(),
             delay_follows_global: self.delay_ms.is_none(),
         }
@@ -76,6 +79,7 @@ mod tests {
             mode: default_mode(),
             queue_capacity: None,
             model: None,
+            mix_owners: false,
         }
     }
 

@@ -191,8 +191,13 @@ pub struct BatchingConfig {
     pub batch_delay_ms: u64,
     /// Items a lane may hold before submissions are refused with "queue full".
     pub queue_capacity: usize,
-    /// Every `aging_ms` an item waits adds one rank to its lane, so low lanes are never starved.
-    pub aging_ms: u64,
+    /// The share of dispatches that goes to a waiting lower lane while higher lanes have work
+    /// (0.1: one in ten; 0: strict priority). Bounds both the lower lanes' wait and the delay
+    /// a fresh higher item can meet.
+    pub lower_share: f64,
+    /// Replaced by `lower_share`; present only to name the replacement when an old file sets it.
+    #[serde(skip_serializing)]
+    pub aging_ms: Option<u64>,
     /// Times an item is put back after the actor holding it failed, before it gets an error.
     pub max_requeues: u32,
 }
@@ -203,7 +208,8 @@ impl Default for BatchingConfig {
             batch_size: 10,
             batch_delay_ms: 100,
             queue_capacity: 100_000,
-            aging_ms: 5_000,
+            lower_share: 0.1,
+            aging_ms: None,
             max_requeues: 3,
         }
     }
@@ -258,6 +264,10 @@ pub struct LaneConfig {
     /// Model for items that do not name one. Absent: the upstream's first model.
     #[serde(default)]
     pub model: Option<String>,
+    /// A combined call may carry several owners' prompts (single-tenant set-ups only: one
+    /// owner's prompt could ask the model to repeat the others'). Off by default.
+    #[serde(default)]
+    pub mix_owners: bool,
 }
 
 fn default_latency_ms() -> u64 {
@@ -498,6 +508,7 @@ pub fn default_lanes() -> BTreeMap<String, LaneConfig> {
         mode,
         queue_capacity: None,
         model: None,
+        mix_owners: false,
     };
     BTreeMap::from([
         ("high".to_string(), lane(3, 200, Some(6), Some(1_000), 500, Mode::Combined)),

@@ -107,7 +107,7 @@ fn render_sections(config: &Config, out: &mut Render) {
     out.value("batch_size", batching.batch_size);
     out.value("batch_delay_ms", batching.batch_delay_ms);
     out.value("queue_capacity", batching.queue_capacity);
-    out.value("aging_ms", batching.aging_ms);
+    out.value("lower_share", batching.lower_share);
     out.value("max_requeues", batching.max_requeues);
 }
 
@@ -146,6 +146,9 @@ fn render_lanes(config: &Config, out: &mut Render) {
         match &lane.model {
             Some(model) => out.string("model", model),
             None => out.comment("model: not set (the serving upstream's first model)"),
+        }
+        if lane.mix_owners {
+            out.value("mix_owners", true);
         }
     }
 }

@@ -144,10 +144,17 @@ fn check_level(level: &str) -> Result<(), String> {
 fn check_batching(batching: &BatchingConfig, problems: &mut Vec<String>) {
     at_least_one(problems, "batching.batch_size", batching.batch_size as u64);
     at_least_one(problems, "batching.queue_capacity", batching.queue_capacity as u64);
-    if batching.aging_ms == 0 {
+    if batching.aging_ms.is_some() {
         problems.push(
-            "batching.aging_ms: must be at least 1 (got 0); use a large value to make aging rare".into(),
+            "batching.aging_ms: no longer used; waiting lower lanes now get `batching.lower_share` of \
+             the dispatches (default 0.1: one in ten) — remove aging_ms"
+                .into(),
         );
+    }
+    let share = batching.lower_share;
+    if !(0.0..=0.5).contains(&share) {
+        problems
+            .push(format!("batching.lower_share: must be between 0 (strict priority) and 0.5 (got {share})"));
     }
 }
 

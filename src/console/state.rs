@@ -247,6 +247,12 @@ impl Dashboard {
                 true
             }
             MetricsEvent::Upstream(status) => self.upstream_report(status),
+            MetricsEvent::Withdrawn { reason, count } => {
+                if !self.log_feed {
+                    self.push_log(false, format!("event=withdrawn reason={reason} items={count}"));
+                }
+                true
+            }
             MetricsEvent::ConfigChanged { change } => {
                 if !self.log_feed {
                     self.push_log(false, format!("event=config_changed change={change}"));

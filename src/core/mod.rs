@@ -5,5 +5,6 @@
 pub mod batching;
 pub mod combine;
 pub mod estimate;
+pub mod fair;
 pub mod limits;
 pub mod retry;

@@ -55,6 +55,8 @@ pub(crate) struct Batch {
     pub model: Option<String>,
     /// The lane's reply budget for items that set none.
     pub max_tokens: Option<u32>,
+    /// A combined call may carry several owners' items.
+    pub mix_owners: bool,
     pub items: Vec<Item>,
 }
 

@@ -3,8 +3,9 @@
 //! It keeps a view of every lane (length, oldest item, settings) and of the pool's free call
 //! slots, and applies the pure rules of [`crate::core::batching`]: a lane is ready when its
 //! oldest item has waited `window_ms` or it holds `max_batch` items, never sooner than `delay_ms`
-//! after its previous batch; when slots are short, the highest rank goes first, with aging. A
-//! single timer wakes it for the next window to close.
+//! after its previous batch; when slots are short, the highest rank goes first, and a waiting
+//! lower lane gets `[batching] lower_share` of the batches ([`Turns`]). A single timer wakes it
+//! for the next window to close.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use super::lane::{LaneQueue, Take};
 use super::pool::{ClientPool, Dispatch};
 use super::wake::Wake;
 use crate::config::{LaneSettings, Mode};
-use crate::core::batching::{self, LaneView};
+use crate::core::batching::{self, LaneView, LowerShare, Turns};
 
 struct LaneSlot {
     addr: Addr<LaneQueue>,
@@ -51,19 +52,21 @@ pub struct BatchFormer {
     free_slots: usize,
     /// All call slots of the clients that can take calls, as last reported.
     total_slots: usize,
-    aging: Duration,
+    share: LowerShare,
+    turns: Turns,
     paused: bool,
     wake: Wake,
 }
 
 impl BatchFormer {
-    pub(crate) fn new(pool: Addr<ClientPool>, aging: Duration) -> Self {
+    pub(crate) fn new(pool: Addr<ClientPool>, share: LowerShare) -> Self {
         Self {
             lanes: Vec::new(),
             pool,
             free_slots: 0,
             total_slots: 0,
-            aging,
+            share,
+            turns: Turns::default(),
             paused: false,
             wake: Wake::default(),
         }
@@ -84,7 +87,8 @@ impl BatchFormer {
             }
         }
         while self.free_slots > 0 {
-            let Some(i) = batching::pick(&views, now, self.aging) else { break };
+            let Some(choice) = self.turns.choose(batching::ready(&views, now), self.share) else { break };
+            let i = choice.index;
             let lane = &mut self.lanes[i];
             if lane.settings.mode == Mode::Fanout && self.free_slots < fanout_floor(lane, self.total_slots) {
                 // Capacity-bound: this lane waits for enough slots to free up for a batch worth
@@ -102,6 +106,7 @@ impl BatchFormer {
                 Mode::Combined => 1,
             };
             lane.addr.do_send(Take { max });
+            self.turns.served(choice);
             lane.taking = true;
             lane.last_batch = Some(now);
             self.free_slots = self.free_slots.saturating_sub(cost);

@@ -37,6 +37,10 @@ impl Drop for Slot {
 }
 
 /// The items one upstream call answers.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a fanout call is the common case; boxing its item would cost an allocation per call"
+)]
 pub(crate) enum CallItems {
     /// One item, one call.
     One(Item),
@@ -52,8 +56,10 @@ pub(crate) struct Call {
     pub rank: u32,
     /// Model asked for; None: the upstream's default.
     pub model: Option<String>,
-    /// Reply budget.
+    /// Reply budget: the item's own (else the lane's), for a combined call the sum of them.
     pub max_tokens: Option<u32>,
+    /// The lane's per-item budget for items that set none.
+    pub lane_max_tokens: Option<u32>,
     /// Retryable failures on the current upstream.
     pub retries: u32,
     /// 429s received on the current upstream.
@@ -69,12 +75,18 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub(crate) fn new(items: CallItems, rank: u32, model: Option<String>, max_tokens: Option<u32>) -> Self {
+    pub(crate) fn new(
+        items: CallItems,
+        rank: u32,
+        model: Option<String>,
+        lane_max_tokens: Option<u32>,
+    ) -> Self {
         Self {
+            max_tokens: budget(&items, lane_max_tokens),
             items,
             rank,
             model,
-            max_tokens,
+            lane_max_tokens,
             retries: 0,
             rate_limited: 0,
             overloaded: 0,
@@ -84,9 +96,19 @@ impl Call {
         }
     }
 
-    /// The call's items answered one by one, each a call of its own; the first keeps the slot.
+    /// The same call with other items (of the same owner and parameters), its budget theirs.
+    fn with_items(self, mut items: Vec<Item>) -> Call {
+        let items = match items.len() {
+            1 => CallItems::One(items.remove(0)),
+            _ => CallItems::Combined(items),
+        };
+        Call { max_tokens: budget(&items, self.lane_max_tokens), items, ..self }
+    }
+
+    /// The call's items answered one by one, each a call of its own with its own budget; the
+    /// first keeps the slot.
     pub(crate) fn into_singles(self) -> Vec<Call> {
-        let Call { items, rank, model, max_tokens, tried, last_error, slot, .. } = self;
+        let Call { items, rank, model, lane_max_tokens, tried, last_error, slot, .. } = self;
         let items = match items {
             CallItems::One(item) => vec![item],
             CallItems::Combined(items) => items,
@@ -95,10 +117,11 @@ impl Call {
         items
             .into_iter()
             .map(|item| Call {
+                max_tokens: item.prompt.max_tokens.or(lane_max_tokens),
                 items: CallItems::One(item),
                 rank,
                 model: model.clone(),
-                max_tokens,
+                lane_max_tokens,
                 retries: 0,
                 rate_limited: 0,
                 overloaded: 0,
@@ -109,11 +132,57 @@ impl Call {
             .collect()
     }
 
+    /// Whether an item of the call belongs to a withdrawn job.
+    pub(crate) fn has_withdrawn(&self) -> bool {
+        match &self.items {
+            CallItems::One(item) => item.withdrawn().is_some(),
+            CallItems::Combined(items) => items.iter().any(|item| item.withdrawn().is_some()),
+        }
+    }
+
+    /// Whether an item of the call is part of `job`.
+    pub(crate) fn holds_job(&self, job: &str) -> bool {
+        match &self.items {
+            CallItems::One(item) => &*item.origin.job == job,
+            CallItems::Combined(items) => items.iter().any(|item| &*item.origin.job == job),
+        }
+    }
+
+    /// Splits off the items of withdrawn jobs: the call with what is left, or its slot when
+    /// nothing is.
+    pub(crate) fn without_withdrawn(self) -> (Result<Call, Slot>, Vec<Item>) {
+        match self.items {
+            CallItems::One(ref item) if item.withdrawn().is_none() => (Ok(self), Vec::new()),
+            CallItems::One(item) => (Err(self.slot), vec![item]),
+            CallItems::Combined(items) => {
+                let (gone, kept): (Vec<Item>, Vec<Item>) =
+                    items.into_iter().partition(|item| item.withdrawn().is_some());
+                let call = Call { items: CallItems::Combined(Vec::new()), ..self };
+                match kept.len() {
+                    0 => (Err(call.slot), gone),
+                    _ => (Ok(call.with_items(kept)), gone),
+                }
+            }
+        }
+    }
+
     /// Fails every item of the call with `error`.
     pub(crate) fn fail(self, error: ItemError) {
         match self.items {
             CallItems::One(item) => item.finish(Err(error)),
             CallItems::Combined(items) => items.into_iter().for_each(|item| item.finish(Err(error.clone()))),
+        }
+    }
+}
+
+/// The reply budget of a call: each item's own `max_tokens`, else the lane's; a combined call
+/// gets their sum (none when an item has no budget at all).
+fn budget(items: &CallItems, lane_max_tokens: Option<u32>) -> Option<u32> {
+    let one = |item: &Item| item.prompt.max_tokens.or(lane_max_tokens);
+    match items {
+        CallItems::One(item) => one(item),
+        CallItems::Combined(items) => {
+            items.iter().try_fold(0u32, |sum, item| Some(sum.saturating_add(one(item)?)))
         }
     }
 }

@@ -7,7 +7,7 @@
 //! holds even when the holder dies mid-message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,7 +15,105 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{BatchId, BatchTracker};
+use crate::core::fair::{JobId, OwnerId};
 use crate::providers::{ChatMessage, ProviderError, Role, Usage};
+
+/// Whose work a submission is, which job or request it belongs to, and until when its answers
+/// are wanted. Every item of a submission shares one; a door keeps it to withdraw what has not
+/// been sent yet ([`Engine::withdraw`](super::Engine::withdraw)).
+#[derive(Debug)]
+pub struct Origin {
+    /// The tenant, the API key's owner id, or [`Origin::LOCAL`].
+    pub owner: OwnerId,
+    /// The batch job, `ferry run`, or HTTP request the items are part of.
+    pub job: JobId,
+    /// After this instant nobody waits for the answer: an item that no upstream can send
+    /// before it fails at once, naming the limit. None: no deadline (`ferry run`).
+    pub deadline: Option<Instant>,
+    withdrawn: AtomicU8,
+}
+
+impl Origin {
+    /// The owner of work from this machine (`ferry run`, the console, keys off).
+    pub const LOCAL: &'static str = "local";
+
+    /// Work of `owner` in `job`, with no deadline.
+    pub fn new(owner: impl Into<OwnerId>, job: impl Into<JobId>) -> Arc<Self> {
+        Self::with_deadline(owner, job, None)
+    }
+
+    /// Work of `owner` in `job`, wanted until `deadline`.
+    pub fn with_deadline(
+        owner: impl Into<OwnerId>,
+        job: impl Into<JobId>,
+        deadline: Option<Instant>,
+    ) -> Arc<Self> {
+        Arc::new(Self { owner: owner.into(), job: job.into(), deadline, withdrawn: AtomicU8::new(0) })
+    }
+
+    /// A request of its own for `owner`: a fresh job id (`req_` and a ULID).
+    pub fn request(owner: impl Into<OwnerId>, deadline: Option<Instant>) -> Arc<Self> {
+        Self::with_deadline(owner, format!("req_{}", ulid::Ulid::new()), deadline)
+    }
+
+    /// Why its items were withdrawn, if they were.
+    pub fn withdrawn(&self) -> Option<Withdrawal> {
+        Withdrawal::from_code(self.withdrawn.load(Ordering::Acquire))
+    }
+
+    /// Marks the items withdrawn (the first reason stays); true if this call marked them.
+    pub(crate) fn mark_withdrawn(&self, why: Withdrawal) -> bool {
+        self.withdrawn.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+/// Why a job's unsent items were taken out of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Withdrawal {
+    /// The batch was cancelled.
+    Cancelled = 1,
+    /// The batch's completion window ended.
+    Expired = 2,
+    /// The HTTP caller went away before its answer.
+    CallerGone = 3,
+    /// The HTTP door stopped waiting (its timeout).
+    TimedOut = 4,
+}
+
+impl Withdrawal {
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Cancelled),
+            2 => Some(Self::Expired),
+            3 => Some(Self::CallerGone),
+            4 => Some(Self::TimedOut),
+            _ => None,
+        }
+    }
+
+    /// The reason as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::CallerGone => "caller_gone",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl std::fmt::Display for Withdrawal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cancelled => "the batch was cancelled before this item was sent",
+            Self::Expired => "the batch's completion window ended before this item was sent",
+            Self::CallerGone => "the caller went away before this item was sent",
+            Self::TimedOut => "no answer within the request's timeout; the item was not sent",
+        })
+    }
+}
 
 /// One prompt as a door submits it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,6 +218,17 @@ pub enum ItemError {
     /// The engine shut down before the item could be processed.
     #[error("ferry is shutting down; the item was not processed")]
     ShuttingDown,
+    /// Its job was withdrawn (cancel, expiry, the caller left) before it was sent.
+    #[error("{0}")]
+    Withdrawn(Withdrawal),
+    /// No upstream that serves it can send it before its deadline.
+    #[error("no upstream can send this before its deadline: {limit}")]
+    OverBudget {
+        /// The limit in the way, named (`upstream `a`: requests per day spent until …`).
+        limit: String,
+        /// Seconds until the soonest upstream could send it.
+        retry_after_s: u64,
+    },
 }
 
 /// What every item ends in.
@@ -209,6 +318,8 @@ pub(crate) struct Item {
     pub id: u64,
     /// Index of its lane.
     pub lane: usize,
+    /// Whose it is, its job and deadline (shared by its submission).
+    pub origin: Arc<Origin>,
     /// What to ask.
     pub prompt: Prompt,
     /// When the engine accepted it; its lane is ordered by this.
@@ -225,11 +336,19 @@ pub(crate) struct Item {
 
 impl Item {
     /// A new accepted item; counts as open until answered.
-    pub(crate) fn new(id: u64, lane: usize, prompt: Prompt, reply: Reply, shared: &Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        lane: usize,
+        origin: &Arc<Origin>,
+        prompt: Prompt,
+        reply: Reply,
+        shared: &Arc<Shared>,
+    ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
         Self {
             id,
             lane,
+            origin: Arc::clone(origin),
             prompt,
             accepted_at: Instant::now(),
             attempts: 0,
@@ -259,6 +378,11 @@ impl Item {
         }
     }
 
+    /// Why its job was withdrawn, if it was: it must not be sent.
+    pub(crate) fn withdrawn(&self) -> Option<Withdrawal> {
+        self.origin.withdrawn()
+    }
+
     /// The batch id, for answers.
     pub(crate) fn batch_id(&self) -> BatchId {
         self.batch.as_ref().map(|b| b.id).unwrap_or_default()
@@ -274,6 +398,7 @@ impl Drop for Item {
         let orphan = Item {
             id: self.id,
             lane: self.lane,
+            origin: Arc::clone(&self.origin),
             prompt: std::mem::take(&mut self.prompt),
             accepted_at: self.accepted_at,
             attempts: self.attempts,

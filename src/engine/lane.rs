@@ -4,8 +4,12 @@
 //! length and oldest item to the former after every change, and the former applies the batching
 //! rule. Capacity is checked at the door: a submission that does not fit is refused whole with
 //! "queue full", so an accepted item is never dropped later.
+//!
+//! Inside the lane, owners take turns and, within an owner, jobs take turns ([`FairQueue`]): a
+//! fanout batch is the next items in turn; a combined batch is the next owner's items only (one
+//! upstream call never carries two owners' prompts), unless the lane allows mixing owners.
+//! Withdrawing a job takes its waiting items out at once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,16 +17,17 @@ use actix::prelude::*;
 
 use super::batch::{Batch, BatchTracker};
 use super::batch_former::{BatchFormer, LaneReport};
-use super::item::{Item, ItemError, SubmitError};
+use super::item::{Item, ItemError, SubmitError, Withdrawal};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
-use crate::config::LaneSettings;
+use crate::config::{LaneSettings, Mode};
+use crate::core::fair::{FairQueue, JobId};
 
 /// The lane actor.
 pub struct LaneQueue {
     index: usize,
     name: Arc<str>,
     settings: LaneSettings,
-    queue: VecDeque<Item>,
+    queue: FairQueue<Item>,
     former: Addr<BatchFormer>,
     metrics: Addr<MetricsHub>,
     accepting: bool,
@@ -45,7 +50,7 @@ impl LaneQueue {
             index,
             name,
             settings,
-            queue: VecDeque::new(),
+            queue: FairQueue::default(),
             former,
             metrics,
             accepting: true,
@@ -55,7 +60,7 @@ impl LaneQueue {
     }
 
     fn report(&mut self, ctx: &mut Context<Self>, batch: Option<Batch>, take_done: bool) {
-        let oldest = self.queue.front().map(|item| item.accepted_at);
+        let oldest = self.queue.oldest();
         self.former.do_send(LaneReport { lane: self.index, len: self.queue.len(), oldest, batch, take_done });
         if !self.depth_scheduled {
             // One depth event per period, not one per submission.
@@ -63,12 +68,19 @@ impl LaneQueue {
             ctx.run_later(DEPTH_EVERY, |lane, _| {
                 lane.depth_scheduled = false;
                 let depth = lane.queue.len();
-                let oldest = lane.queue.front().map(|item| item.accepted_at.elapsed());
+                let oldest = lane.queue.oldest().map(|at| at.elapsed());
                 let oldest_ms = oldest.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 let event = MetricsEvent::LaneDepth { lane: Arc::clone(&lane.name), depth, oldest_ms };
                 lane.metrics.do_send(Publish(event));
             });
         }
+    }
+}
+
+impl LaneQueue {
+    fn push(&mut self, item: Item) {
+        let origin = Arc::clone(&item.origin);
+        self.queue.push(&origin.owner, &origin.job, item.id, item.accepted_at, item);
     }
 }
 
@@ -122,6 +134,14 @@ pub(crate) struct CloseIntake;
 #[rtype(result = "usize")]
 pub(crate) struct FailAll(pub ItemError);
 
+/// Take out every waiting item of `job` and answer it withdrawn; returns how many there were.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Withdraw {
+    pub job: JobId,
+    pub why: Withdrawal,
+}
+
 /// Fault injection: panic while handling the next message that carries items.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -146,7 +166,9 @@ impl Handler<Enqueue> for LaneQueue {
             self.panic_on_next_batch = false;
             panic!("fault injection: lane `{}` panics holding {asked} items", self.name);
         }
-        self.queue.extend(items);
+        for item in items {
+            self.push(item);
+        }
         tracing::debug!(event = "enqueue", lane = %self.name, count = asked, depth = self.queue.len());
         self.report(ctx, None, false);
         Ok(())
@@ -158,15 +180,13 @@ impl Handler<Requeue> for LaneQueue {
 
     fn handle(&mut self, msg: Requeue, ctx: &mut Context<Self>) {
         let item = msg.0;
-        // Requeued items are rare; a linear search keeps acceptance order, so an item that came
-        // home is served before items accepted after it.
-        let at = self
-            .queue
-            .iter()
-            .position(|waiting| waiting.accepted_at > item.accepted_at)
-            .unwrap_or(self.queue.len());
+        if let Some(why) = item.withdrawn() {
+            item.finish(Err(ItemError::Withdrawn(why)));
+            return;
+        }
+        // The item goes back to its place in its job, by acceptance time.
         tracing::debug!(event = "requeue", lane = %self.name, item = item.id, requeues = item.requeues);
-        self.queue.insert(at, item);
+        self.push(item);
         self.report(ctx, None, false);
     }
 }
@@ -175,13 +195,28 @@ impl Handler<Take> for LaneQueue {
     type Result = ();
 
     fn handle(&mut self, msg: Take, ctx: &mut Context<Self>) {
-        let n = msg.max.min(self.queue.len());
+        let max = msg.max.min(self.queue.len());
+        let mut items: Vec<Item> = if self.settings.mode == Mode::Combined && !self.settings.mix_owners {
+            self.queue.pop_owner(max)
+        } else {
+            std::iter::from_fn(|| self.queue.pop()).take(max).collect()
+        };
+        // A job withdrawn while its items were on their way here is not sent.
+        if items.iter().any(|item| item.withdrawn().is_some()) {
+            let (gone, kept): (Vec<Item>, Vec<Item>) =
+                items.into_iter().partition(|item| item.withdrawn().is_some());
+            for item in gone {
+                let why = item.withdrawn().unwrap_or(Withdrawal::Cancelled);
+                item.finish(Err(ItemError::Withdrawn(why)));
+            }
+            items = kept;
+        }
+        let n = items.len();
         if n == 0 {
             self.report(ctx, None, true);
             return;
         }
         let tracker = BatchTracker::new(Arc::clone(&self.name), self.settings.mode, n, self.metrics.clone());
-        let mut items: Vec<Item> = self.queue.drain(..n).collect();
         for item in &mut items {
             item.batch = Some(Arc::clone(&tracker));
         }
@@ -204,6 +239,7 @@ impl Handler<Take> for LaneQueue {
             rank: self.settings.rank,
             model: self.settings.model.clone(),
             max_tokens: self.settings.max_tokens,
+            mix_owners: self.settings.mix_owners,
             items,
         };
         self.report(ctx, Some(batch), true);
@@ -227,11 +263,28 @@ impl Handler<CloseIntake> for LaneQueue {
 impl Handler<FailAll> for LaneQueue {
     type Result = usize;
     fn handle(&mut self, msg: FailAll, ctx: &mut Context<Self>) -> usize {
-        let n = self.queue.len();
-        for item in self.queue.drain(..) {
+        let items = self.queue.drain();
+        let n = items.len();
+        for item in items {
             item.finish(Err(msg.0.clone()));
         }
         self.report(ctx, None, false);
+        n
+    }
+}
+
+impl Handler<Withdraw> for LaneQueue {
+    type Result = usize;
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Context<Self>) -> usize {
+        let items = self.queue.remove_job(&msg.job);
+        let n = items.len();
+        if n > 0 {
+            tracing::debug!(event = "withdrawn", lane = %self.name, job = %msg.job, reason = msg.why.label(), count = n);
+            for item in items {
+                item.finish(Err(ItemError::Withdrawn(msg.why)));
+            }
+            self.report(ctx, None, false);
+        }
         n
     }
 }

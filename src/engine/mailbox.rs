@@ -1,18 +1,19 @@
 //! The order in which an upstream client starts its calls.
 //!
-//! Calls that may start now wait in one FIFO per lane rank. The next call is the head with the
-//! highest effective rank — its rank plus one per `aging` it has waited, the former's rule — so a
-//! high-lane call that arrives behind a low-lane backlog goes first, yet a low call is not starved
-//! by a stream of high ones while the upstream is rate limited. Ranks are few, so choosing is a
-//! short scan of the heads, and a call is moved once in and once out (a heap would move it log n
-//! times). Calls waiting out a backoff sit in a heap by the instant they become due. Plain data,
-//! no clock: the client passes `now`.
+//! Calls that may start now wait in one FIFO per lane rank. The next call is the head of the
+//! highest rank, except that a waiting lower rank gets its share of the starts — the former's
+//! rule, [`Turns`] — so a high-lane call that arrives behind a low-lane backlog goes first (after
+//! at most one lower call), yet a low call is not starved by a stream of high ones while the
+//! upstream is rate limited. Ranks are few, so choosing is a short scan of the heads, and a call
+//! is moved once in and once out (a heap would move it log n times). Calls waiting out a backoff
+//! sit in a heap by the instant they become due. Plain data, no clock: the client passes `now`.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::core::batching::{Choice, LowerShare, Turns};
 
 struct Delayed<T> {
     due: Instant,
@@ -46,13 +47,21 @@ pub(crate) struct Mailbox<T> {
     ready_len: usize,
     delayed: BinaryHeap<Delayed<T>>,
     seq: u64,
-    aging: Duration,
+    share: LowerShare,
+    turns: Turns,
 }
 
 impl<T> Mailbox<T> {
-    /// An empty mailbox; `aging` is the wait worth one rank (zero: rank alone decides).
-    pub(crate) fn new(aging: Duration) -> Self {
-        Self { ready: Vec::new(), ready_len: 0, delayed: BinaryHeap::new(), seq: 0, aging }
+    /// An empty mailbox; a waiting lower rank gets `share` of the starts.
+    pub(crate) fn new(share: LowerShare) -> Self {
+        Self {
+            ready: Vec::new(),
+            ready_len: 0,
+            delayed: BinaryHeap::new(),
+            seq: 0,
+            share,
+            turns: Turns::default(),
+        }
     }
 
     /// A call that may start as soon as limits allow.
@@ -87,35 +96,48 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// The bucket whose head goes next at `now`: highest `rank * aging + waited`, in nanoseconds
-    /// so no rounding decides; ties go to the higher rank (buckets are sorted by rank). With zero
-    /// aging, rank alone decides.
-    fn next_bucket(&self, now: Instant) -> Option<usize> {
-        let aging = self.aging.as_nanos();
-        let mut best: Option<(usize, (u128, u128))> = None;
-        for (i, (rank, calls)) in self.ready.iter().enumerate() {
-            let Some((since, _)) = calls.front() else { continue };
-            let (rank, waited) = (u128::from(*rank), now.saturating_duration_since(*since).as_nanos());
-            let score = if aging == 0 { (rank, waited) } else { (rank * aging + waited, 0) };
-            if best.is_none_or(|(_, b)| score > b) {
-                best = Some((i, score));
-            }
-        }
-        best.map(|(i, _)| i)
+    /// The bucket whose head goes next: the share rule over the buckets' heads.
+    fn next_bucket(&self) -> Option<Choice> {
+        let heads = self
+            .ready
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (rank, calls))| calls.front().map(|(since, _)| (i, *rank, *since)));
+        self.turns.choose(heads, self.share)
     }
 
-    /// The call to start next at `now`, if any is ready.
-    pub(crate) fn peek(&self, now: Instant) -> Option<&T> {
-        let i = self.next_bucket(now)?;
-        self.ready[i].1.front().map(|(_, value)| value)
+    /// The call to start next, if any is ready.
+    pub(crate) fn peek(&self) -> Option<&T> {
+        let choice = self.next_bucket()?;
+        self.ready[choice.index].1.front().map(|(_, value)| value)
     }
 
-    /// Takes the call [`peek`](Self::peek) showed at the same `now`.
-    pub(crate) fn pop(&mut self, now: Instant) -> Option<T> {
-        let i = self.next_bucket(now)?;
-        let (_, value) = self.ready[i].1.pop_front()?;
+    /// Takes the call [`peek`](Self::peek) showed, and counts the start for the share rule.
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        let choice = self.next_bucket()?;
+        let (_, value) = self.ready[choice.index].1.pop_front()?;
+        self.turns.served(choice);
         self.ready_len -= 1;
         Some(value)
+    }
+
+    /// Takes out every waiting call, ready or delayed, that `matches`; the rest keep their order
+    /// and due times.
+    pub(crate) fn extract(&mut self, mut matches: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for (_, calls) in &mut self.ready {
+            for (since, value) in std::mem::take(calls) {
+                if matches(&value) { out.push(value) } else { calls.push_back((since, value)) }
+            }
+        }
+        self.ready_len = self.ready.iter().map(|(_, calls)| calls.len()).sum();
+        let mut delayed = std::mem::take(&mut self.delayed).into_vec();
+        let mut kept = Vec::with_capacity(delayed.len());
+        for d in delayed.drain(..) {
+            if matches(&d.value) { out.push(d.value) } else { kept.push(d) }
+        }
+        self.delayed = kept.into();
+        out
     }
 
     /// When the next delayed call becomes due.
@@ -145,70 +167,89 @@ impl<T> Mailbox<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    const AGING: Duration = Duration::from_secs(1);
+    fn one_in(n: f64) -> LowerShare {
+        LowerShare::new(1.0 / n)
+    }
 
     #[test]
     fn higher_rank_starts_first_then_arrival_order() {
         let t0 = Instant::now();
-        let mut mailbox = Mailbox::new(AGING);
+        let mut mailbox = Mailbox::new(one_in(10.0));
         mailbox.push(t0, 0, "low-1");
         mailbox.push(t0, 0, "low-2");
         mailbox.push(t0, 3, "high");
-        assert_eq!(mailbox.pop(t0), Some("high"));
-        assert_eq!(mailbox.pop(t0), Some("low-1"));
-        assert_eq!(mailbox.pop(t0), Some("low-2"));
-        assert_eq!(mailbox.pop(t0), None);
+        assert_eq!(mailbox.pop(), Some("high"));
+        assert_eq!(mailbox.pop(), Some("low-1"));
+        assert_eq!(mailbox.pop(), Some("low-2"));
+        assert_eq!(mailbox.pop(), None);
     }
 
     #[test]
-    fn a_low_call_that_waited_long_enough_overtakes_new_high_ones() {
+    fn a_low_backlog_gets_its_share_and_no_more() {
         let t0 = Instant::now();
-        let mut mailbox = Mailbox::new(AGING);
-        mailbox.push(t0, 0, "low");
-        // Two ranks apart: after just over two agings the low call goes first.
-        let later = t0 + Duration::from_millis(2_100);
-        mailbox.push(later, 2, "high");
-        assert_eq!(mailbox.peek(t0 + Duration::from_millis(2_100)), Some(&"low"));
-        let mut young = Mailbox::new(AGING);
-        young.push(t0, 0, "low");
-        young.push(t0 + Duration::from_millis(1_500), 2, "high");
-        assert_eq!(young.pop(t0 + Duration::from_millis(1_500)), Some("high"));
+        let mut mailbox = Mailbox::new(one_in(4.0));
+        for i in 0..100 {
+            mailbox.push(t0, 0, ("low", i));
+        }
+        let later = t0 + Duration::from_secs(60);
+        for i in 0..8 {
+            mailbox.push(later, 2, ("high", i));
+        }
+        let order: Vec<&str> = (0..10).filter_map(|_| mailbox.pop()).map(|(lane, _)| lane).collect();
+        assert_eq!(order, ["high", "high", "high", "low", "high", "high", "high", "low", "high", "high"]);
     }
 
     #[test]
-    fn zero_aging_is_rank_alone() {
+    fn strict_priority_is_rank_alone() {
         let t0 = Instant::now();
-        let mut mailbox = Mailbox::new(Duration::ZERO);
+        let mut mailbox = Mailbox::new(LowerShare::new(0.0));
         mailbox.push(t0, 0, "low");
         mailbox.push(t0 + Duration::from_secs(3600), 1, "high");
-        assert_eq!(mailbox.pop(t0 + Duration::from_secs(3600)), Some("high"));
+        assert_eq!(mailbox.pop(), Some("high"));
     }
 
     #[test]
     fn delayed_call_waits_until_due() {
         let t0 = Instant::now();
-        let mut mailbox = Mailbox::new(AGING);
+        let mut mailbox = Mailbox::new(one_in(10.0));
         mailbox.push_at(t0 + Duration::from_millis(20), 5, "later");
         mailbox.push_at(t0 + Duration::from_millis(10), 5, "sooner");
         mailbox.promote(t0);
-        assert!(mailbox.peek(t0).is_none());
+        assert!(mailbox.peek().is_none());
         assert_eq!(mailbox.next_due(), Some(t0 + Duration::from_millis(10)));
-        let t15 = t0 + Duration::from_millis(15);
-        mailbox.promote(t15);
-        assert_eq!(mailbox.pop(t15), Some("sooner"));
+        mailbox.promote(t0 + Duration::from_millis(15));
+        assert_eq!(mailbox.pop(), Some("sooner"));
         assert_eq!(mailbox.len(), 1);
-        let t20 = t0 + Duration::from_millis(20);
-        mailbox.promote(t20);
-        assert_eq!(mailbox.pop(t20), Some("later"));
+        mailbox.promote(t0 + Duration::from_millis(20));
+        assert_eq!(mailbox.pop(), Some("later"));
         assert!(mailbox.is_empty());
+    }
+
+    #[test]
+    fn extract_takes_matching_calls_ready_or_delayed_and_keeps_the_rest_in_order() {
+        let t0 = Instant::now();
+        let mut mailbox = Mailbox::new(one_in(10.0));
+        for i in 0..6 {
+            mailbox.push(t0, 1, i);
+        }
+        mailbox.push_at(t0 + Duration::from_secs(1), 1, 10);
+        mailbox.push_at(t0 + Duration::from_secs(2), 1, 11);
+        let mut taken = mailbox.extract(|v| v % 2 == 0);
+        taken.sort_unstable();
+        assert_eq!(taken, [0, 2, 4, 10]);
+        assert_eq!(mailbox.len(), 4);
+        assert_eq!(mailbox.next_due(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!((mailbox.pop(), mailbox.pop(), mailbox.pop()), (Some(1), Some(3), Some(5)));
     }
 
     #[test]
     fn drain_returns_ready_and_delayed() {
         let t0 = Instant::now();
-        let mut mailbox = Mailbox::new(AGING);
+        let mut mailbox = Mailbox::new(one_in(10.0));
         mailbox.push(t0, 1, 1);
         mailbox.push_at(t0 + Duration::from_secs(1), 1, 2);
         let mut all = mailbox.drain();

@@ -155,6 +155,13 @@ pub enum MetricsEvent {
         /// Which actor.
         actor: String,
     },
+    /// Items of a withdrawn job (cancelled, expired, caller gone) taken out before they were sent.
+    Withdrawn {
+        /// Why: `cancelled`, `expired`, `caller_gone` or `timed_out`.
+        reason: String,
+        /// Items taken out.
+        count: u64,
+    },
 }
 
 /// Everything the hub knows, for queries.
@@ -181,6 +188,9 @@ pub struct Snapshot {
     pub restarts: u64,
     /// Whether dispatch is paused.
     pub paused: bool,
+    /// Items taken out unsent because their job was withdrawn, per reason.
+    #[serde(default)]
+    pub withdrawn: BTreeMap<String, u64>,
 }
 
 /// Upper bounds, in seconds, of the batch-duration histogram's buckets (Prometheus `le`).
@@ -251,6 +261,9 @@ impl MetricsHub {
             MetricsEvent::ActorRestarted { .. } => self.snapshot.restarts += 1,
             MetricsEvent::BatchDispatched { .. } => self.snapshot.batches_in_flight += 1,
             MetricsEvent::ConfigChanged { .. } => {}
+            MetricsEvent::Withdrawn { reason, count } => {
+                *self.snapshot.withdrawn.entry(reason.clone()).or_default() += count;
+            }
         }
         // No subscriber is fine: the snapshot still answers queries.
         let _ = self.events.send(event);

@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::BatchId;
 pub use control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
-pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
+pub use item::{Answer, ItemError, Origin, Outcome, Prompt, Submission, SubmitError, Withdrawal};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
 };
@@ -43,13 +43,14 @@ use self::batch_former::{AddLanes, BatchFormer};
 use self::client::{ClientOptions, LlmClient};
 use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
-use self::metrics::{GetSnapshot, MetricsHub};
+use self::metrics::{GetSnapshot, MetricsHub, Publish};
 use self::pool::{AddClients, ClientPool};
 use self::supervisor::{
     GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown,
     Supervisor,
 };
 use crate::config::Config;
+use crate::core::batching::LowerShare;
 use crate::providers;
 
 /// Subscriber queue length; a subscriber further behind skips events.
@@ -80,6 +81,9 @@ struct Inner {
     supervisor: Addr<Supervisor>,
     lanes: Vec<(Arc<str>, Addr<LaneQueue>)>,
     lane_index: HashMap<String, usize>,
+    /// Each lane's `latency_ms`, kept current by the live changes made through this handle.
+    lane_latency_ms: Vec<AtomicU64>,
+    clients: Vec<Addr<LlmClient>>,
     metrics: Addr<MetricsHub>,
     events: broadcast::Sender<MetricsEvent>,
     shared: Arc<Shared>,
@@ -105,7 +109,7 @@ impl Engine {
         let shared = Shared::new(home_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let aging = Duration::from_millis(config.batching.aging_ms);
+        let share = LowerShare::new(config.batching.lower_share);
         let mut clients = Vec::with_capacity(config.upstreams.len());
         for (index, upstream) in config.upstreams.iter().enumerate() {
             let key = upstream.api_key().map_err(|e| EngineError::Config(e.to_string()))?;
@@ -117,7 +121,7 @@ impl Engine {
                 pool_addr.clone(),
                 metrics.clone(),
                 stop_rx.clone(),
-                ClientOptions { log_payloads: config.logging.log_payloads, aging },
+                ClientOptions { log_payloads: config.logging.log_payloads, share },
             );
             let addr = restart::start(
                 Context::new(),
@@ -145,10 +149,9 @@ impl Engine {
             lanes.push((name, addr));
         }
 
-        let aging = Duration::from_millis(config.batching.aging_ms);
         restart::start(
             former_ctx,
-            BatchFormer::new(pool_addr.clone(), aging),
+            BatchFormer::new(pool_addr.clone(), share),
             "former".into(),
             Some(metrics.clone()),
         );
@@ -162,7 +165,7 @@ impl Engine {
             lanes: lanes.iter().map(|(_, a)| a.clone()).collect(),
             former: former_addr,
             pool: pool_addr,
-            clients: clients.into_iter().map(|(a, _)| a).collect(),
+            clients: clients.iter().map(|(a, _)| a.clone()).collect(),
             metrics: metrics.clone(),
             shared: Arc::clone(&shared),
             stop: stop_tx,
@@ -174,12 +177,19 @@ impl Engine {
         actix::spawn(bring_home(home_rx, supervisor.clone()));
 
         let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
+        let client_addrs = clients.iter().map(|(a, _)| a.clone()).collect();
         tracing::info!(event = "engine_started", lanes = lanes.len(), upstreams = config.upstreams.len());
         Ok(Engine {
             inner: Arc::new(Inner {
                 supervisor,
                 lanes,
                 lane_index,
+                lane_latency_ms: config
+                    .lanes
+                    .values()
+                    .map(|lane| AtomicU64::new(lane.effective(&config.batching).latency_ms))
+                    .collect(),
+                clients: client_addrs,
                 metrics,
                 events,
                 shared,
@@ -222,8 +232,19 @@ impl Engine {
         }
     }
 
-    /// Submits prompts to a lane, all or none; their outcomes arrive on the [`Submission`].
+    /// Submits prompts to a lane as a request of the local user, all or none; their outcomes
+    /// arrive on the [`Submission`].
     pub async fn submit(&self, lane: &str, prompts: Vec<Prompt>) -> Result<Submission, SubmitError> {
+        self.submit_from(lane, &Origin::request(Origin::LOCAL, None), prompts).await
+    }
+
+    /// Submits prompts of `origin` (owner, job, deadline) to a lane, all or none.
+    pub async fn submit_from(
+        &self,
+        lane: &str,
+        origin: &Arc<Origin>,
+        prompts: Vec<Prompt>,
+    ) -> Result<Submission, SubmitError> {
         let index = self.lane(lane)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let first = self.next_ids(prompts.len());
@@ -232,7 +253,7 @@ impl Engine {
             .enumerate()
             .map(|(i, prompt)| {
                 let reply = Reply::Indexed { index: i, tx: tx.clone() };
-                Item::new(first + i as u64, index, prompt, reply, &self.inner.shared)
+                Item::new(first + i as u64, index, origin, prompt, reply, &self.inner.shared)
             })
             .collect();
         let submission = Submission::new(rx, items.len());
@@ -240,13 +261,79 @@ impl Engine {
         Ok(submission)
     }
 
-    /// Submits one prompt and waits for its outcome.
+    /// Submits one prompt as a request of the local user and waits for its outcome.
     pub async fn submit_one(&self, lane: &str, prompt: Prompt) -> Result<Outcome, SubmitError> {
+        self.submit_one_from(lane, &Origin::request(Origin::LOCAL, None), prompt).await
+    }
+
+    /// Submits one prompt of `origin` and waits for its outcome.
+    pub async fn submit_one_from(
+        &self,
+        lane: &str,
+        origin: &Arc<Origin>,
+        prompt: Prompt,
+    ) -> Result<Outcome, SubmitError> {
         let index = self.lane(lane)?;
         let (tx, rx) = oneshot::channel();
-        let item = Item::new(self.next_ids(1), index, prompt, Reply::One(tx), &self.inner.shared);
+        let item = Item::new(self.next_ids(1), index, origin, prompt, Reply::One(tx), &self.inner.shared);
         self.enqueue(index, vec![item]).await?;
         Ok(rx.await.unwrap_or(Err(ItemError::ShuttingDown)))
+    }
+
+    /// Withdraws `origin`'s job: every item of it still waiting in a lane or a client mailbox
+    /// is answered [`ItemError::Withdrawn`] at once and never sent; calls already sent finish.
+    /// Items on their way between actors are caught before they are sent. Returns the items
+    /// taken out of lanes and mailboxes.
+    pub async fn withdraw(&self, origin: &Origin, why: Withdrawal) -> usize {
+        if !origin.mark_withdrawn(why) {
+            return 0;
+        }
+        let job = &origin.job;
+        let lanes =
+            self.inner.lanes.iter().map(|(_, lane)| lane.send(lane::Withdraw { job: Arc::clone(job), why }));
+        let clients = self.inner.clients.iter().map(|client| client.send(client::Withdraw(Arc::clone(job))));
+        let (lanes, clients) = futures_util::future::join(
+            futures_util::future::join_all(lanes),
+            futures_util::future::join_all(clients),
+        )
+        .await;
+        let n: usize = lanes.into_iter().chain(clients).map(|r| r.unwrap_or(0)).sum();
+        self.count_withdrawn(why, n);
+        n
+    }
+
+    /// [`withdraw`](Engine::withdraw) without waiting: for a door that is being dropped (the
+    /// caller went away). The items are counted as they are found.
+    pub fn withdraw_now(&self, origin: &Origin, why: Withdrawal) {
+        if !origin.mark_withdrawn(why) {
+            return;
+        }
+        let engine = self.clone();
+        let job = Arc::clone(&origin.job);
+        actix::spawn(async move {
+            let lanes = engine
+                .inner
+                .lanes
+                .iter()
+                .map(|(_, lane)| lane.send(lane::Withdraw { job: Arc::clone(&job), why }));
+            let clients =
+                engine.inner.clients.iter().map(|client| client.send(client::Withdraw(Arc::clone(&job))));
+            let (lanes, clients) = futures_util::future::join(
+                futures_util::future::join_all(lanes),
+                futures_util::future::join_all(clients),
+            )
+            .await;
+            let n: usize = lanes.into_iter().chain(clients).map(|r| r.unwrap_or(0)).sum();
+            engine.count_withdrawn(why, n);
+        });
+    }
+
+    fn count_withdrawn(&self, why: Withdrawal, n: usize) {
+        if n > 0 {
+            tracing::info!(event = "withdrawn", reason = why.label(), items = n);
+            let event = MetricsEvent::Withdrawn { reason: why.label().to_string(), count: n as u64 };
+            self.inner.metrics.do_send(Publish(event));
+        }
     }
 
     /// Sets the batch size of every lane that follows `[batching] batch_size`, from the next batch.
@@ -261,11 +348,24 @@ impl Engine {
 
     /// Changes one lane's settings live.
     pub async fn update_lane(&self, lane: &str, patch: LanePatch) -> Result<RuntimeConfig, ControlError> {
-        self.inner
+        let config = self
+            .inner
             .supervisor
             .send(PatchLane(lane.to_string(), patch))
             .await
-            .map_err(|_| ControlError::Stopped)?
+            .map_err(|_| ControlError::Stopped)??;
+        for (name, settings) in &config.lanes {
+            if let Some(&i) = self.inner.lane_index.get(name) {
+                self.inner.lane_latency_ms[i].store(settings.latency_ms, Ordering::Relaxed);
+            }
+        }
+        Ok(config)
+    }
+
+    /// A lane's latency target (`latency_ms`) as last set, without a message to the engine.
+    pub fn lane_latency(&self, lane: &str) -> Option<Duration> {
+        let i = *self.inner.lane_index.get(lane)?;
+        Some(Duration::from_millis(self.inner.lane_latency_ms[i].load(Ordering::Relaxed)))
     }
 
     /// Stops releasing batches (items keep queueing).

@@ -122,52 +122,49 @@ impl ClientPool {
     }
 }
 
-/// Turns a batch into upstream calls.
+/// Turns a batch into upstream calls. A combined batch becomes one call per group of items
+/// that share an owner and ask the same way (model and sampling parameters); items that are
+/// whole conversations or set their own reply format go alone.
 fn calls_for(batch: Batch) -> Vec<Call> {
-    let Batch { mode, rank, model, max_tokens, items, .. } = batch;
-    let call_of = |items: CallItems, prompt_model: Option<String>, prompt_max: Option<u32>| {
-        Call::new(items, rank, prompt_model.or_else(|| model.clone()), prompt_max.or(max_tokens))
+    let Batch { mode, rank, model, max_tokens, mix_owners, items } = batch;
+    let call_of = |items: CallItems, prompt_model: Option<String>| {
+        Call::new(items, rank, prompt_model.or_else(|| model.clone()), max_tokens)
     };
     match mode {
         Mode::Fanout => items
             .into_iter()
             .map(|item| {
-                let (m, t) = (item.prompt.model.clone(), item.prompt.max_tokens);
-                call_of(CallItems::One(item), m, t)
+                let m = item.prompt.model.clone();
+                call_of(CallItems::One(item), m)
             })
             .collect(),
         Mode::Combined => {
-            // One combined call per model; items that are whole conversations go alone.
             let mut calls = Vec::new();
-            let mut groups: Vec<(Option<String>, Vec<Item>)> = Vec::new();
+            let mut groups: Vec<Vec<Item>> = Vec::new();
             for item in items {
                 if !item.prompt.combinable() {
-                    let (m, t) = (item.prompt.model.clone(), item.prompt.max_tokens);
-                    calls.push(call_of(CallItems::One(item), m, t));
+                    let m = item.prompt.model.clone();
+                    calls.push(call_of(CallItems::One(item), m));
                     continue;
                 }
-                match groups.iter_mut().find(|(m, _)| *m == item.prompt.model) {
-                    Some((_, group)) => group.push(item),
-                    None => groups.push((item.prompt.model.clone(), vec![item])),
+                let fits = |group: &Vec<Item>| {
+                    group.first().is_some_and(|first| {
+                        (mix_owners || first.origin.owner == item.origin.owner)
+                            && first.prompt.same_parameters(&item.prompt)
+                    })
+                };
+                match groups.iter_mut().find(|group| fits(group)) {
+                    Some(group) => group.push(item),
+                    None => groups.push(vec![item]),
                 }
             }
-            for (group_model, mut group) in groups {
-                // Reply budget for a combined call: the lane's per-item budget times the items.
-                let budget =
-                    max_tokens.map(|t| t.saturating_mul(u32::try_from(group.len()).unwrap_or(u32::MAX)));
-                if group.len() == 1 {
-                    if let Some(item) = group.pop() {
-                        let t = item.prompt.max_tokens;
-                        calls.push(call_of(CallItems::One(item), group_model, t));
-                    }
-                } else {
-                    calls.push(Call::new(
-                        CallItems::Combined(group),
-                        rank,
-                        group_model.or_else(|| model.clone()),
-                        budget,
-                    ));
-                }
+            for mut group in groups {
+                let group_model = group.first().and_then(|item| item.prompt.model.clone());
+                let items = match group.len() {
+                    1 => CallItems::One(group.remove(0)),
+                    _ => CallItems::Combined(group),
+                };
+                calls.push(call_of(items, group_model));
             }
             calls
         }

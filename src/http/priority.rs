@@ -1,12 +1,13 @@
 //! Priorities as doors name them, mapped to lanes, and the timeout each lane implies.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
-use crate::engine::{Engine, ItemError, Outcome, Prompt};
+use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, Withdrawal};
 
 /// The lane for a priority: `HIGH`/`MEDIUM`/`LOW` (any case) name the lanes `high`/`medium`/
 /// `low`; any other value must be a lane's own name. `param` names the field in errors.
@@ -24,35 +25,53 @@ pub fn lane_for(engine: &Engine, priority: &str, param: &str) -> Result<String, 
     ))
 }
 
-/// The part of every lane's timeout that does not depend on the lane (seed 002's "+ 30 s").
+/// The part of every lane's timeout that does not depend on the lane (the "+ 30 s").
 const TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
 
-/// Waits for the outcome of `prompt` in `lane`, at most the lane's `latency_ms / 1000 + 30` s.
-/// Every lane allows at least 30 s, so the lane's live latency target is only asked for if that
-/// much has passed: no message to the engine per request on the way. Errors: refused submissions
-/// and [`ApiError::Timeout`].
-pub async fn outcome_within(engine: &Engine, lane: &str, prompt: Prompt) -> Result<Outcome, ApiError> {
-    let started = Instant::now();
-    let submitted = engine.submit_one(lane, prompt);
-    tokio::pin!(submitted);
-    match tokio::time::timeout(TIMEOUT_FLOOR, &mut submitted).await {
+/// Waits for the outcome of `prompt` in `lane`, at most the lane's `latency_ms / 1000 + 30` s,
+/// as a request of `owner` (None: keys are off) whose deadline is that timeout. If the caller
+/// goes away first (the handler is dropped) or the timeout passes, the item is withdrawn: it is
+/// not sent to an upstream for nobody. Errors: refused submissions and [`ApiError::Timeout`].
+pub async fn outcome_within(
+    engine: &Engine,
+    lane: &str,
+    owner: Option<&str>,
+    prompt: Prompt,
+) -> Result<Outcome, ApiError> {
+    let limit = timeout_for(engine, lane);
+    let origin = Origin::request(owner.unwrap_or(Origin::LOCAL), Some(tokio::time::Instant::now() + limit));
+    let mut pending = WithdrawOnDrop { engine, origin: Some(Arc::clone(&origin)) };
+    let outcome = tokio::time::timeout(limit, engine.submit_one_from(lane, &origin, prompt)).await;
+    pending.origin = None;
+    match outcome {
         Ok(outcome) => Ok(outcome?),
         Err(_) => {
-            let limit = timeout_for(engine, lane).await?;
-            let rest = limit.saturating_sub(started.elapsed());
-            let outcome = tokio::time::timeout(rest, &mut submitted)
-                .await
-                .map_err(|_| ApiError::Timeout(format!("no answer within {} s", limit.as_secs())))?;
-            Ok(outcome?)
+            engine.withdraw_now(&origin, Withdrawal::TimedOut);
+            Err(ApiError::Timeout(format!("no answer within {} s", limit.as_secs())))
         }
     }
 }
 
-/// How long a door waits for an item of `lane`: its latency target plus 30 s (seed 002's rule).
-pub async fn timeout_for(engine: &Engine, lane: &str) -> Result<Duration, ApiError> {
-    let config = engine.config().await?;
-    let latency_ms = config.lanes.get(lane).map_or(0, |settings| settings.latency_ms);
-    Ok(Duration::from_millis(latency_ms) + TIMEOUT_FLOOR)
+/// Withdraws a request's items if the handler waiting for them is dropped (the caller went
+/// away) while it still holds the origin.
+pub struct WithdrawOnDrop<'a> {
+    /// The engine.
+    pub engine: &'a Engine,
+    /// The request; set to None once its outcome is in.
+    pub origin: Option<Arc<Origin>>,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(origin) = self.origin.take() {
+            self.engine.withdraw_now(&origin, Withdrawal::CallerGone);
+        }
+    }
+}
+
+/// How long a door waits for an item of `lane`: its latency target plus 30 s.
+pub fn timeout_for(engine: &Engine, lane: &str) -> Duration {
+    engine.lane_latency(lane).unwrap_or_default() + TIMEOUT_FLOOR
 }
 
 /// Maps an item's error to the HTTP error a single-item endpoint returns.
@@ -62,6 +81,11 @@ pub fn item_error(error: ItemError) -> ApiError {
         ItemError::NoUpstream { .. } => ApiError::bad("model", error.to_string()),
         ItemError::ShuttingDown => ApiError::Unavailable(error.to_string()),
         ItemError::Crashed { .. } => ApiError::Internal(error.to_string()),
+        ItemError::Withdrawn(_) => ApiError::Timeout(error.to_string()),
+        ItemError::OverBudget { retry_after_s, .. } => ApiError::QueueFull {
+            message: error.to_string(),
+            retry_after: Duration::from_secs(retry_after_s.max(1)),
+        },
     }
 }
 

@@ -6,14 +6,17 @@
 //! valid and served; only bad input (400), a full queue (429) or a shutdown (503) fail the
 //! request as a whole.
 
+use std::sync::Arc;
+
 use actix_web::web;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::priority::WithdrawOnDrop;
 use super::record::{ChatMeta, record, record_all};
 use super::{ApiError, AppState, Caller};
 use crate::config::Config;
-use crate::engine::{Outcome, Prompt};
+use crate::engine::{Origin, Outcome, Prompt};
 
 /// Most prompts one `/api/v1/prompts` request may carry (seed 000).
 pub const MAX_PROMPTS: usize = 1000;
@@ -65,7 +68,10 @@ async fn prompt(
     let text = parse_prompt(&body)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
-    let outcome = state.engine.submit_one(&meta.lane, Prompt::text(text)).await?;
+    let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
+    let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
+    let outcome = state.engine.submit_one_from(&meta.lane, &origin, Prompt::text(text)).await?;
+    pending.origin = None;
     record(&state.store, meta.chat(request, &outcome));
     Ok(web::Json(outcome.into()))
 }
@@ -78,8 +84,11 @@ async fn prompts(
     let texts = parse_prompts(&body)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let requests: Vec<Value> = texts.iter().map(|text| json!({ "prompt": text })).collect();
-    let submission = state.engine.submit(&meta.lane, texts.into_iter().map(Prompt::text).collect()).await?;
-    let outcomes = submission.collect().await;
+    let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
+    let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
+    let prompts = texts.into_iter().map(Prompt::text).collect();
+    let outcomes = state.engine.submit_from(&meta.lane, &origin, prompts).await?.collect().await;
+    pending.origin = None;
     let chats = requests.into_iter().zip(&outcomes).map(|(request, outcome)| meta.chat(request, outcome));
     record_all(&state.store, chats);
     Ok(web::Json(PromptsReply { responses: outcomes.into_iter().map(PromptReply::from).collect() }))

@@ -117,14 +117,15 @@ pub async fn answer_one(
     request: Value,
     prompt: Prompt,
 ) -> Result<Answer, ApiError> {
-    let outcome = match priority::outcome_within(&state.engine, &meta.lane, prompt).await {
-        Ok(outcome) => outcome,
-        Err(error @ ApiError::Timeout(_)) => {
-            record(&state.store, meta.failed(request, &error.to_string()));
-            return Err(error);
-        }
-        Err(error) => return Err(error),
-    };
+    let outcome =
+        match priority::outcome_within(&state.engine, &meta.lane, meta.owner.as_deref(), prompt).await {
+            Ok(outcome) => outcome,
+            Err(error @ ApiError::Timeout(_)) => {
+                record(&state.store, meta.failed(request, &error.to_string()));
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
     record(&state.store, meta.chat(request, &outcome));
     outcome.map_err(priority::item_error)
 }

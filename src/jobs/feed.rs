@@ -19,7 +19,7 @@ use super::model::{Job, JobStatus, LineError, RequestCounts};
 use super::output::Done;
 use super::worker::{Finalize, GetJob, JobWorker, Pending, Record, SetStatus, Validate};
 use super::{JobProgress, Signal, unix_now};
-use crate::engine::{Engine, ItemError, Outcome, Prompt, SubmitError};
+use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, SubmitError, Withdrawal};
 
 /// Outcomes stored per transaction.
 const FLUSH_LOT: usize = 512;
@@ -92,6 +92,10 @@ impl Feed {
             let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
             Instant::now() + Duration::from_secs(left)
         });
+        // Every item of the job carries its owner, the job and the end of its window; cancel and
+        // expiry withdraw what the engine still holds of it.
+        let owner = job.owner.clone().unwrap_or_else(|| Origin::LOCAL.to_string());
+        let origin = Origin::with_deadline(owner, job.id.clone(), expires);
         let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
@@ -101,6 +105,8 @@ impl Feed {
         let mut chunk = READ_CHUNK;
         loop {
             if expires.is_some_and(|at| Instant::now() >= at) && stopping != Some(Signal::Stop) {
+                let withdrawn = self.engine.withdraw(&origin, Withdrawal::Expired).await;
+                tracing::info!(event = "batch_job_expired", batch = %job.id, in_flight, withdrawn);
                 self.flush(job, &mut lot).await?;
                 return Ok(Stopped::Finalize(JobStatus::Expired));
             }
@@ -129,7 +135,7 @@ impl Feed {
                     continue;
                 }
                 let count = prompts.len();
-                match self.engine.submit(&job.lane, prompts).await {
+                match self.engine.submit_from(&job.lane, &origin, prompts).await {
                     Ok(mut submission) => {
                         in_flight += count;
                         let tx = tx.clone();
@@ -190,6 +196,9 @@ impl Feed {
                     match outcome {
                         // Not the item's fault: it stays pending and runs on the next start.
                         Err(ItemError::ShuttingDown) => stopping = Some(Signal::Stop),
+                        // Never sent: it stays pending, and the job's end (cancelled, expired)
+                        // gives it its error.
+                        Err(ItemError::Withdrawn(_)) => {}
                         outcome => lot.push(Done { line, custom_id, result: Ok(outcome) }),
                     }
                 }
@@ -203,9 +212,11 @@ impl Feed {
                     let signal = if changed.is_ok() { *self.signal.borrow_and_update() } else { Signal::Stop };
                     match signal {
                         Signal::Cancel if stopping.is_none() => {
+                            // What has not been sent is not sent: only calls under way finish.
+                            let withdrawn = self.engine.withdraw(&origin, Withdrawal::Cancelled).await;
                             self.set_status(JobStatus::Cancelling).await?;
                             stopping = Some(Signal::Cancel);
-                            tracing::info!(event = "batch_job_cancelling", batch = %job.id, in_flight);
+                            tracing::info!(event = "batch_job_cancelling", batch = %job.id, in_flight, withdrawn);
                         }
                         Signal::Stop => stopping = Some(Signal::Stop),
                         _ => {}

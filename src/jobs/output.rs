@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::db::Finished;
 use super::model::LineError;
 use crate::chat_format::Completion;
-use crate::engine::{ItemError, Outcome};
+use crate::engine::{ItemError, Outcome, Withdrawal};
 use crate::providers::ProviderError;
 
 /// An item's outcome as the feed hands it over, turned into its output line when stored.
@@ -88,6 +88,10 @@ pub(crate) fn finished(line: u64, custom_id: &str, outcome: Outcome) -> Finished
                 ItemError::Upstream { .. } => "upstream_error",
                 ItemError::NoUpstream { .. } => "model_not_found",
                 ItemError::Crashed { .. } | ItemError::ShuttingDown => "internal_error",
+                ItemError::Withdrawn(Withdrawal::Cancelled) => "batch_cancelled",
+                ItemError::Withdrawn(Withdrawal::Expired) => "batch_expired",
+                ItemError::Withdrawn(_) => "request_cancelled",
+                ItemError::OverBudget { .. } => "rate_limit_exceeded",
             };
             let error = ErrorOut { code, message: error.to_string() };
             output(

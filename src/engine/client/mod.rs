@@ -18,12 +18,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::call::{Call, CallItems, Slot};
-use super::item::{Answer, Item, ItemError};
+use super::item::{Answer, Item, ItemError, Withdrawal};
 use super::mailbox::Mailbox;
 use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
 use super::pool::{ClientPool, ClientState, Released};
 use super::wake::Wake;
 use crate::config::UpstreamConfig;
+use crate::core::batching::LowerShare;
+use crate::core::fair::JobId;
 use crate::core::limits::{Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
@@ -56,8 +58,8 @@ struct Counters {
 pub(crate) struct ClientOptions {
     /// Log prompt and reply text.
     pub log_payloads: bool,
-    /// The wait worth one rank in the mailbox (`[batching] aging_ms`).
-    pub aging: Duration,
+    /// The share of starts a waiting lower lane gets (`[batching] lower_share`).
+    pub share: LowerShare,
 }
 
 /// The client actor.
@@ -105,7 +107,7 @@ impl LlmClient {
             provider,
             pool,
             metrics,
-            mailbox: Mailbox::new(options.aging),
+            mailbox: Mailbox::new(options.share),
             running: 0,
             concurrency: config.concurrency.max(1),
             success_streak: 0,
@@ -171,12 +173,19 @@ impl LlmClient {
             return;
         }
         while self.running < self.concurrency {
-            let Some(call) = self.mailbox.peek(now) else { break };
+            let Some(call) = self.mailbox.peek() else { break };
+            if call.has_withdrawn() {
+                // Its job was withdrawn on the way here: answer those items, send the rest.
+                if let Some(call) = self.mailbox.pop() {
+                    self.settle_withdrawn(ctx, call);
+                }
+                continue;
+            }
             let request = self.request_for(call);
             let tokens = estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS);
             match self.limits.try_acquire(now, tokens) {
                 Ok(permit) => {
-                    if let Some(call) = self.mailbox.pop(now) {
+                    if let Some(call) = self.mailbox.pop() {
                         self.start(ctx, call, request, permit);
                     }
                 }
@@ -252,6 +261,22 @@ impl LlmClient {
                 CallItems::Combined(items) => items.len(),
             };
             call.fail(error.clone());
+        }
+        n
+    }
+
+    /// Answers a call's withdrawn items and puts back what is left of it (at the back of its
+    /// rank); a call left with nothing gives its slot back.
+    fn settle_withdrawn(&mut self, ctx: &mut Context<Self>, call: Call) -> usize {
+        let (rest, gone) = call.without_withdrawn();
+        let n = gone.len();
+        for item in gone {
+            let why = item.withdrawn().unwrap_or(Withdrawal::Cancelled);
+            item.finish(Err(ItemError::Withdrawn(why)));
+        }
+        match rest {
+            Ok(call) => self.mailbox.push(Instant::now(), call.rank, call),
+            Err(mut slot) => self.release(ctx, &mut slot),
         }
         n
     }
@@ -446,6 +471,25 @@ struct FlushReleased;
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub(crate) struct FailWaiting(pub ItemError);
+
+/// Take out the waiting calls' items of a withdrawn job (their origin is already marked);
+/// returns how many items.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Withdraw(pub JobId);
+
+impl Handler<Withdraw> for LlmClient {
+    type Result = usize;
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Context<Self>) -> usize {
+        let calls = self.mailbox.extract(|call| call.holds_job(&msg.0));
+        let n = calls.into_iter().map(|call| self.settle_withdrawn(ctx, call)).sum();
+        if n > 0 {
+            tracing::debug!(event = "withdrawn", upstream = %self.name, job = %msg.0, count = n);
+            self.pump(ctx);
+        }
+        n
+    }
+}
 
 /// Use a new provider (same API, new key) for calls from now on; running calls finish on the old.
 #[derive(Message)]
