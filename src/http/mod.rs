@@ -17,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openai;
+pub mod peer;
 pub mod priority;
 pub mod prompts;
 pub mod query;

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
 use super::error::from_body;
+use super::peer::Peer;
 use super::priority;
 use super::record::{ChatMeta, answer_one};
 use super::{ApiError, AppState, Caller};
@@ -32,6 +33,7 @@ async fn complete(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
+    peer: Peer,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let request: CompletionRequest = from_body(body.into_inner())?;
@@ -47,7 +49,7 @@ async fn complete(
     };
     let lane = priority::lane_for(engine, &priority, PRIORITY_HEADER)?;
     let request = serde_json::json!({ "model": request.model, "messages": prompt.messages });
-    let answer = answer_one(&state, &ChatMeta::new(&caller, &lane), request, prompt).await?;
+    let answer = answer_one(&state, &ChatMeta::new(&caller, &lane), request, prompt, &peer).await?;
     let batch_id = answer.batch_id.to_string();
     Ok(HttpResponse::Ok().insert_header(("x-ferry-batch-id", batch_id)).json(Completion::of(answer)))
 }

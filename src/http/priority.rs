@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
+use super::peer::Peer;
 use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, Withdrawal};
 
 /// The lane for a priority: `HIGH`/`MEDIUM`/`LOW` (any case) name the lanes `high`/`medium`/
@@ -30,18 +31,23 @@ const TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
 
 /// Waits for the outcome of `prompt` in `lane`, at most the lane's `latency_ms / 1000 + 30` s,
 /// as a request of `owner` (None: keys are off) whose deadline is that timeout. If the caller
-/// goes away first (the handler is dropped) or the timeout passes, the item is withdrawn: it is
+/// goes away first (`peer` closes, or the handler is dropped) or the timeout passes, the item is withdrawn: it is
 /// not sent to an upstream for nobody. Errors: refused submissions and [`ApiError::Timeout`].
 pub async fn outcome_within(
     engine: &Engine,
     lane: &str,
     owner: Option<&str>,
     prompt: Prompt,
+    peer: &Peer,
 ) -> Result<Outcome, ApiError> {
     let limit = timeout_for(engine, lane);
     let origin = Origin::request(owner.unwrap_or(Origin::LOCAL), Some(tokio::time::Instant::now() + limit));
     let mut pending = WithdrawOnDrop { engine, origin: Some(Arc::clone(&origin)) };
-    let outcome = tokio::time::timeout(limit, engine.submit_one_from(lane, &origin, prompt)).await;
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(limit, engine.submit_one_from(lane, &origin, prompt)) => outcome,
+        // Dropping `pending` withdraws the item.
+        () = peer.gone() => return Err(caller_gone()),
+    };
     pending.origin = None;
     match outcome {
         Ok(outcome) => Ok(outcome?),
@@ -50,6 +56,11 @@ pub async fn outcome_within(
             Err(ApiError::Timeout(format!("no answer within {} s", limit.as_secs())))
         }
     }
+}
+
+/// What a door returns when its caller went away (nobody reads it; the access log does).
+pub fn caller_gone() -> ApiError {
+    ApiError::Unavailable("the caller went away before the answer; its prompts were withdrawn".into())
 }
 
 /// Withdraws a request's items if the handler waiting for them is dropped (the caller went

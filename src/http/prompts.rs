@@ -12,7 +12,8 @@ use actix_web::web;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::priority::WithdrawOnDrop;
+use super::peer::Peer;
+use super::priority::{WithdrawOnDrop, caller_gone};
 use super::record::{ChatMeta, record, record_all};
 use super::{ApiError, AppState, Caller};
 use crate::config::Config;
@@ -63,6 +64,7 @@ pub struct PromptsReply {
 async fn prompt(
     state: web::Data<AppState>,
     caller: Caller,
+    peer: Peer,
     body: web::Json<Value>,
 ) -> Result<web::Json<PromptReply>, ApiError> {
     let text = parse_prompt(&body)?;
@@ -70,7 +72,10 @@ async fn prompt(
     let request = json!({ "prompt": text });
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
-    let outcome = state.engine.submit_one_from(&meta.lane, &origin, Prompt::text(text)).await?;
+    let outcome = tokio::select! {
+        outcome = state.engine.submit_one_from(&meta.lane, &origin, Prompt::text(text)) => outcome?,
+        () = peer.gone() => return Err(caller_gone()),
+    };
     pending.origin = None;
     record(&state.store, meta.chat(request, &outcome));
     Ok(web::Json(outcome.into()))
@@ -79,6 +84,7 @@ async fn prompt(
 async fn prompts(
     state: web::Data<AppState>,
     caller: Caller,
+    peer: Peer,
     body: web::Json<Value>,
 ) -> Result<web::Json<PromptsReply>, ApiError> {
     let texts = parse_prompts(&body)?;
@@ -87,7 +93,11 @@ async fn prompts(
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
     let prompts = texts.into_iter().map(Prompt::text).collect();
-    let outcomes = state.engine.submit_from(&meta.lane, &origin, prompts).await?.collect().await;
+    let submission = state.engine.submit_from(&meta.lane, &origin, prompts).await?;
+    let outcomes = tokio::select! {
+        outcomes = submission.collect() => outcomes,
+        () = peer.gone() => return Err(caller_gone()),
+    };
     pending.origin = None;
     let chats = requests.into_iter().zip(&outcomes).map(|(request, outcome)| meta.chat(request, outcome));
     record_all(&state.store, chats);

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::from_body;
+use super::peer::Peer;
 use super::priority::{self, is_rfc3339, now_rfc3339};
 use super::record::{ChatMeta, answer_one};
 use super::{ApiError, AppState, Caller};
@@ -83,6 +84,7 @@ fn validate(query: &Query) -> Result<(), ApiError> {
 async fn query(
     state: web::Data<AppState>,
     caller: Caller,
+    peer: Peer,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let query: Query = from_body(body.into_inner())?;
@@ -95,7 +97,7 @@ async fn query(
         ..ChatMeta::new(&caller, &lane)
     };
     let request = serde_json::json!({ "prompt": query.prompt });
-    let answer = answer_one(&state, &meta, request, Prompt::text(&query.prompt)).await?;
+    let answer = answer_one(&state, &meta, request, Prompt::text(&query.prompt), &peer).await?;
     Ok(HttpResponse::Ok().json(Generation {
         request_id: query.request_id,
         username: query.username,

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::peer::Peer;
 use super::{ApiError, AppState, Caller, priority};
 use crate::engine::{Answer, Outcome, Prompt};
 use crate::store::{NewChat, Store, StoreError};
@@ -116,16 +117,17 @@ pub async fn answer_one(
     meta: &ChatMeta,
     request: Value,
     prompt: Prompt,
+    peer: &Peer,
 ) -> Result<Answer, ApiError> {
-    let outcome =
-        match priority::outcome_within(&state.engine, &meta.lane, meta.owner.as_deref(), prompt).await {
-            Ok(outcome) => outcome,
-            Err(error @ ApiError::Timeout(_)) => {
-                record(&state.store, meta.failed(request, &error.to_string()));
-                return Err(error);
-            }
-            Err(error) => return Err(error),
-        };
+    let owner = meta.owner.as_deref();
+    let outcome = match priority::outcome_within(&state.engine, &meta.lane, owner, prompt, peer).await {
+        Ok(outcome) => outcome,
+        Err(error @ ApiError::Timeout(_)) => {
+            record(&state.store, meta.failed(request, &error.to_string()));
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
     record(&state.store, meta.chat(request, &outcome));
     outcome.map_err(priority::item_error)
 }

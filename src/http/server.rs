@@ -142,6 +142,7 @@ pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bo
             .wrap(from_fn(access_log))
     })
     .disable_signals()
+    .on_connect(super::peer::on_connect)
     // A graceful stop waits this long for open connections (the daemon stops forcibly once
     // every request has its reply, so idle keep-alive connections do not hold it).
     .shutdown_timeout(server.shutdown_grace_ms.div_ceil(1000) + 5)
