@@ -327,9 +327,9 @@ impl Dashboard {
     fn set_upstream(&mut self, status: UpstreamStatus) {
         let until = match status.state {
             UpstreamState::Ok => None,
-            UpstreamState::BackingOff { for_ms } | UpstreamState::CoolingDown { for_ms } => {
-                Some(self.wall + Duration::from_millis(for_ms))
-            }
+            UpstreamState::BackingOff { for_ms }
+            | UpstreamState::CoolingDown { for_ms }
+            | UpstreamState::Exhausted { for_ms, .. } => Some(self.wall + Duration::from_millis(for_ms)),
         };
         self.upstreams.insert(status.name.to_string(), UpstreamRow { status, until });
     }

@@ -68,6 +68,9 @@ pub(crate) struct Call {
     pub overloaded: u32,
     /// Bit i set: upstream i failed this call.
     pub tried: u64,
+    /// Bit i set: upstream i offered this call to the others while it waited for its rate
+    /// windows (it does so once).
+    pub offered: u64,
     /// The last upstream's error, reported if no upstream is left to try.
     pub last_error: Option<Box<ItemError>>,
     /// The pool slot it holds on the client it was routed to.
@@ -91,6 +94,7 @@ impl Call {
             rate_limited: 0,
             overloaded: 0,
             tried: 0,
+            offered: 0,
             last_error: None,
             slot: Slot::none(),
         }
@@ -108,7 +112,7 @@ impl Call {
     /// The call's items answered one by one, each a call of its own with its own budget; the
     /// first keeps the slot.
     pub(crate) fn into_singles(self) -> Vec<Call> {
-        let Call { items, rank, model, lane_max_tokens, tried, last_error, slot, .. } = self;
+        let Call { items, rank, model, lane_max_tokens, tried, offered, last_error, slot, .. } = self;
         let items = match items {
             CallItems::One(item) => vec![item],
             CallItems::Combined(items) => items,
@@ -126,10 +130,19 @@ impl Call {
                 rate_limited: 0,
                 overloaded: 0,
                 tried,
+                offered,
                 last_error: last_error.clone(),
                 slot: slot.take().unwrap_or_else(Slot::none),
             })
             .collect()
+    }
+
+    /// The soonest deadline of its items: after it, somebody's answer is no longer wanted.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        match &self.items {
+            CallItems::One(item) => item.origin.deadline,
+            CallItems::Combined(items) => items.iter().filter_map(|item| item.origin.deadline).min(),
+        }
     }
 
     /// Whether an item of the call belongs to a withdrawn job.

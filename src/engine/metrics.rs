@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use super::batch::BatchId;
 use crate::config::Mode;
-use crate::core::limits::LimitsSnapshot;
+use crate::core::limits::{Limit, LimitsSnapshot};
 
 /// Recent batches kept for the console and `/api/v1/stats`.
 pub const RECENT_BATCHES: usize = 256;
@@ -69,6 +69,15 @@ pub enum UpstreamState {
     CoolingDown {
         /// Milliseconds left.
         for_ms: u64,
+    },
+    /// Its daily budget is spent: no call before `until`.
+    Exhausted {
+        /// Milliseconds left.
+        for_ms: u64,
+        /// When the budget comes back (wall clock).
+        until: SystemTime,
+        /// The limit spent.
+        limit: Limit,
     },
 }
 

@@ -1,8 +1,10 @@
 //! ClientPool: routes calls to the upstream clients.
 //!
-//! For each call it picks a client whose upstream serves the model, least loaded first, skipping
-//! upstreams that are paused or cooling down while another can take the call, and never one that
-//! already failed the call. It turns a batch into calls — one per item in fanout mode, one per
+//! For each call it picks a client whose upstream serves the model and can send it soonest —
+//! given its rate windows (as the client last reported them), a 429 pause or a cooldown — least
+//! loaded first among those that can send now, and never one that already failed the call. A
+//! call whose deadline comes before any upstream could send it fails at once, naming the limit
+//! in the way. It turns a batch into calls — one per item in fanout mode, one per
 //! model group in combined mode — and reports its free call slots to the BatchFormer, which
 //! releases batches only as fast as the clients can take them.
 
@@ -15,6 +17,7 @@ use super::call::{Call, CallItems, Slot};
 use super::client::{Calls, LlmClient};
 use super::item::{Item, ItemError};
 use crate::config::{Mode, UpstreamConfig};
+use crate::core::limits::Limit;
 
 struct ClientSlot {
     addr: Addr<LlmClient>,
@@ -23,6 +26,8 @@ struct ClientSlot {
     /// Calls routed to it and not yet released.
     assigned: usize,
     unavailable_until: Option<Instant>,
+    /// When its rate windows next let a call start (if not now), and the limit in the way.
+    budget: Option<(Instant, Limit)>,
 }
 
 impl ClientSlot {
@@ -32,6 +37,27 @@ impl ClientSlot {
 
     fn free(&self) -> usize {
         self.concurrency.saturating_sub(self.assigned)
+    }
+
+    /// The soonest it could start a call: now, or when its pause or rate window ends.
+    fn start_at(&self, now: Instant) -> Instant {
+        let budget = self.budget.map(|(at, _)| at);
+        [Some(now), self.unavailable_until, budget].into_iter().flatten().max().unwrap_or(now)
+    }
+
+    /// What holds it back at `now`, in words.
+    fn held_by(&self, now: Instant) -> String {
+        let start = self.start_at(now);
+        let wall = std::time::SystemTime::now() + start.saturating_duration_since(now);
+        let until = time::OffsetDateTime::from(wall)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        match self.budget {
+            Some((at, limit)) if at >= start => {
+                format!("upstream `{}` has spent its {limit} until {until}", self.config.name)
+            }
+            _ => format!("upstream `{}` is paused until {until}", self.config.name),
+        }
     }
 }
 
@@ -49,19 +75,17 @@ impl ClientPool {
     }
 
     /// The client for a call of `model` that upstreams in `tried` already failed, or None if no
-    /// other upstream serves the model.
+    /// other upstream serves the model: the one that can start it soonest, then the least loaded.
     fn route(&self, model: Option<&str>, tried: u64, now: Instant) -> Option<usize> {
         let candidates =
             self.clients.iter().enumerate().filter(|(i, slot)| {
                 tried & (1 << (i % 64)) == 0 && model.is_none_or(|m| slot.config.serves(m))
             });
-        let mut best: Option<(usize, (bool, u128, u128))> = None;
+        let mut best: Option<(usize, (Instant, u128))> = None;
         for (i, slot) in candidates {
-            // Available first, then the lowest load (assigned/concurrency, compared as a
-            // cross-multiplication free of floats), then the soonest available.
+            // The lowest load as assigned/concurrency, compared as an integer ratio.
             let load = (slot.assigned as u128) * 1_000_000 / (slot.concurrency.max(1) as u128);
-            let wait = slot.unavailable_until.map_or(0, |t| t.saturating_duration_since(now).as_millis());
-            let key = (!slot.available(now), load, wait);
+            let key = (slot.start_at(now), load);
             if best.as_ref().is_none_or(|(_, k)| key < *k) {
                 best = Some((i, key));
             }
@@ -75,13 +99,32 @@ impl ClientPool {
         let mut per_client: Vec<Vec<Call>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
         for mut call in calls {
             let target = match offered_by {
-                // A cooling-down client offers its waiting calls: another upstream takes them if
-                // one can, else they go back to wait out the cooldown.
+                // A client that cannot send soon (cooling down, or waiting for its rate windows)
+                // offers its waiting calls: another upstream takes them if it can send them
+                // sooner, else they go back.
                 Some(from) => {
-                    self.route(call.model.as_deref(), call.tried | (1 << (from % 64)), now).or(Some(from))
+                    let other = self.route(call.model.as_deref(), call.tried | (1 << (from % 64)), now);
+                    match (other, self.clients.get(from)) {
+                        (Some(i), Some(back)) if self.clients[i].start_at(now) < back.start_at(now) => {
+                            Some(i)
+                        }
+                        (_, Some(_)) => Some(from),
+                        (other, None) => other,
+                    }
                 }
                 None => self.route(call.model.as_deref(), call.tried, now),
             };
+            // Nobody waits for an answer that cannot start before the deadline.
+            if let (Some(i), Some(deadline)) = (target, call.deadline())
+                && self.clients[i].start_at(now) > deadline
+            {
+                let slot = &self.clients[i];
+                let retry_after_s = slot.start_at(now).saturating_duration_since(now).as_secs();
+                let limit = slot.held_by(now);
+                tracing::debug!(event = "over_budget", upstream = %slot.config.name, limit = %limit);
+                call.fail(ItemError::OverBudget { limit, retry_after_s });
+                continue;
+            }
             match target {
                 Some(i) => {
                     call.slot = Slot::held(ctx.address(), i);
@@ -213,6 +256,8 @@ pub(crate) struct ClientState {
     pub client: usize,
     pub concurrency: usize,
     pub unavailable_until: Option<Instant>,
+    /// When its rate windows next let a call start, and the limit in the way (None: now).
+    pub budget: Option<(Instant, Limit)>,
 }
 
 /// Calls a client cannot finish: `final_failure` — it failed them, try another upstream or
@@ -247,6 +292,7 @@ impl Handler<AddClients> for ClientPool {
                 config,
                 assigned: 0,
                 unavailable_until: None,
+                budget: None,
             })
             .collect();
         self.schedule_report(ctx);
@@ -281,6 +327,7 @@ impl Handler<ClientState> for ClientPool {
         if let Some(slot) = self.clients.get_mut(msg.client) {
             slot.concurrency = msg.concurrency.max(1);
             slot.unavailable_until = msg.unavailable_until;
+            slot.budget = msg.budget;
             if let Some(until) = msg.unavailable_until {
                 // Its slots come back when the pause ends; tell the former then.
                 ctx.run_later(until.saturating_duration_since(Instant::now()), |pool, ctx| {

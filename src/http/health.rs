@@ -17,7 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The reply.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// Always `"ok"` when the engine answers.
+    /// `"ok"`, or `"degraded"` when an upstream's daily budget is spent (its work waits for
+    /// another upstream or for the budget to come back).
     pub status: &'static str,
     /// Whether dispatch is paused (items queue but no batch goes out).
     pub paused: bool,
@@ -37,11 +38,18 @@ pub struct LaneHealth {
 /// One upstream in [`Health`].
 #[derive(Debug, Serialize)]
 pub struct UpstreamHealth {
-    /// `ok`, `backing_off` (rate-limited), `cooling_down` (failing) or `unknown` (no report yet).
+    /// `ok`, `backing_off` (rate-limited), `cooling_down` (failing), `exhausted` (its daily
+    /// budget is spent) or `unknown` (no report yet).
     pub state: &'static str,
-    /// Milliseconds until a backing-off or cooling-down upstream is tried again.
+    /// Milliseconds until a backing-off, cooling-down or exhausted upstream is tried again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub for_ms: Option<u64>,
+    /// When an exhausted upstream's budget comes back (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The limit an exhausted upstream has spent (`requests per day`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
     /// Calls running now.
     pub in_flight: usize,
 }
@@ -57,24 +65,34 @@ async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             (lane, LaneHealth { depth })
         })
         .collect();
-    let upstreams = state
+    let upstreams: BTreeMap<String, UpstreamHealth> = state
         .config
         .upstreams
         .iter()
         .map(|upstream| {
             let health = match snapshot.upstreams.get(&upstream.name) {
-                None => UpstreamHealth { state: "unknown", for_ms: None, in_flight: 0 },
+                None => {
+                    UpstreamHealth { state: "unknown", for_ms: None, until: None, limit: None, in_flight: 0 }
+                }
                 Some(status) => {
-                    let (state, for_ms) = match status.state {
-                        UpstreamState::Ok => ("ok", None),
-                        UpstreamState::BackingOff { for_ms } => ("backing_off", Some(for_ms)),
-                        UpstreamState::CoolingDown { for_ms } => ("cooling_down", Some(for_ms)),
+                    let (state, for_ms, until, limit) = match status.state {
+                        UpstreamState::Ok => ("ok", None, None, None),
+                        UpstreamState::BackingOff { for_ms } => ("backing_off", Some(for_ms), None, None),
+                        UpstreamState::CoolingDown { for_ms } => ("cooling_down", Some(for_ms), None, None),
+                        UpstreamState::Exhausted { for_ms, until, limit } => (
+                            "exhausted",
+                            Some(for_ms),
+                            Some(super::priority::rfc3339(until)),
+                            Some(limit.describe()),
+                        ),
                     };
-                    UpstreamHealth { state, for_ms, in_flight: status.in_flight }
+                    UpstreamHealth { state, for_ms, until, limit, in_flight: status.in_flight }
                 }
             };
             (upstream.name.clone(), health)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Health { status: "ok", paused: snapshot.paused, lanes, upstreams }))
+    let degraded = upstreams.values().any(|u: &UpstreamHealth| u.state == "exhausted");
+    let status = if degraded { "degraded" } else { "ok" };
+    Ok(HttpResponse::Ok().json(Health { status, paused: snapshot.paused, lanes, upstreams }))
 }

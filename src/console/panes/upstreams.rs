@@ -70,6 +70,7 @@ fn state_text(row: &UpstreamRow, wall: SystemTime, compact: bool) -> (String, Co
         UpstreamState::Ok => return ("ok".into(), Color::Green),
         UpstreamState::BackingOff { .. } => ("backing off", "backoff", Color::Yellow),
         UpstreamState::CoolingDown { .. } => ("cooling down", "cooldown", Color::Red),
+        UpstreamState::Exhausted { .. } => ("exhausted", "spent", Color::Red),
     };
     if compact {
         (format!("{short} {remaining}"), colour)

@@ -15,7 +15,7 @@ use std::time::Duration;
 mod upstream;
 mod window;
 
-pub use upstream::{Limits, LimitsSnapshot, Permit};
+pub use upstream::{Limit, Limits, LimitsSnapshot, Permit};
 pub use window::{SlidingWindow, Taken};
 
 /// The length of the requests-per-minute and tokens-per-minute windows.

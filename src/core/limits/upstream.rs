@@ -128,6 +128,41 @@ pub struct LimitsSnapshot {
     pub rpd_limit: Option<u64>,
 }
 
+/// Which limit holds a call back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// Requests per minute.
+    Rpm,
+    /// Tokens per minute.
+    Tpm,
+    /// Requests per day.
+    Rpd,
+    /// Requests the upstream announced as remaining.
+    AnnouncedRequests,
+    /// Tokens the upstream announced as remaining.
+    AnnouncedTokens,
+}
+
+impl Limit {
+    /// The limit in words, for errors and the console.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Limit::Rpm => "requests per minute",
+            Limit::Tpm => "tokens per minute",
+            Limit::Rpd => "requests per day",
+            Limit::AnnouncedRequests => "requests the upstream allows",
+            Limit::AnnouncedTokens => "tokens the upstream allows",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// Folds one check into the latest refusal so far: the instant every refusing limit allows.
 fn later(wait: Option<Instant>, check: Result<(), Instant>) -> Option<Instant> {
     match (wait, check) {
@@ -169,6 +204,22 @@ impl Limits {
             requests_epoch: Allowance::draw(&mut self.requests, now, 1),
             tokens_epoch: Allowance::draw(&mut self.tokens, now, tokens),
         })
+    }
+
+    /// When a call of `tokens` could start, if not now, and the limit that holds it back the
+    /// longest. Takes nothing.
+    pub fn blocked(&mut self, now: Instant, tokens: u64) -> Option<(Instant, Limit)> {
+        let checks = [
+            (self.rpm.window.check(now, 1), Limit::Rpm),
+            (self.tpm.window.check(now, tokens), Limit::Tpm),
+            (self.rpd.window.check(now, 1), Limit::Rpd),
+            (Allowance::check(&self.requests, now, 1), Limit::AnnouncedRequests),
+            (Allowance::check(&self.tokens, now, tokens), Limit::AnnouncedTokens),
+        ];
+        checks
+            .into_iter()
+            .filter_map(|(check, limit)| check.err().map(|at| (at, limit)))
+            .max_by_key(|(at, _)| *at)
     }
 
     /// The call never went out: return its request and tokens to every window.

@@ -169,7 +169,7 @@ impl LlmClient {
     }
 
     /// Hands calls to the pool to run on another upstream (or come back here if none can).
-    fn offer_elsewhere(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>) {
+    pub(super) fn offer_elsewhere(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>) {
         let mut offered = Vec::with_capacity(calls.len());
         for mut call in calls {
             self.release(ctx, &mut call.slot);

@@ -26,7 +26,7 @@ use super::wake::Wake;
 use crate::config::UpstreamConfig;
 use crate::core::batching::LowerShare;
 use crate::core::fair::JobId;
-use crate::core::limits::{Limits, Permit};
+use crate::core::limits::{Limit, Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
 
@@ -37,6 +37,8 @@ const DEFAULT_REPLY_TOKENS: u32 = 256;
 const PATIENCE: u32 = 20;
 /// Successful calls after which a concurrency lowered by 503s is raised again by one.
 const RECOVER_AFTER: u32 = 8;
+/// A wait for the rate windows at least this long offers the waiting calls to other upstreams.
+const OFFER_AFTER: Duration = Duration::from_secs(1);
 /// How often the client reports its status to the MetricsHub.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
@@ -78,6 +80,9 @@ pub struct LlmClient {
     limits: Limits,
     paused_until: Option<Instant>,
     cooldown_until: Option<Instant>,
+    /// When the rate windows next let a call start, and which limit holds it, as last reported
+    /// to the pool.
+    budget: Option<(Instant, Limit)>,
     consecutive_failures: u32,
     wake: Wake,
     released: usize,
@@ -114,6 +119,7 @@ impl LlmClient {
             limits: Limits::new(config.rpm, config.tpm, config.rpd),
             paused_until: None,
             cooldown_until: None,
+            budget: None,
             consecutive_failures: 0,
             wake: Wake::default(),
             released: 0,
@@ -195,10 +201,27 @@ impl LlmClient {
                         self.counters.limit_waits += 1;
                     }
                     self.wake_at(ctx, at, now);
+                    if at.saturating_duration_since(now) >= OFFER_AFTER {
+                        // A long wait here: calls not yet offered go to the pool, which moves
+                        // them to an upstream that can send them sooner, or back here. The
+                        // pool hears of the wait first, to compare.
+                        self.report_budget(now);
+                        let here = 1u64 << (self.index % 64);
+                        let waiting = self.mailbox.extract(|call| call.offered & here == 0);
+                        let offered: Vec<Call> = waiting
+                            .into_iter()
+                            .map(|mut call| {
+                                call.offered |= here;
+                                call
+                            })
+                            .collect();
+                        self.offer_elsewhere(ctx, offered);
+                    }
                     break;
                 }
             }
         }
+        self.report_budget(now);
         if let Some(due) = self.mailbox.next_due() {
             self.wake_at(ctx, due, now);
         }
@@ -368,22 +391,52 @@ impl LlmClient {
         }
     }
 
+    /// Tells the pool when the rate windows next let a call start, if that changed.
+    fn report_budget(&mut self, now: Instant) {
+        let tokens = match self.mailbox.peek() {
+            Some(call) => {
+                let request = self.request_for(call);
+                estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS)
+            }
+            None => u64::from(DEFAULT_REPLY_TOKENS),
+        };
+        let budget = self.limits.blocked(now, tokens);
+        let moved = match (self.budget, budget) {
+            (None, None) => false,
+            (Some((a, la)), Some((b, lb))) => la != lb || a.max(b) - a.min(b) > Duration::from_millis(250),
+            _ => true,
+        };
+        if moved {
+            self.budget = budget;
+            self.report_state();
+        }
+    }
+
     fn report_state(&mut self) {
         let now = Instant::now();
         self.pool.do_send(ClientState {
             client: self.index,
             concurrency: self.concurrency,
             unavailable_until: self.blocked_until(now),
+            budget: self.budget.filter(|(at, _)| *at > now),
         });
         let status = self.status(now);
         self.metrics.do_send(Publish(MetricsEvent::Upstream(status)));
     }
 
     fn status(&mut self, now: Instant) -> UpstreamStatus {
+        let exhausted = self.limits.blocked(now, 1).filter(|(_, limit)| *limit == Limit::Rpd);
         let state = match (self.cooldown_until.filter(|t| *t > now), self.paused_until.filter(|t| *t > now)) {
             (Some(until), _) => UpstreamState::CoolingDown { for_ms: (until - now).as_millis() as u64 },
             (None, Some(until)) => UpstreamState::BackingOff { for_ms: (until - now).as_millis() as u64 },
-            (None, None) => UpstreamState::Ok,
+            (None, None) => match exhausted {
+                Some((until, limit)) => UpstreamState::Exhausted {
+                    for_ms: (until - now).as_millis() as u64,
+                    until: std::time::SystemTime::now() + (until - now),
+                    limit,
+                },
+                None => UpstreamState::Ok,
+            },
         };
         let c = &self.counters;
         UpstreamStatus {

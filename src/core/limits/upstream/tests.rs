@@ -305,3 +305,16 @@ fn set_limits_keeps_what_was_taken() {
         LimitsSnapshot { rpm_used: 6, tpm_used: 6, rpd_used: 6, ..Default::default() }
     );
 }
+
+#[test]
+fn blocked_names_the_limit_that_holds_a_call_longest() {
+    let t0 = Instant::now();
+    let mut limits = Limits::new(Some(1), None, Some(1));
+    assert_eq!(limits.blocked(t0, 10), None);
+    let _permit = limits.try_acquire(t0, 10).expect("first call fits");
+    let (at, limit) = limits.blocked(t0, 10).expect("both windows are spent");
+    assert_eq!((at, limit), (t0 + DAY, Limit::Rpd));
+    let mut minute = Limits::new(Some(1), None, None);
+    let _permit = minute.try_acquire(t0, 10).expect("first call fits");
+    assert_eq!(minute.blocked(t0, 10), Some((t0 + MINUTE, Limit::Rpm)));
+}
