@@ -107,6 +107,12 @@ impl MockUpstreamHandle {
         self.upstream.book().stats()
     }
 
+    /// The last calls received (at most [`RECENT_CALLS`]), oldest first, as the mock parsed
+    /// them: for tests that check what reached the upstream.
+    pub fn recent_calls(&self) -> Vec<CallRequest> {
+        self.upstream.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
     /// Stops the server without waiting for held (`--timeout-rate`) calls.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -221,8 +227,12 @@ struct Upstream {
     faults: FaultRates,
     draws: Draws,
     book: Mutex<Book>,
+    recent: Mutex<std::collections::VecDeque<CallRequest>>,
     started: Instant,
 }
+
+/// Calls the in-process handle keeps for [`MockUpstreamHandle::recent_calls`].
+pub const RECENT_CALLS: usize = 1_000;
 
 impl Upstream {
     fn new(args: &MockUpstreamArgs) -> Self {
@@ -231,6 +241,7 @@ impl Upstream {
             faults: args.fault_rates(),
             draws: Draws::new(args.seed),
             book: Mutex::new(Book::new(args.rpm)),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             started: Instant::now(),
         }
     }
@@ -283,6 +294,13 @@ impl Upstream {
 
 /// Answers one parsed call the way `dialect` writes it.
 async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallRequest) -> HttpResponse {
+    {
+        let mut recent = upstream.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_CALLS {
+            recent.pop_front();
+        }
+        recent.push_back(request.clone());
+    }
     let (verdict, rpm, serial) = upstream.decide();
     tracing::debug!(event = "mock_call", serial, "mock upstream call");
     let mut response = match verdict {
