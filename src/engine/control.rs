@@ -102,7 +102,8 @@ pub struct ShutdownReport {
     pub left: usize,
 }
 
-/// Which actor a fault injection targets.
+/// Which actor a fault injection targets (only with the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultTarget {
     /// A lane, by name.

@@ -33,7 +33,9 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::BatchId;
-pub use control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+#[cfg(feature = "fault-injection")]
+pub use control::FaultTarget;
+pub use control::{ControlError, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
@@ -45,9 +47,10 @@ use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub};
 use self::pool::{AddClients, ClientPool};
+#[cfg(feature = "fault-injection")]
+use self::supervisor::InjectPanic;
 use self::supervisor::{
-    GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown,
-    Supervisor,
+    GetConfig, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown, Supervisor,
 };
 use crate::config::Config;
 use crate::providers;
@@ -323,7 +326,9 @@ impl Engine {
     }
 
     /// Fault injection for tests and drills: the target panics while handling its next message
-    /// that carries items. The engine must restart it and lose none of them.
+    /// that carries items. The engine must restart it and lose none of them. Only with the
+    /// `fault-injection` feature (on for `cargo test`, off in a release build).
+    #[cfg(feature = "fault-injection")]
     pub async fn inject_panic(&self, target: FaultTarget) -> Result<(), ControlError> {
         self.inner.supervisor.send(InjectPanic(target)).await.map_err(|_| ControlError::Stopped)?
     }

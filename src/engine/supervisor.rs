@@ -14,11 +14,13 @@ use tokio::time::Instant;
 
 use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
 use super::client::{self, FailWaiting, LlmClient};
-use super::control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+#[cfg(feature = "fault-injection")]
+use super::control::FaultTarget;
+use super::control::{ControlError, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
 use super::item::{Item, ItemError, Shared};
-use super::lane::{self, CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
+use super::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
-use super::pool::{self, ClientPool};
+use super::pool::ClientPool;
 use crate::config::Config;
 use crate::providers;
 
@@ -28,6 +30,7 @@ pub struct Supervisor {
     pub(crate) lane_names: Vec<Arc<str>>,
     pub(crate) lanes: Vec<Addr<LaneQueue>>,
     pub(crate) former: Addr<BatchFormer>,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) pool: Addr<ClientPool>,
     pub(crate) clients: Vec<Addr<LlmClient>>,
     pub(crate) metrics: Addr<MetricsHub>,
@@ -162,6 +165,7 @@ impl Handler<SetUpstreamKey> for Supervisor {
 }
 
 /// Fault injection.
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "Result<(), ControlError>")]
 pub(crate) struct InjectPanic(pub FaultTarget);
@@ -287,16 +291,17 @@ impl Handler<GetConfig> for Supervisor {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<InjectPanic> for Supervisor {
     type Result = Result<(), ControlError>;
     fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> Self::Result {
         match msg.0 {
-            FaultTarget::Pool => self.pool.do_send(pool::PanicOnNextBatch),
+            FaultTarget::Pool => self.pool.do_send(super::pool::PanicOnNextBatch),
             FaultTarget::Lane(name) => {
                 let i = self.lane_names.iter().position(|n| n.as_ref() == name).ok_or_else(|| {
                     ControlError::UnknownLane { lane: name.clone(), known: self.known_lanes() }
                 })?;
-                self.lanes[i].do_send(lane::PanicOnNextBatch);
+                self.lanes[i].do_send(super::lane::PanicOnNextBatch);
             }
             FaultTarget::Client(name) => {
                 let i = self

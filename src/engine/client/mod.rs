@@ -84,6 +84,7 @@ pub struct LlmClient {
     last_error: Option<String>,
     stop: watch::Receiver<bool>,
     log_payloads: bool,
+    #[cfg(feature = "fault-injection")]
     panic_on_next_batch: bool,
 }
 
@@ -120,6 +121,7 @@ impl LlmClient {
             last_error: None,
             stop,
             log_payloads: options.log_payloads,
+            #[cfg(feature = "fault-injection")]
             panic_on_next_batch: false,
             config,
         }
@@ -417,7 +419,10 @@ impl Supervised for LlmClient {
         // their slots go back to the pool.
         self.wake.fired();
         self.release_scheduled = false;
-        self.panic_on_next_batch = false;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.panic_on_next_batch = false;
+        }
         drop(self.mailbox.drain());
     }
 }
@@ -462,11 +467,13 @@ impl Handler<ReplaceProvider> for LlmClient {
 /// Fault injection: panic while handling the next `Calls`.
 #[derive(Message)]
 #[rtype(result = "()")]
+#[cfg(feature = "fault-injection")]
 pub(crate) struct PanicOnNextBatch;
 
 impl Handler<Calls> for LlmClient {
     type Result = ();
     fn handle(&mut self, msg: Calls, ctx: &mut Context<Self>) {
+        #[cfg(feature = "fault-injection")]
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: upstream client `{}` panics holding {} calls", self.name, msg.0.len());
@@ -509,6 +516,7 @@ impl Handler<FailWaiting> for LlmClient {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<PanicOnNextBatch> for LlmClient {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
