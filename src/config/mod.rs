@@ -6,7 +6,8 @@
 //!
 //! The submodules hold what is done with a loaded configuration: `validate` (the checks serde
 //! cannot make), `lanes` (each lane with `[batching]` defaults applied), `render` (`ferry check`'s
-//! output), `api_key` (reading keys from the environment) and `parse_error` (toml errors as
+//! output), `shipped` (the built-in `config.toml` and the per-user data directory), `api_key`
+//! (reading keys from the environment) and `parse_error` (toml errors as
 //! `KEY: reason (line N, column M)`).
 
 use std::collections::BTreeMap;
@@ -20,10 +21,12 @@ mod api_key;
 mod lanes;
 mod parse_error;
 mod render;
+mod shipped;
 mod validate;
 
 pub use api_key::mask_secret;
 pub use lanes::LaneSettings;
+pub use shipped::{SHIPPED, SHIPPED_NAME, user_data_dir};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -545,6 +548,12 @@ pub enum ConfigError {
         /// The environment variable named by `api_key_env`.
         var: String,
     },
+    /// Neither `$XDG_DATA_HOME` nor `$HOME` names a directory for the built-in config's files.
+    #[error(
+        "no ./config.toml and no per-user data directory ($XDG_DATA_HOME and $HOME are unset): \
+         pass --config FILE (`ferry config init` writes one)"
+    )]
+    NoDataDir,
 }
 
 impl Config {
