@@ -333,9 +333,7 @@ impl Handler<Shutdown> for Supervisor {
         let deadline = Instant::now() + msg.0;
         Box::pin(async move {
             let open_at_start = shared.open();
-            while shared.open() > 0 && Instant::now() < deadline && !shared.is_cut_off() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            shared.until_settled(deadline, true).await;
             let open_at_deadline = shared.open();
             if open_at_deadline > 0 {
                 // From here on clients start no call and fail whatever reaches their mailbox;
@@ -348,10 +346,7 @@ impl Handler<Shutdown> for Supervisor {
                 for client in &clients {
                     let _ = client.send(FailWaiting(ItemError::ShuttingDown)).await;
                 }
-                let grace = Instant::now() + Duration::from_secs(1);
-                while shared.open() > 0 && Instant::now() < grace {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                shared.until_settled(Instant::now() + Duration::from_secs(1), false).await;
             }
             let left = shared.open();
             let report = ShutdownReport {
