@@ -181,10 +181,16 @@ async fn shutdown_with_time_enough_drains_everything_and_returns_early() {
 async fn a_cut_off_ends_a_long_drain_at_once_and_answers_the_rest() {
     // One call at a time of 2 s each: twenty items need 40 s; the drain's deadline is 60 s.
     let slow = MockUpstreamArgs { latency_ms: 2_000, ..mock_args() };
-    let (engine, _mock) =
+    let (engine, mock) =
         engine_on(slow, [("bulk", lane(0, Mode::Fanout))], |u| UpstreamConfig { concurrency: 1, ..u }, 3);
     let items = engine.submit("bulk", prompts("cut", 20)).await.expect("accepted");
-    tokio::time::sleep(Duration::from_millis(50)).await; // the first call is under way
+    // The first call is under way at the mock.
+    let first_call = async {
+        while mock.stats().requests == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    within(Duration::from_secs(5), "the first call", first_call).await;
 
     let drain = engine.clone();
     let shutdown = actix_rt::spawn(async move { drain.shutdown(Duration::from_secs(60)).await });
