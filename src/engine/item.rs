@@ -185,7 +185,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(home: mpsc::UnboundedSender<Item>) -> Arc<Self> {
-        Arc::new(Self { home, open: AtomicUsize::new(0), cut_off: AtomicBool::new(false), settled: Notify::new() })
+        Arc::new(Self {
+            home,
+            open: AtomicUsize::new(0),
+            cut_off: AtomicBool::new(false),
+            settled: Notify::new(),
+        })
     }
 
     /// One open item answered (or withdrawn); the last one wakes a drain.

@@ -35,7 +35,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use batch::BatchId;
 #[cfg(feature = "fault-injection")]
 pub use control::FaultTarget;
-pub use control::{ControlError, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+pub use control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+};
 pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,

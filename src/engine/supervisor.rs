@@ -16,7 +16,10 @@ use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
 use super::client::{self, FailWaiting, LlmClient};
 #[cfg(feature = "fault-injection")]
 use super::control::FaultTarget;
-use super::control::{ControlError, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+use super::control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+    in_range,
+};
 use super::item::{Item, ItemError, Shared};
 use super::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
@@ -195,12 +198,7 @@ impl Handler<Orphan> for Supervisor {
 impl Handler<SetBatchSize> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: SetBatchSize, _: &mut Context<Self>) -> Self::Result {
-        if msg.0 == 0 {
-            return Err(ControlError::Invalid {
-                field: "size",
-                message: "must be a positive integer (got 0)".into(),
-            });
-        }
+        in_range("size", msg.0 as u64, 1, MAX_BATCH_SIZE)?;
         self.config.batching.batch_size = msg.0;
         self.push_lane_settings();
         self.changed(format!("batch_size={}", msg.0));
@@ -211,6 +209,7 @@ impl Handler<SetBatchSize> for Supervisor {
 impl Handler<SetBatchDelay> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: SetBatchDelay, _: &mut Context<Self>) -> Self::Result {
+        in_range("delay_ms", msg.0, 0, MAX_BATCH_DELAY_MS)?;
         self.config.batching.batch_delay_ms = msg.0;
         self.push_lane_settings();
         self.changed(format!("batch_delay_ms={}", msg.0));
@@ -222,11 +221,14 @@ impl Handler<PatchLane> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: PatchLane, _: &mut Context<Self>) -> Self::Result {
         let PatchLane(name, patch) = msg;
-        if patch.max_batch == Some(0) {
-            return Err(ControlError::Invalid {
-                field: "max_batch",
-                message: "must be at least 1 (got 0)".into(),
-            });
+        if let Some(v) = patch.window_ms {
+            in_range("window_ms", v, 0, MAX_BATCH_DELAY_MS)?;
+        }
+        if let Some(v) = patch.max_batch {
+            in_range("max_batch", v as u64, 1, MAX_BATCH_SIZE)?;
+        }
+        if let Some(v) = patch.delay_ms {
+            in_range("delay_ms", v, 0, MAX_BATCH_DELAY_MS)?;
         }
         let known = self.known_lanes();
         let lane = self
