@@ -333,3 +333,21 @@ fn every_size_down_to_tiny_draws_without_panic() {
         }
     }
 }
+
+#[test]
+fn header_names_a_failed_actor_first() {
+    let mut state = dashboard();
+    let message = r#"data: {"type":"actor_failed","actor":"pool"}"#;
+    match parse_message(message) {
+        Some(Update::Metrics(event)) => {
+            state.apply(event);
+        }
+        other => panic!("{message} parsed as {other:?}"),
+    }
+    let (buffer, a) = panes(&state, 80, 24);
+    assert_eq!(
+        rows(&text_in(&buffer, a.header)),
+        [" ferry  local 127.0.0.1:8000 │ FAILED: pool (no new work) │ size 10 │ delay 100m"]
+    );
+    assert_has(&text_in(&buffer, a.failures), &["actor pool kept panicking and was stopped"]);
+}

@@ -154,6 +154,15 @@ pub enum SubmitError {
     /// The engine's actors are gone.
     #[error("the engine has stopped")]
     Stopped,
+    /// An actor panicked too often and was stopped (see `restart.rs`); ferry takes no new work
+    /// until it is restarted.
+    #[error(
+        "ferry takes no new work: actor {actors} failed (it kept panicking); restart ferry, and see its log"
+    )]
+    Failed {
+        /// The failed actors, comma-separated.
+        actors: String,
+    },
 }
 
 /// Where an item's outcome goes.

@@ -155,6 +155,12 @@ pub enum MetricsEvent {
         /// Which actor.
         actor: String,
     },
+    /// An actor panicked too often (see `restart.rs`) and was stopped; the engine takes no new
+    /// work.
+    ActorFailed {
+        /// Which actor.
+        actor: String,
+    },
 }
 
 /// Everything the hub knows, for queries.
@@ -179,6 +185,9 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<String, UpstreamStatus>,
     /// Actor restarts since start.
     pub restarts: u64,
+    /// Actors declared failed (restarted too often), in the order they failed.
+    #[serde(default)]
+    pub failed_actors: Vec<String>,
     /// Whether dispatch is paused.
     pub paused: bool,
 }
@@ -249,6 +258,7 @@ impl MetricsHub {
             }
             MetricsEvent::Paused { paused } => self.snapshot.paused = *paused,
             MetricsEvent::ActorRestarted { .. } => self.snapshot.restarts += 1,
+            MetricsEvent::ActorFailed { actor } => self.snapshot.failed_actors.push(actor.clone()),
             MetricsEvent::BatchDispatched { .. } => self.snapshot.batches_in_flight += 1,
             MetricsEvent::ConfigChanged { .. } => {}
         }

@@ -42,6 +42,7 @@ pub use item::{Answer, ItemError, Outcome, Prompt, Submission, SubmitError};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
 };
+pub use restart::{MAX_RESTARTS, RESTART_WINDOW};
 
 use self::batch_former::{AddLanes, BatchFormer};
 use self::client::{ClientOptions, LlmClient};
@@ -49,6 +50,7 @@ use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub};
 use self::pool::{AddClients, ClientPool};
+use self::restart::Health;
 #[cfg(feature = "fault-injection")]
 use self::supervisor::InjectPanic;
 use self::supervisor::{
@@ -88,6 +90,7 @@ struct Inner {
     metrics: Addr<MetricsHub>,
     events: broadcast::Sender<MetricsEvent>,
     shared: Arc<Shared>,
+    health: Arc<Health>,
     next_id: AtomicU64,
     accepting: AtomicBool,
 }
@@ -100,7 +103,9 @@ impl Engine {
             return Err(EngineError::TooManyUpstreams(config.upstreams.len()));
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let metrics = restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None);
+        let health = Arc::new(Health::default());
+        let metrics =
+            restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None, &health);
 
         let former_ctx = Context::<BatchFormer>::new();
         let pool_ctx = Context::<ClientPool>::new();
@@ -129,6 +134,7 @@ impl Engine {
                 client,
                 format!("client:{}", upstream.name),
                 Some(metrics.clone()),
+                &health,
             );
             clients.push((addr, upstream.clone()));
         }
@@ -145,7 +151,8 @@ impl Engine {
                 former_addr.clone(),
                 metrics.clone(),
             );
-            let addr = restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()));
+            let addr =
+                restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()), &health);
             lane_views.push((addr.clone(), settings));
             lanes.push((name, addr));
         }
@@ -156,8 +163,15 @@ impl Engine {
             BatchFormer::new(pool_addr.clone(), aging),
             "former".into(),
             Some(metrics.clone()),
+            &health,
         );
-        restart::start(pool_ctx, ClientPool::new(former_addr.clone()), "pool".into(), Some(metrics.clone()));
+        restart::start(
+            pool_ctx,
+            ClientPool::new(former_addr.clone()),
+            "pool".into(),
+            Some(metrics.clone()),
+            &health,
+        );
         former_addr.do_send(AddLanes(lane_views));
         pool_addr.do_send(AddClients(clients.clone()));
 
@@ -175,7 +189,7 @@ impl Engine {
             paused: false,
         };
         let supervisor =
-            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()));
+            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()), &health);
         actix::spawn(bring_home(home_rx, supervisor.clone()));
 
         let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
@@ -188,10 +202,17 @@ impl Engine {
                 metrics,
                 events,
                 shared,
+                health,
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
             }),
         })
+    }
+
+    /// The actors declared failed (they panicked again after [`restart::MAX_RESTARTS`] restarts
+    /// in [`restart::RESTART_WINDOW`]); while any is, the engine takes no new work.
+    pub fn failed_actors(&self) -> Vec<String> {
+        self.inner.health.failed()
     }
 
     /// The configured lane names.
@@ -207,6 +228,10 @@ impl Engine {
     fn lane(&self, lane: &str) -> Result<usize, SubmitError> {
         if !self.inner.accepting.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
+        }
+        let failed = self.inner.health.failed();
+        if !failed.is_empty() {
+            return Err(SubmitError::Failed { actors: failed.join(", ") });
         }
         self.inner.lane_index.get(lane).copied().ok_or_else(|| SubmitError::UnknownLane {
             lane: lane.to_string(),

@@ -17,8 +17,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The reply.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// Always `"ok"` when the engine answers.
+    /// `"ok"`, or `"degraded"` when an actor kept panicking and was stopped: ferry then takes
+    /// no new work (see `failed_actors`).
     pub status: &'static str,
+    /// The actors declared failed, e.g. `["pool"]`; empty when all is well.
+    pub failed_actors: Vec<String>,
     /// Whether dispatch is paused (items queue but no batch goes out).
     pub paused: bool,
     /// Per lane: items waiting.
@@ -76,5 +79,7 @@ async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             (upstream.name.clone(), health)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Health { status: "ok", paused: snapshot.paused, lanes, upstreams }))
+    let failed_actors = state.engine.failed_actors();
+    let status = if failed_actors.is_empty() { "ok" } else { "degraded" };
+    Ok(HttpResponse::Ok().json(Health { status, failed_actors, paused: snapshot.paused, lanes, upstreams }))
 }
