@@ -65,10 +65,8 @@ fn real_llm_url() -> Option<String> {
         _ => {
             common::skip::skip(
                 &format!("real LLM test: {URL_VAR} is not set"),
-                &format!(
-                    "set it to an OpenAI-compatible server (e.g. http://127.0.0.1:18081/v1); \
-                     ../shared/tools/real-llm-upstream [PORT] starts one"
-                ),
+                "set it to an OpenAI-compatible server (e.g. http://127.0.0.1:18081/v1); \
+                 ../shared/tools/real-llm-upstream [PORT] starts one",
                 REQUIRED_VAR,
             );
             None
