@@ -7,15 +7,13 @@
 //! The submodules hold what is done with a loaded configuration: `validate` (the checks serde
 //! cannot make), `lanes` (each lane with `[batching]` defaults applied), `render` (`ferry check`'s
 //! output), `shipped` (the built-in `config.toml` and the per-user data directory), `api_key`
-//! (reading keys from the environment) and `parse_error` (toml errors as
+//! (reading keys from the environment) and `parse_error` (parsing with the bad key's path, as
 //! `KEY: reason (line N, column M)`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-use parse_error::parse_message;
 
 mod api_key;
 mod lanes;
@@ -566,8 +564,8 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: parse_message(text, &e) })?;
+        let config: Config = parse_error::parse(text)
+            .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
         config.validate().map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })?;
         Ok(config)
     }

@@ -26,7 +26,8 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
-    crate::private_fs::create_dir_all(dir).map_err(|source| StoreError::Content { path: dir.to_path_buf(), source })
+    crate::private_fs::create_dir_all(dir)
+        .map_err(|source| StoreError::Content { path: dir.to_path_buf(), source })
 }
 
 /// Writes one file's content into place; see the module docs.
