@@ -13,6 +13,7 @@
 //! - [`daemon`]: `ferry serve`, the engine and the API as a headless daemon.
 //! - [`logging`]: `tracing` to files made for `tail -F`.
 //! - [`console`]: the operator console (ratatui), in process or attached to a daemon.
+//! - [`private_fs`]: owner-only files and folders, for everything that may hold prompts or keys.
 
 pub mod chat_format;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod jobs;
 pub mod logging;
 pub mod mock_upstream;
+pub mod private_fs;
 pub mod providers;
 pub mod run;
 pub mod store;

@@ -324,7 +324,11 @@ fn period_suffix(rotation: Rotation, period: u64) -> String {
         Rotation::Hourly => (period / 24, Some(period % 24)),
         Rotation::Daily | Rotation::Never => (period, None),
     };
-    let (year, month, day) = civil_from_days(days);
+    // A day count from a SystemTime is always within `time`'s range; the epoch is the fallback.
+    let date = time::OffsetDateTime::from_unix_timestamp((days * 86_400) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    let (year, month, day) = (date.year(), u8::from(date.month()), date.day());
     match hour {
         Some(hour) => format!("{year:04}-{month:02}-{day:02}-{hour:02}"),
         None => format!("{year:04}-{month:02}-{day:02}"),
@@ -341,21 +345,6 @@ fn free_name(path: &Path, suffix: &str) -> PathBuf {
         n += 1;
     }
     candidate
-}
-
-/// Gregorian (year, month, day) of a day counted from 1970-01-01, by Howard Hinnant's
-/// `civil_from_days`; exact for every day a log line can carry.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -378,11 +367,11 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_are_right() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(LATE_NOV_25 / 86_400), (2026, 11, 25));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+    fn period_suffixes_are_calendar_dates() {
+        assert_eq!(period_suffix(Rotation::Daily, 0), "1970-01-01");
+        assert_eq!(period_suffix(Rotation::Daily, LATE_NOV_25 / 86_400), "2026-11-25");
+        assert_eq!(period_suffix(Rotation::Daily, 11_016), "2000-02-29");
+        assert_eq!(period_suffix(Rotation::Daily, 11_017), "2000-03-01");
         assert_eq!(period_suffix(Rotation::Hourly, LATE_NOV_25 / 3_600), "2026-11-25-23");
     }
 

@@ -19,27 +19,34 @@ use std::io::IsTerminal as _;
 mod progress;
 
 /// ferry: an actor-based LLM batch engine.
+///
+/// Without a command, runs the operator console (`ferry [--config FILE]`). Without --config,
+/// every command reads ./config.toml, or, when there is none, the built-in config.toml with its
+/// data and logs under $XDG_DATA_HOME/ferry (default ~/.local/share/ferry).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The console's options, for `ferry` without a command.
+    #[command(flatten)]
+    console: ConsoleArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file and print what it resolves to (exit 1 on errors).
     Check {
-        /// The config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// The config file (default ./config.toml, else the built-in one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Run the engine and the HTTP API as a headless daemon, logging to files; SIGINT/SIGTERM
     /// stops intake, lets in-flight work finish within `[server] shutdown_grace_ms`, exits 0.
     Serve {
-        /// The config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// The config file (default ./config.toml, else the built-in one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Run a file of prompts through the engine without a server, writing one result line per
     /// input line; the same command again resumes an interrupted run.
@@ -49,14 +56,31 @@ enum Command {
     /// The operator console (the default): the engine, the HTTP API and a live dashboard in one
     /// process; or, with --connect, the dashboard of a `ferry serve` daemon.
     Console(ConsoleArgs),
+    /// The config file: `ferry config init` writes the documented config.toml out for editing.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Push a burst of prompts through the engine and print what each lane's batches did.
     Demo {
-        /// The config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        /// The config file (default ./config.toml, else the built-in one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Prompts per lane.
         #[arg(long, default_value_t = 40)]
         prompts: usize,
+    },
+}
+
+/// `ferry config …`.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write the shipped config.toml (every key, documented) to PATH for editing.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "config.toml")]
+        path: PathBuf,
+        /// Replace a file that is already there.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -81,17 +105,17 @@ struct RunCommand {
     /// (without it, the same command resumes an unfinished run and does nothing after a finished one).
     #[arg(long)]
     fresh: bool,
-    /// The config file.
-    #[arg(long, short, default_value = "config.toml")]
-    config: PathBuf,
+    /// The config file (default ./config.toml, else the built-in one).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 /// `ferry console` options.
 #[derive(clap::Args, Default)]
 struct ConsoleArgs {
-    /// The config file (in-process console).
-    #[arg(long, short, default_value = "config.toml")]
-    config: PathBuf,
+    /// The config file (in-process console; default ./config.toml, else the built-in one).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Attach to the daemon at this URL (http://HOST:PORT) instead of running an engine.
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
@@ -103,54 +127,100 @@ struct ConsoleArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Check { config }) => check(&config),
-        Some(Command::Serve { config }) => serve(&config),
+        Some(Command::Check { config }) => check(config),
+        Some(Command::Serve { config }) => serve(config),
         Some(Command::Run(args)) => run_file(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
-        Some(Command::Demo { config, prompts }) => demo(&config, prompts),
+        Some(Command::Demo { config, prompts }) => demo(config, prompts),
+        Some(Command::Config(ConfigCommand::Init { path, force })) => config_init(&path, force),
         Some(Command::Console(args)) => console(args),
-        None => console(ConsoleArgs { config: PathBuf::from("config.toml"), ..ConsoleArgs::default() }),
+        None => console(cli.console),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ferry: {error:#}");
+            eprintln!("ferry: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(config) => {
-            print!("{}", config.render());
-            eprintln!("{}: ok", path.display());
-            Ok(ExitCode::SUCCESS)
+/// An error and its causes on one line, each cause once: a message that already quotes its
+/// cause (as `cannot read config file X: No such file…` does) does not repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
         }
-        Err(error) => {
-            eprintln!("{error}");
-            Ok(ExitCode::FAILURE)
+        if !line.is_empty() {
+            line.push_str(": ");
         }
+        line.push_str(&text);
     }
+    line
 }
 
-fn serve(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+/// Where a command's configuration comes from: the file given, else `./config.toml`, else the
+/// built-in config.toml with its files under the per-user data directory (said once, on
+/// stderr).
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<(Config, String)> {
+    let default = Path::new("config.toml");
+    let path = match path {
+        Some(path) => path,
+        None if default.exists() => default.to_path_buf(),
+        None => {
+            let dir = ferry::config::user_data_dir()?;
+            let config = Config::shipped_in(&dir)?;
+            eprintln!(
+                "ferry: no ./config.toml: running on the built-in config.toml, data and logs under {} \
+                 (`ferry config init` writes the file out for editing)",
+                dir.display()
+            );
+            return Ok((config, ferry::config::SHIPPED_NAME.to_string()));
+        }
+    };
+    let config = Config::load(&path)?;
+    Ok((config, path.display().to_string()))
+}
+
+fn check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, name) = load_config(path)?;
+    print!("{}", config.render());
+    eprintln!("{name}: ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    if path.exists() && !force {
+        anyhow::bail!("{} already exists; pass --force to replace it", path.display());
+    }
+    std::fs::write(path, ferry::config::SHIPPED)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {} (every key, documented); run `ferry check --config {0}` after editing",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load_config(path)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
     let log = config.logging.dir.join(&config.logging.file);
     match actix::System::new().block_on(async move { daemon::run(config, daemon::signals()).await }) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
             tracing::error!(event = "serve_failed", error = %error);
-            eprintln!("ferry serve: {error}");
-            eprintln!("log: {}", log.display());
+            eprintln!("ferry serve: {error} (log: {})", log.display());
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
 fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&command.config)?;
+    let (config, _) = load_config(command.config)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
     let args = RunArgs {
         input: command.file,
@@ -206,8 +276,8 @@ fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn demo(path: &Path, prompts: usize) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+fn demo(path: Option<PathBuf>, prompts: usize) -> anyhow::Result<ExitCode> {
+    let (config, _) = load_config(path)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
     actix::System::new().block_on(async move {
         let engine = Engine::start(&config)?;
@@ -260,7 +330,7 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         actix::System::new().block_on(run).context("ferry console --connect")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let config = Config::load(&args.config)?;
+    let (config, _) = load_config(args.config)?;
     let feed = Box::new(LogFeed::new(tx.clone()));
     let _guard = ferry::logging::init_with_feed(&config.logging, true, feed).context("starting logging")?;
     let log = config.logging.dir.join(&config.logging.file);
@@ -277,8 +347,10 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => {
             tracing::error!(event = "console_failed", error = %error);
-            eprintln!("ferry console: {error}");
-            eprintln!("(the console needs a terminal; `ferry serve` runs headless)  log: {}", log.display());
+            eprintln!(
+                "ferry console: {error} (the console needs a terminal; `ferry serve` runs headless; log: {})",
+                log.display()
+            );
             Ok(ExitCode::FAILURE)
         }
     }

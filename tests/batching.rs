@@ -12,7 +12,7 @@ use common::{
     start_mock, upstream_for, within,
 };
 use ferry::config::{LaneConfig, Mode, ProviderKind, UpstreamConfig};
-use ferry::engine::{ControlError, Engine, LanePatch, Prompt};
+use ferry::engine::{ControlError, Engine, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, Prompt};
 use ferry::mock_upstream::{MockUpstreamArgs, MockUpstreamHandle};
 use tokio::time::Instant;
 
@@ -249,6 +249,26 @@ async fn invalid_live_changes_are_refused_naming_the_field_or_lane() {
         .await
         .expect_err("max_batch 0 is refused");
     assert!(matches!(error, ControlError::Invalid { field: "max_batch", .. }), "{error:?}");
+    // The engine's own bounds, whichever door the value came through.
+    let too_big = MAX_BATCH_SIZE as usize + 1;
+    let error = engine.set_batch_size(too_big).await.expect_err("past MAX_BATCH_SIZE is refused");
+    assert_eq!(
+        error.to_string(),
+        format!("size: must be an integer from 1 to {MAX_BATCH_SIZE} (got {too_big})")
+    );
+    let error = engine.set_batch_delay(MAX_BATCH_DELAY_MS + 1).await.expect_err("past MAX_BATCH_DELAY_MS");
+    assert!(matches!(error, ControlError::Invalid { field: "delay_ms", .. }), "{error:?}");
+    for (patch, field) in [
+        (LanePatch { max_batch: Some(too_big), ..LanePatch::default() }, "max_batch"),
+        (LanePatch { window_ms: Some(MAX_BATCH_DELAY_MS + 1), ..LanePatch::default() }, "window_ms"),
+        (LanePatch { delay_ms: Some(MAX_BATCH_DELAY_MS + 1), ..LanePatch::default() }, "delay_ms"),
+    ] {
+        let error = engine.update_lane("only", patch).await.expect_err("out of bounds");
+        assert!(matches!(error, ControlError::Invalid { field: f, .. } if f == field), "{error:?}");
+    }
+    // The bounds themselves are taken.
+    engine.set_batch_size(MAX_BATCH_SIZE as usize).await.expect("MAX_BATCH_SIZE is valid");
+    engine.set_batch_size(before.batch_size).await.expect("back");
     let error = engine
         .update_lane("nowhere", LanePatch { window_ms: Some(5), ..LanePatch::default() })
         .await

@@ -34,7 +34,8 @@ const CASES: &[(&str, bool, &[&str])] = &[
     ("bad_rotation.toml", true, &["logging.rotation", "weekly", "never", "hourly", "daily", "line 2"]),
     ("lane_missing_rank.toml", true, &["lanes.high", "missing field `rank`", "line 1"]),
     ("upstream_missing_provider.toml", true, &["upstreams[1]", "missing field `provider`", "line 5"]),
-    ("not_toml.toml", true, &["batching: unclosed table", "line 1"]),
+    // Not TOML at all: no key to name, the line and column of the syntax error.
+    ("not_toml.toml", true, &["unclosed table, expected `]`", "line 1, column 10"]),
     // Values that parse but make no sense: refused by validate(), naming the key and the rule.
     ("zero_max_batch.toml", false, &["lanes.high.max_batch: must be at least 1 (got 0)"]),
     ("zero_batch_size.toml", false, &["batching.batch_size: must be at least 1 (got 0)"]),

@@ -123,6 +123,16 @@ fn panes(state: &Dashboard, width: u16, height: u16) -> (Buffer, Areas) {
     (buffer, areas)
 }
 
+/// The rows of `text` with their trailing blanks cut.
+fn rows(text: &str) -> Vec<&str> {
+    text.lines().map(str::trim_end).collect()
+}
+
+/// A row's words, one space apart: the whole row, without its column padding.
+fn words(row: &str) -> String {
+    row.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn assert_has(text: &str, parts: &[&str]) {
     for part in parts {
         assert!(text.contains(part), "missing {part:?} in:\n{text}");
@@ -133,11 +143,17 @@ const SIZES: [(u16, u16); 2] = [(80, 24), (200, 60)];
 
 #[test]
 fn header_shows_batching_state_and_totals() {
-    for (w, h) in SIZES {
-        let (buffer, a) = panes(&dashboard(), w, h);
-        let text = text_in(&buffer, a.header);
-        assert_has(&text, &["ferry", "127.0.0.1:8000", "10", "100", "running", "ok 24", "failed 2"]);
-    }
+    let (buffer, a) = panes(&dashboard(), 80, 24);
+    assert_eq!(
+        rows(&text_in(&buffer, a.header)),
+        [" ferry  local 127.0.0.1:8000 │ size 10 │ delay 100ms │ running │ ok 24 failed 2"]
+    );
+    let (buffer, a) = panes(&dashboard(), 200, 60);
+    assert_eq!(
+        rows(&text_in(&buffer, a.header)),
+        [" ferry  local · API http://127.0.0.1:8000 │ batch size 10 │ delay 100 ms │ running │ \
+          ok 24 · failed 2 · batches 4 │ restarts 1"]
+    );
 }
 
 #[test]
@@ -146,19 +162,34 @@ fn lanes_pane_at_80x24_and_200x60() {
         let (buffer, a) = panes(&dashboard(), w, h);
         let text = text_in(&buffer, a.lanes);
         assert_has(&text, &["Lanes", "window", "max", "delay", "oldest", "▶ high", "medium", "low", "bulk"]);
-        let rows: Vec<&str> = text.lines().collect();
-        // Order by rank; high selected; its settings and the oldest item's wait.
-        assert!(rows[2].contains("▶ high") && rows[2].contains("200 ms") && rows[2].contains('6'), "{text}");
-        // Reported 1.2 s at second 3; drawn at second 4.
-        assert!(rows[2].contains("2.2 s"), "oldest wait of high: {text}");
-        assert!(rows[2].contains("  7 "), "depth of high: {text}");
-        assert!(rows[5].contains("bulk") && rows[5].contains("70") && rows[5].contains("0 ms"), "{text}");
-        // The sparkline has drawn the depth history as bars.
-        assert!(
-            ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"].iter().any(|b| rows[2].contains(b)),
-            "no bars: {text}"
-        );
+        let rows = rows(&text);
+        // Order by rank; high selected; depth 7 with its queue bar and its history (3, 9, 14, 7)
+        // as a sparkline; its settings; the oldest item's wait (reported 1.2 s at second 3,
+        // drawn at second 4). Bulk follows [batching]: max 10.
+        let queue =
+            if w >= 200 { "██████████████████" } else { "███" };
+        let expected = [
+            "lane depth queue depth, last minutes window max delay oldest".to_string(),
+            format!("▶ high 7 {queue} ▁▅██ 200 ms 6 100 ms 2.2 s"),
+            "medium 0 1000 ms 4 100 ms -".to_string(),
+            "low 0 4000 ms 4 100 ms -".to_string(),
+            format!("bulk 70 {queue} ▁▅██ 0 ms 10 100 ms 1.3 s"),
+        ];
+        let shown: Vec<String> = rows[1..6].iter().map(|row| words(row.trim_matches('│'))).collect();
+        assert_eq!(shown, expected, "{text}");
     }
+    // At 80 columns, the columns line up exactly.
+    let (buffer, a) = panes(&dashboard(), 80, 24);
+    assert_eq!(
+        rows(&text_in(&buffer, a.lanes))[1..6],
+        [
+            "│  lane      depth queue  depth, last minutes     window  max   delay   oldest │",
+            "│▶ high         7  ███    ▁▅██                    200 ms     6  100 ms    2.2 s│",
+            "│  medium       0                                1000 ms     4  100 ms        -│",
+            "│  low          0                                4000 ms     4  100 ms        -│",
+            "│  bulk        70  ███    ▁▅██                      0 ms    10  100 ms    1.3 s│",
+        ]
+    );
 }
 
 #[test]
@@ -170,15 +201,21 @@ fn batches_pane_at_80x24_and_200x60() {
             &text,
             &["Batches", "p50", "p95 812 ms", "items/s", "tokens/s", "id", "lane", "mode", "failed"],
         );
-        // Newest first: A004 (high, 9 ms) on the first row under the header.
-        let rows: Vec<&str> = text.lines().collect();
-        assert!(
-            rows[3].contains("00B004") && rows[3].contains("high") && rows[3].contains("9.0 ms"),
-            "{text}"
-        );
+        // Newest first: B004 (high, 9 ms) on the first row under the header; at 60 rows all four.
+        let rows: Vec<String> = rows(&text).iter().map(|row| words(row.trim_matches('│'))).collect();
+        let mut expected = vec![
+            "p50 12 ms · p95 812 ms · 2.6 items/s · 0.0 tokens/s · in flight 0",
+            "id lane size mode time ok failed",
+            "00B004 high 6 combined 9.0 ms 6 0",
+        ];
         if h >= 60 {
-            assert_has(&text, &["00B003", "812 ms", "00B002", "00B001"]);
+            expected.extend([
+                "00B003 bulk 10 combined 812 ms 8 2",
+                "00B002 medium 4 combined 40 ms 4 0",
+                "00B001 high 6 combined 12 ms 6 0",
+            ]);
         }
+        assert_eq!(rows[1..=expected.len()], expected, "{text}");
     }
 }
 
@@ -295,4 +332,24 @@ fn every_size_down_to_tiny_draws_without_panic() {
             assert_has(&text, &["Lanes", "Batches", "Upstreams", "Failures", "Log"]);
         }
     }
+}
+
+#[test]
+fn header_names_a_failed_actor_first() {
+    let mut state = dashboard();
+    let message = r#"data: {"type":"actor_failed","actor":"pool"}"#;
+    match parse_message(message) {
+        Some(Update::Metrics(event)) => {
+            state.apply(event);
+        }
+        other => panic!("{message} parsed as {other:?}"),
+    }
+    let (buffer, a) = panes(&state, 80, 24);
+    assert_eq!(
+        rows(&text_in(&buffer, a.header)),
+        [" ferry  local 127.0.0.1:8000 │ FAILED: pool (no new work) │ size 10 │ delay 100m"]
+    );
+    let failures = text_in(&buffer, a.failures);
+    let rows = rows(&failures);
+    assert_eq!(rows[rows.len() - 2], "│12:00:04 actor pool kept panicking│", "{failures}");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{ADMIN_KEY, INFERENCE_KEY, TestServer, answers, client, http_config, json_of, parse_prometheus};
 use ferry::config::{Config, ProviderKind, UpstreamConfig};
+use ferry::engine::FaultTarget;
 use ferry::http::Keys;
 use serde_json::{Value, json};
 
@@ -34,10 +35,38 @@ async fn health_reports_each_lane_and_upstream() {
     let (status, body) = get(&server, "/health").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
+    assert_eq!(body["failed_actors"], json!([]), "{body}");
     for lane in ["high", "medium", "low", "bulk"] {
         assert_eq!(body["lanes"][lane]["depth"], 0, "{body}");
     }
     assert!(body["upstreams"]["mock"]["state"].is_string(), "{body}");
+    server.stop().await;
+}
+
+/// An actor that kept panicking is reported: `/health` says "degraded" and names it, and new
+/// prompts are refused with a 503 that says why.
+#[actix_rt::test]
+async fn health_is_degraded_and_prompts_refused_when_an_actor_failed() {
+    let server = TestServer::start(Keys::none());
+    for round in 0..=ferry::engine::MAX_RESTARTS {
+        server.engine.inject_panic(FaultTarget::Lane("bulk".into())).await.expect("fault armed");
+        let (status, body) =
+            post(&server, "/api/v1/prompt", json!({"prompt": format!("round {round}")})).await;
+        if round < ferry::engine::MAX_RESTARTS {
+            assert_eq!(status, 200, "{round}: {body}");
+        }
+    }
+    let (status, body) = get(&server, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["status"], &body["failed_actors"]),
+        (&json!("degraded"), &json!(["lane:bulk"])),
+        "{body}"
+    );
+    let (status, body) = post(&server, "/api/v1/prompt", json!({"prompt": "more"})).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("lane:bulk") && message.contains("no new work"), "{body}");
     server.stop().await;
 }
 

@@ -11,6 +11,8 @@
 //! then sends that batch item by item. Either way every item must be answered; the test prints
 //! which of the two happened.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -56,26 +58,17 @@ const FANOUT_PROMPTS: [&str; 8] = [
     "What is 10 minus 3? Answer with a number.",
 ];
 
-fn required() -> bool {
-    std::env::var(REQUIRED_VAR).is_ok_and(|v| v.trim() == "1")
-}
-
-fn skip_banner(why: &str) {
-    let line = "=".repeat(78);
-    say!(
-        "\n{line}\nSKIPPED: real LLM test — set {URL_VAR} (e.g. http://127.0.0.1:18081/v1) to run it\n\
-         ({why}; start a server with ../shared/tools/real-llm-upstream [PORT];\n \
-         set {REQUIRED_VAR}=1 to make a missing server a failure)\n{line}\n"
-    );
-}
-
 /// The server's base URL, or None (after the skip banner) when the test should not run.
 fn real_llm_url() -> Option<String> {
     match std::env::var(URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().trim_end_matches('/').to_string()),
-        _ if required() => panic!("{REQUIRED_VAR}=1 but {URL_VAR} is not set: the real LLM test cannot run"),
         _ => {
-            skip_banner(&format!("{URL_VAR} is not set"));
+            common::skip::skip(
+                &format!("real LLM test: {URL_VAR} is not set"),
+                "set it to an OpenAI-compatible server (e.g. http://127.0.0.1:18081/v1); \
+                 ../shared/tools/real-llm-upstream [PORT] starts one",
+                REQUIRED_VAR,
+            );
             None
         }
     }
@@ -98,7 +91,7 @@ async fn wait_until_reachable(url: &str) {
     panic!(
         "the real LLM server at {URL_VAR}={url} did not answer GET /models within {REACH_WITHIN:?} \
          (last: {last}); required={}",
-        required()
+        common::skip::required(REQUIRED_VAR)
     );
 }
 

@@ -11,7 +11,7 @@ use common::{
     assert_answered_in_order, config_with, lane, mock_args, prompts, start_mock, upstream_for, within,
 };
 use ferry::config::{LaneConfig, Mode, ProviderKind, UpstreamConfig};
-use ferry::engine::{Engine, FaultTarget, ItemError, Prompt, SubmitError};
+use ferry::engine::{Engine, FaultTarget, ItemError, MAX_RESTARTS, Prompt, SubmitError};
 use ferry::mock_upstream::{MockUpstreamArgs, MockUpstreamHandle};
 
 /// A mock upstream (`args`) and an engine calling it as the OpenAI upstream `openai`, with
@@ -181,10 +181,16 @@ async fn shutdown_with_time_enough_drains_everything_and_returns_early() {
 async fn a_cut_off_ends_a_long_drain_at_once_and_answers_the_rest() {
     // One call at a time of 2 s each: twenty items need 40 s; the drain's deadline is 60 s.
     let slow = MockUpstreamArgs { latency_ms: 2_000, ..mock_args() };
-    let (engine, _mock) =
+    let (engine, mock) =
         engine_on(slow, [("bulk", lane(0, Mode::Fanout))], |u| UpstreamConfig { concurrency: 1, ..u }, 3);
     let items = engine.submit("bulk", prompts("cut", 20)).await.expect("accepted");
-    tokio::time::sleep(Duration::from_millis(50)).await; // the first call is under way
+    // The first call is under way at the mock.
+    let first_call = async {
+        while mock.stats().requests == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    within(Duration::from_secs(5), "the first call", first_call).await;
 
     let drain = engine.clone();
     let shutdown = actix_rt::spawn(async move { drain.shutdown(Duration::from_secs(60)).await });
@@ -195,4 +201,49 @@ async fn a_cut_off_ends_a_long_drain_at_once_and_answers_the_rest() {
     assert_eq!((report.drained, report.cut_off, report.left), (0, 20, 0), "{report:?}");
     let outcomes = within(Duration::from_secs(5), "outcomes after the cut-off", items.collect()).await;
     assert!(outcomes.iter().all(|o| matches!(o, Err(ItemError::ShuttingDown))), "{outcomes:?}");
+}
+
+/// Restart intensity: an actor may restart `MAX_RESTARTS` times within `RESTART_WINDOW`; the
+/// next panic declares it failed and stops it, instead of restarting it in a loop. The engine
+/// then refuses new work with a clear error, and says which actor failed.
+#[actix_rt::test]
+async fn an_actor_panicking_past_the_restart_intensity_is_failed_and_intake_stops() {
+    let (engine, _mock) = engine_on(mock_args(), [("bulk", lane(0, Mode::Fanout))], |u| u, 2);
+    for round in 0..MAX_RESTARTS {
+        engine.inject_panic(FaultTarget::Lane("bulk".into())).await.expect("fault armed");
+        let prompt = format!("round {round}");
+        let outcome = within(Duration::from_secs(5), "an item through a restarted lane", async {
+            engine.submit_one("bulk", Prompt::text(prompt.clone())).await.expect("accepted")
+        })
+        .await;
+        let answer = outcome.expect("answered after the lane's restart");
+        assert!(common::answers(&answer.text, &prompt), "{}", answer.text);
+        assert!(engine.failed_actors().is_empty(), "{round} restarts are within the intensity");
+    }
+    // One panic more: the lane is stopped; the item it held cannot go back to it and ends in an
+    // error after its put-backs (never a hang).
+    engine.inject_panic(FaultTarget::Lane("bulk".into())).await.expect("fault armed");
+    let outcome = within(Duration::from_secs(5), "the item held by the failed lane", async {
+        engine.submit_one("bulk", Prompt::text("last")).await.expect("accepted")
+    })
+    .await;
+    assert!(matches!(outcome, Err(ItemError::Crashed { .. })), "{outcome:?}");
+    assert_eq!(engine.failed_actors(), ["lane:bulk"]);
+    let error = engine.submit_one("bulk", Prompt::text("new work")).await.expect_err("no new work");
+    assert_eq!(error, SubmitError::Failed { actors: "lane:bulk".into() });
+    assert!(error.to_string().contains("lane:bulk") && error.to_string().contains("no new work"), "{error}");
+    let snapshot = within(Duration::from_secs(5), "the failure in the metrics", async {
+        loop {
+            let snapshot = engine.snapshot().await.expect("snapshot");
+            if !snapshot.failed_actors.is_empty() {
+                return snapshot;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        (snapshot.failed_actors, snapshot.restarts),
+        (vec!["lane:bulk".to_string()], MAX_RESTARTS as u64)
+    );
 }

@@ -12,20 +12,14 @@ use std::process::{Command, Stdio};
 
 use common::{KillOnDrop, wait_for_bind};
 
-/// Straight to stderr: libtest would hide `eprintln!` of a passing test, and the banner matters.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
-}
-
 #[test]
 fn the_official_openai_sdk_runs_a_batch_and_a_chat_completion() {
     let Ok(python) = std::env::var("FERRY_SDK_PYTHON") else {
-        let required = std::env::var("FERRY_SDK_REQUIRED").is_ok_and(|v| v.trim() == "1");
-        assert!(!required, "FERRY_SDK_REQUIRED=1 but FERRY_SDK_PYTHON is not set");
-        say!("\n!! SKIPPED the OpenAI SDK test: set FERRY_SDK_PYTHON to a python with `openai` installed\n");
+        common::skip::skip(
+            "OpenAI SDK test: FERRY_SDK_PYTHON is not set",
+            "set FERRY_SDK_PYTHON to a python with `openai` installed (.ci/run makes one)",
+            "FERRY_SDK_REQUIRED",
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -67,6 +61,6 @@ lane = "bulk"
         .env("FERRY_SDK_API_KEY", "sdk-test-key-3c1f")
         .output()
         .expect("the SDK script runs");
-    say!("{}", String::from_utf8_lossy(&output.stdout));
+    common::skip::notice(&String::from_utf8_lossy(&output.stdout));
     assert!(output.status.success(), "the SDK script failed:\n{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -6,7 +6,8 @@
 //!
 //! The submodules hold what is done with a loaded configuration: `validate` (the checks serde
 //! cannot make), `lanes` (each lane with `[batching]` defaults applied), `render` (`ferry check`'s
-//! output), `api_key` (reading keys from the environment) and `parse_error` (toml errors as
+//! output), `shipped` (the built-in `config.toml` and the per-user data directory), `api_key`
+//! (reading keys from the environment) and `parse_error` (parsing with the bad key's path, as
 //! `KEY: reason (line N, column M)`).
 
 use std::collections::BTreeMap;
@@ -14,16 +15,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use parse_error::parse_message;
-
 mod api_key;
 mod lanes;
 mod parse_error;
 mod render;
+mod shipped;
 mod validate;
 
 pub use api_key::mask_secret;
 pub use lanes::LaneSettings;
+pub use shipped::{SHIPPED, SHIPPED_NAME, user_data_dir};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -556,6 +557,12 @@ pub enum ConfigError {
         /// The environment variable named by `api_key_env`.
         var: String,
     },
+    /// Neither `$XDG_DATA_HOME` nor `$HOME` names a directory for the built-in config's files.
+    #[error(
+        "no ./config.toml and no per-user data directory ($XDG_DATA_HOME and $HOME are unset): \
+         pass --config FILE (`ferry config init` writes one)"
+    )]
+    NoDataDir,
 }
 
 impl Config {
@@ -568,8 +575,8 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: parse_message(text, &e) })?;
+        let config: Config = parse_error::parse(text)
+            .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
         config.validate().map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })?;
         Ok(config)
     }

@@ -187,12 +187,15 @@ pub async fn run(screen: &mut Screen<'_>, stop: impl Future<Output = ()>) -> Res
     tokio::pin!(stop);
     // A drill for the real-terminal test: the terminal must come back from a panic too.
     // (`actor` drills an engine actor's panic instead; see `run_local`.)
+    // Only with the `fault-injection` feature (never in a release build).
+    #[cfg(feature = "fault-injection")]
     let panic_drill = std::env::var_os("FERRY_CONSOLE_PANIC_DRILL").is_some_and(|drill| drill != "actor");
     loop {
         if dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|frame| draw(frame, state))?;
             last_frame = Instant::now();
             dirty = false;
+            #[cfg(feature = "fault-injection")]
             if panic_drill && state.config.is_some() {
                 panic!("FERRY_CONSOLE_PANIC_DRILL is set: panicking on purpose");
             }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::engine::{Engine, LanePatch, Prompt};
-use crate::http::config_api::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
+use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 
 use super::error::ConsoleError;
 use super::remote::RemoteClient;

@@ -107,6 +107,8 @@ pub async fn run_local(
     actix_rt::spawn(source::local(started.engine, tx.clone()));
     // A drill for the real-terminal test: an actor's panic is caught and the actor restarted;
     // the dashboard must stay up through it.
+    // Only with the `fault-injection` feature (never in a release build).
+    #[cfg(feature = "fault-injection")]
     if std::env::var("FERRY_CONSOLE_PANIC_DRILL").as_deref() == Ok("actor") {
         let _ = engine.inject_panic(crate::engine::FaultTarget::Pool).await;
     }

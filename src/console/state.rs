@@ -109,6 +109,8 @@ pub struct Dashboard {
     pub batch_count: u64,
     /// Actor restarts since start.
     pub restarts: u64,
+    /// Actors declared failed (restarted too often); the engine takes no new work.
+    pub failed_actors: Vec<String>,
     /// Items finished per second.
     pub items_rate: Rate,
     /// Tokens per second.
@@ -154,6 +156,7 @@ impl Dashboard {
             items_failed: 0,
             batch_count: 0,
             restarts: 0,
+            failed_actors: Vec::new(),
             items_rate: Rate::default(),
             tokens_rate: Rate::default(),
             tokens_seen: BTreeMap::new(),
@@ -216,6 +219,7 @@ impl Dashboard {
         self.items_ok = snapshot.items_ok;
         self.items_failed = snapshot.items_failed;
         self.restarts = snapshot.restarts;
+        self.failed_actors = snapshot.failed_actors;
         for status in snapshot.upstreams.into_values() {
             self.tokens_seen.insert(status.name.to_string(), status.prompt_tokens + status.completion_tokens);
             self.set_upstream(status);
@@ -272,6 +276,13 @@ impl Dashboard {
             MetricsEvent::ActorRestarted { actor } => {
                 self.restarts += 1;
                 self.push_failure(format!("actor {actor} panicked and was restarted"));
+                true
+            }
+            MetricsEvent::ActorFailed { actor } => {
+                self.push_failure(format!(
+                    "actor {actor} kept panicking and was stopped; no new work is taken"
+                ));
+                self.failed_actors.push(actor);
                 true
             }
         }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::providers::{ChatMessage, Role};
+use crate::core::chat::{ChatMessage, Role};
 
 /// The first words of the system instruction; the mock upstream recognises combined calls by it.
 pub const INSTRUCTION_PREFIX: &str = "You answer several independent prompts at once.";

@@ -4,7 +4,7 @@
 //! Cheap on purpose: it runs for every call. Counting bytes rather than characters needs no pass
 //! over the text and overestimates non-ASCII text a little, which only makes the limit safer.
 
-use crate::providers::ChatMessage;
+use crate::core::chat::ChatMessage;
 
 /// What each message costs beyond its text (role and separators; OpenAI's counting guide gives 3-4).
 const MESSAGE_OVERHEAD: u64 = 4;

@@ -3,6 +3,7 @@
 //! [`crate::engine`] wire them to time and I/O.
 
 pub mod batching;
+pub mod chat;
 pub mod combine;
 pub mod estimate;
 pub mod fair;

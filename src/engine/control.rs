@@ -7,6 +7,24 @@ use serde::Serialize;
 
 use crate::config::{LaneSettings, Mode, ProviderKind};
 
+/// Largest batch size the engine takes live, for `[batching]` and for a lane's `max_batch` (the
+/// prompts endpoints take at most 1000 per request).
+pub const MAX_BATCH_SIZE: u64 = 10_000;
+/// Longest batch delay, or lane window, the engine takes live: ten minutes.
+pub const MAX_BATCH_DELAY_MS: u64 = 600_000;
+
+/// `value` when it lies in `min..=max`; otherwise the refusal naming `field` and the range.
+pub(crate) fn in_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ControlError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ControlError::Invalid {
+            field,
+            message: format!("must be an integer from {min} to {max} (got {value})"),
+        })
+    }
+}
+
 /// A change to one lane; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +120,8 @@ pub struct ShutdownReport {
     pub left: usize,
 }
 
-/// Which actor a fault injection targets.
+/// Which actor a fault injection targets (only with the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultTarget {
     /// A lane, by name.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{BatchId, BatchTracker};
@@ -263,6 +263,15 @@ pub enum SubmitError {
     /// The engine's actors are gone.
     #[error("the engine has stopped")]
     Stopped,
+    /// An actor panicked too often and was stopped (see `restart.rs`); ferry takes no new work
+    /// until it is restarted.
+    #[error(
+        "ferry takes no new work: actor {actors} failed (it kept panicking); restart ferry, and see its log"
+    )]
+    Failed {
+        /// The failed actors, comma-separated.
+        actors: String,
+    },
 }
 
 /// Where an item's outcome goes.
@@ -284,16 +293,46 @@ impl Reply {
 }
 
 /// What every item shares with the engine: the way home, the count of open items, and whether
-/// a drain under way should end now.
+/// a drain under way should end now; a drain waits on `settled` for either to happen.
 pub(crate) struct Shared {
     home: mpsc::UnboundedSender<Item>,
     open: AtomicUsize,
     cut_off: AtomicBool,
+    settled: Notify,
 }
 
 impl Shared {
     pub(crate) fn new(home: mpsc::UnboundedSender<Item>) -> Arc<Self> {
-        Arc::new(Self { home, open: AtomicUsize::new(0), cut_off: AtomicBool::new(false) })
+        Arc::new(Self {
+            home,
+            open: AtomicUsize::new(0),
+            cut_off: AtomicBool::new(false),
+            settled: Notify::new(),
+        })
+    }
+
+    /// One open item answered (or withdrawn); the last one wakes a drain.
+    fn close_one(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Waits until no item is open, or `deadline` passes, or (with `or_cut_off`) a cut-off is
+    /// asked for: woken by the last answer or the cut-off, never polling.
+    pub(crate) async fn until_settled(&self, deadline: Instant, or_cut_off: bool) {
+        loop {
+            let woken = self.settled.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a wake-up between the two is not missed.
+            woken.as_mut().enable();
+            if self.open() == 0 || (or_cut_off && self.is_cut_off()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Items accepted and not yet answered.
@@ -304,6 +343,7 @@ impl Shared {
     /// Asks a drain under way (or the next one) to end now.
     pub(crate) fn cut_off(&self) {
         self.cut_off.store(true, Ordering::Release);
+        self.settled.notify_waiters();
     }
 
     /// Whether [`Shared::cut_off`] was asked for.
@@ -366,7 +406,7 @@ impl Item {
         }
         if let Some(reply) = self.reply.take() {
             reply.send(outcome);
-            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+            self.shared.close_one();
         }
     }
 
@@ -374,7 +414,7 @@ impl Item {
     /// sent, the submitter learns of the refusal from the submit call itself.
     pub(crate) fn withdraw(mut self) {
         if self.reply.take().is_some() {
-            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+            self.shared.close_one();
         }
     }
 
@@ -412,7 +452,7 @@ impl Drop for Item {
             // would wait forever; taking the reply first keeps this Drop from recursing.
             if let Some(reply) = orphan.reply.take() {
                 reply.send(Err(ItemError::ShuttingDown));
-                orphan.shared.open.fetch_sub(1, Ordering::AcqRel);
+                orphan.shared.close_one();
             }
         }
     }

@@ -32,6 +32,7 @@ pub struct LaneQueue {
     metrics: Addr<MetricsHub>,
     accepting: bool,
     depth_scheduled: bool,
+    #[cfg(feature = "fault-injection")]
     panic_on_next_batch: bool,
 }
 
@@ -55,6 +56,7 @@ impl LaneQueue {
             metrics,
             accepting: true,
             depth_scheduled: false,
+            #[cfg(feature = "fault-injection")]
             panic_on_next_batch: false,
         }
     }
@@ -97,7 +99,10 @@ impl Actor for LaneQueue {
 impl Supervised for LaneQueue {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // The queue itself is consistent (pushes and pops are single calls); keep every item.
-        self.panic_on_next_batch = false;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.panic_on_next_batch = false;
+        }
         self.depth_scheduled = false;
     }
 }
@@ -145,6 +150,7 @@ pub(crate) struct Withdraw {
 /// Fault injection: panic while handling the next message that carries items.
 #[derive(Message)]
 #[rtype(result = "()")]
+#[cfg(feature = "fault-injection")]
 pub(crate) struct PanicOnNextBatch;
 
 impl Handler<Enqueue> for LaneQueue {
@@ -162,6 +168,7 @@ impl Handler<Enqueue> for LaneQueue {
             tracing::info!(event = "queue_full", lane = %self.name, held, capacity, asked);
             return Err(SubmitError::QueueFull { lane: self.name.to_string(), held, capacity, asked });
         }
+        #[cfg(feature = "fault-injection")]
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: lane `{}` panics holding {asked} items", self.name);
@@ -289,6 +296,7 @@ impl Handler<Withdraw> for LaneQueue {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<PanicOnNextBatch> for LaneQueue {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {

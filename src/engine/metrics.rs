@@ -171,6 +171,12 @@ pub enum MetricsEvent {
         /// Items taken out.
         count: u64,
     },
+    /// An actor panicked too often (see `restart.rs`) and was stopped; the engine takes no new
+    /// work.
+    ActorFailed {
+        /// Which actor.
+        actor: String,
+    },
 }
 
 /// Everything the hub knows, for queries.
@@ -195,6 +201,9 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<String, UpstreamStatus>,
     /// Actor restarts since start.
     pub restarts: u64,
+    /// Actors declared failed (restarted too often), in the order they failed.
+    #[serde(default)]
+    pub failed_actors: Vec<String>,
     /// Whether dispatch is paused.
     pub paused: bool,
     /// Items taken out unsent because their job was withdrawn, per reason.
@@ -268,6 +277,7 @@ impl MetricsHub {
             }
             MetricsEvent::Paused { paused } => self.snapshot.paused = *paused,
             MetricsEvent::ActorRestarted { .. } => self.snapshot.restarts += 1,
+            MetricsEvent::ActorFailed { actor } => self.snapshot.failed_actors.push(actor.clone()),
             MetricsEvent::BatchDispatched { .. } => self.snapshot.batches_in_flight += 1,
             MetricsEvent::ConfigChanged { .. } => {}
             MetricsEvent::Withdrawn { reason, count } => {

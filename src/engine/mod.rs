@@ -33,11 +33,16 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::BatchId;
-pub use control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+#[cfg(feature = "fault-injection")]
+pub use control::FaultTarget;
+pub use control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+};
 pub use item::{Answer, ItemError, Origin, Outcome, Prompt, Submission, SubmitError, Withdrawal};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
 };
+pub use restart::{MAX_RESTARTS, RESTART_WINDOW};
 
 use self::batch_former::{AddLanes, BatchFormer};
 use self::client::{ClientOptions, LlmClient};
@@ -45,9 +50,11 @@ use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub, Publish};
 use self::pool::{AddClients, ClientPool};
+use self::restart::Health;
+#[cfg(feature = "fault-injection")]
+use self::supervisor::InjectPanic;
 use self::supervisor::{
-    GetConfig, InjectPanic, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown,
-    Supervisor,
+    GetConfig, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown, Supervisor,
 };
 use crate::config::Config;
 use crate::core::batching::LowerShare;
@@ -87,6 +94,7 @@ struct Inner {
     metrics: Addr<MetricsHub>,
     events: broadcast::Sender<MetricsEvent>,
     shared: Arc<Shared>,
+    health: Arc<Health>,
     next_id: AtomicU64,
     accepting: AtomicBool,
 }
@@ -99,7 +107,9 @@ impl Engine {
             return Err(EngineError::TooManyUpstreams(config.upstreams.len()));
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let metrics = restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None);
+        let health = Arc::new(Health::default());
+        let metrics =
+            restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None, &health);
 
         let former_ctx = Context::<BatchFormer>::new();
         let pool_ctx = Context::<ClientPool>::new();
@@ -128,6 +138,7 @@ impl Engine {
                 client,
                 format!("client:{}", upstream.name),
                 Some(metrics.clone()),
+                &health,
             );
             clients.push((addr, upstream.clone()));
         }
@@ -144,7 +155,8 @@ impl Engine {
                 former_addr.clone(),
                 metrics.clone(),
             );
-            let addr = restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()));
+            let addr =
+                restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()), &health);
             lane_views.push((addr.clone(), settings));
             lanes.push((name, addr));
         }
@@ -154,8 +166,15 @@ impl Engine {
             BatchFormer::new(pool_addr.clone(), share),
             "former".into(),
             Some(metrics.clone()),
+            &health,
         );
-        restart::start(pool_ctx, ClientPool::new(former_addr.clone()), "pool".into(), Some(metrics.clone()));
+        restart::start(
+            pool_ctx,
+            ClientPool::new(former_addr.clone()),
+            "pool".into(),
+            Some(metrics.clone()),
+            &health,
+        );
         former_addr.do_send(AddLanes(lane_views));
         pool_addr.do_send(AddClients(clients.clone()));
 
@@ -173,7 +192,7 @@ impl Engine {
             paused: false,
         };
         let supervisor =
-            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()));
+            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()), &health);
         actix::spawn(bring_home(home_rx, supervisor.clone()));
 
         let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
@@ -193,10 +212,17 @@ impl Engine {
                 metrics,
                 events,
                 shared,
+                health,
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
             }),
         })
+    }
+
+    /// The actors declared failed (they panicked again after [`restart::MAX_RESTARTS`] restarts
+    /// in [`restart::RESTART_WINDOW`]); while any is, the engine takes no new work.
+    pub fn failed_actors(&self) -> Vec<String> {
+        self.inner.health.failed()
     }
 
     /// The configured lane names.
@@ -212,6 +238,10 @@ impl Engine {
     fn lane(&self, lane: &str) -> Result<usize, SubmitError> {
         if !self.inner.accepting.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
+        }
+        let failed = self.inner.health.failed();
+        if !failed.is_empty() {
+            return Err(SubmitError::Failed { actors: failed.join(", ") });
         }
         self.inner.lane_index.get(lane).copied().ok_or_else(|| SubmitError::UnknownLane {
             lane: lane.to_string(),
@@ -423,7 +453,9 @@ impl Engine {
     }
 
     /// Fault injection for tests and drills: the target panics while handling its next message
-    /// that carries items. The engine must restart it and lose none of them.
+    /// that carries items. The engine must restart it and lose none of them. Only with the
+    /// `fault-injection` feature (on for `cargo test`, off in a release build).
+    #[cfg(feature = "fault-injection")]
     pub async fn inject_panic(&self, target: FaultTarget) -> Result<(), ControlError> {
         self.inner.supervisor.send(InjectPanic(target)).await.map_err(|_| ControlError::Stopped)?
     }

@@ -66,12 +66,19 @@ pub struct ClientPool {
     clients: Vec<ClientSlot>,
     former: Addr<BatchFormer>,
     report_scheduled: bool,
+    #[cfg(feature = "fault-injection")]
     panic_on_next_batch: bool,
 }
 
 impl ClientPool {
     pub(crate) fn new(former: Addr<BatchFormer>) -> Self {
-        Self { clients: Vec::new(), former, report_scheduled: false, panic_on_next_batch: false }
+        Self {
+            clients: Vec::new(),
+            former,
+            report_scheduled: false,
+            #[cfg(feature = "fault-injection")]
+            panic_on_next_batch: false,
+        }
     }
 
     /// The client for a call of `model` that upstreams in `tried` already failed, or None if no
@@ -220,7 +227,10 @@ impl Actor for ClientPool {
 
 impl Supervised for ClientPool {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
-        self.panic_on_next_batch = false;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.panic_on_next_batch = false;
+        }
         self.report_scheduled = false;
         self.schedule_report(ctx);
         // The restart cancelled the timers that report a paused client's slots coming back.
@@ -278,6 +288,7 @@ struct ReportCapacity;
 /// Fault injection: panic while handling the next `Dispatch`.
 #[derive(Message)]
 #[rtype(result = "()")]
+#[cfg(feature = "fault-injection")]
 pub(crate) struct PanicOnNextBatch;
 
 impl Handler<AddClients> for ClientPool {
@@ -302,6 +313,7 @@ impl Handler<AddClients> for ClientPool {
 impl Handler<Dispatch> for ClientPool {
     type Result = ();
     fn handle(&mut self, msg: Dispatch, ctx: &mut Context<Self>) {
+        #[cfg(feature = "fault-injection")]
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: pool panics holding a batch of {}", msg.0.items.len());
@@ -355,6 +367,7 @@ impl Handler<ReportCapacity> for ClientPool {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<PanicOnNextBatch> for ClientPool {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {

@@ -14,11 +14,16 @@ use tokio::time::Instant;
 
 use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
 use super::client::{self, FailWaiting, LlmClient};
-use super::control::{ControlError, FaultTarget, LanePatch, RuntimeConfig, ShutdownReport, UpstreamView};
+#[cfg(feature = "fault-injection")]
+use super::control::FaultTarget;
+use super::control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+    in_range,
+};
 use super::item::{Item, ItemError, Shared};
-use super::lane::{self, CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
+use super::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
 use super::metrics::{MetricsEvent, MetricsHub, Publish};
-use super::pool::{self, ClientPool};
+use super::pool::ClientPool;
 use crate::config::Config;
 use crate::providers;
 
@@ -28,6 +33,7 @@ pub struct Supervisor {
     pub(crate) lane_names: Vec<Arc<str>>,
     pub(crate) lanes: Vec<Addr<LaneQueue>>,
     pub(crate) former: Addr<BatchFormer>,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) pool: Addr<ClientPool>,
     pub(crate) clients: Vec<Addr<LlmClient>>,
     pub(crate) metrics: Addr<MetricsHub>,
@@ -162,6 +168,7 @@ impl Handler<SetUpstreamKey> for Supervisor {
 }
 
 /// Fault injection.
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "Result<(), ControlError>")]
 pub(crate) struct InjectPanic(pub FaultTarget);
@@ -191,12 +198,7 @@ impl Handler<Orphan> for Supervisor {
 impl Handler<SetBatchSize> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: SetBatchSize, _: &mut Context<Self>) -> Self::Result {
-        if msg.0 == 0 {
-            return Err(ControlError::Invalid {
-                field: "size",
-                message: "must be a positive integer (got 0)".into(),
-            });
-        }
+        in_range("size", msg.0 as u64, 1, MAX_BATCH_SIZE)?;
         self.config.batching.batch_size = msg.0;
         self.push_lane_settings();
         self.changed(format!("batch_size={}", msg.0));
@@ -207,6 +209,7 @@ impl Handler<SetBatchSize> for Supervisor {
 impl Handler<SetBatchDelay> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: SetBatchDelay, _: &mut Context<Self>) -> Self::Result {
+        in_range("delay_ms", msg.0, 0, MAX_BATCH_DELAY_MS)?;
         self.config.batching.batch_delay_ms = msg.0;
         self.push_lane_settings();
         self.changed(format!("batch_delay_ms={}", msg.0));
@@ -218,11 +221,14 @@ impl Handler<PatchLane> for Supervisor {
     type Result = Result<RuntimeConfig, ControlError>;
     fn handle(&mut self, msg: PatchLane, _: &mut Context<Self>) -> Self::Result {
         let PatchLane(name, patch) = msg;
-        if patch.max_batch == Some(0) {
-            return Err(ControlError::Invalid {
-                field: "max_batch",
-                message: "must be at least 1 (got 0)".into(),
-            });
+        if let Some(v) = patch.window_ms {
+            in_range("window_ms", v, 0, MAX_BATCH_DELAY_MS)?;
+        }
+        if let Some(v) = patch.max_batch {
+            in_range("max_batch", v as u64, 1, MAX_BATCH_SIZE)?;
+        }
+        if let Some(v) = patch.delay_ms {
+            in_range("delay_ms", v, 0, MAX_BATCH_DELAY_MS)?;
         }
         let known = self.known_lanes();
         let lane = self
@@ -287,16 +293,17 @@ impl Handler<GetConfig> for Supervisor {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<InjectPanic> for Supervisor {
     type Result = Result<(), ControlError>;
     fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> Self::Result {
         match msg.0 {
-            FaultTarget::Pool => self.pool.do_send(pool::PanicOnNextBatch),
+            FaultTarget::Pool => self.pool.do_send(super::pool::PanicOnNextBatch),
             FaultTarget::Lane(name) => {
                 let i = self.lane_names.iter().position(|n| n.as_ref() == name).ok_or_else(|| {
                     ControlError::UnknownLane { lane: name.clone(), known: self.known_lanes() }
                 })?;
-                self.lanes[i].do_send(lane::PanicOnNextBatch);
+                self.lanes[i].do_send(super::lane::PanicOnNextBatch);
             }
             FaultTarget::Client(name) => {
                 let i = self
@@ -328,9 +335,7 @@ impl Handler<Shutdown> for Supervisor {
         let deadline = Instant::now() + msg.0;
         Box::pin(async move {
             let open_at_start = shared.open();
-            while shared.open() > 0 && Instant::now() < deadline && !shared.is_cut_off() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            shared.until_settled(deadline, true).await;
             let open_at_deadline = shared.open();
             if open_at_deadline > 0 {
                 // From here on clients start no call and fail whatever reaches their mailbox;
@@ -343,10 +348,7 @@ impl Handler<Shutdown> for Supervisor {
                 for client in &clients {
                     let _ = client.send(FailWaiting(ItemError::ShuttingDown)).await;
                 }
-                let grace = Instant::now() + Duration::from_secs(1);
-                while shared.open() > 0 && Instant::now() < grace {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                shared.until_settled(Instant::now() + Duration::from_secs(1), false).await;
             }
             let left = shared.open();
             let report = ShutdownReport {

@@ -7,12 +7,7 @@ use serde_json::Value;
 
 use super::prompts::{kind, only_fields};
 use super::{ApiError, AppState, Caller};
-use crate::engine::RuntimeConfig;
-
-/// Largest batch size the API sets (the prompts endpoints take at most 1000 per request).
-pub const MAX_BATCH_SIZE: u64 = 10_000;
-/// Longest batch delay the API sets: ten minutes.
-pub const MAX_BATCH_DELAY_MS: u64 = 600_000;
+use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -9,9 +9,10 @@
 use actix_web::web;
 use serde_json::Value;
 
-use super::config_api::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, integer_field};
+use super::config_api::integer_field;
 use super::{ApiError, AppState, Caller};
 use crate::engine::{LanePatch, RuntimeConfig};
+use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

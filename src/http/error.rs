@@ -174,7 +174,9 @@ impl From<SubmitError> for ApiError {
                 ApiError::QueueFull { message: error.to_string(), retry_after: Duration::from_secs(1) }
             }
             SubmitError::UnknownLane { .. } => ApiError::bad("priority", error.to_string()),
-            SubmitError::ShuttingDown | SubmitError::Stopped => ApiError::Unavailable(error.to_string()),
+            SubmitError::ShuttingDown | SubmitError::Stopped | SubmitError::Failed { .. } => {
+                ApiError::Unavailable(error.to_string())
+            }
         }
     }
 }

@@ -17,9 +17,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The reply.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// `"ok"`, or `"degraded"` when an upstream's daily budget is spent (its work waits for
+    /// `"ok"`, or `"degraded"` when an actor kept panicking and was stopped (ferry then takes no
+    /// new work; see `failed_actors`) or an upstream's daily budget is spent (its work waits for
     /// another upstream or for the budget to come back).
     pub status: &'static str,
+    /// The actors declared failed, e.g. `["pool"]`; empty when all is well.
+    pub failed_actors: Vec<String>,
     /// Whether dispatch is paused (items queue but no batch goes out).
     pub paused: bool,
     /// Per lane: items waiting.
@@ -92,7 +95,8 @@ async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             (upstream.name.clone(), health)
         })
         .collect();
-    let degraded = upstreams.values().any(|u: &UpstreamHealth| u.state == "exhausted");
-    let status = if degraded { "degraded" } else { "ok" };
-    Ok(HttpResponse::Ok().json(Health { status, paused: snapshot.paused, lanes, upstreams }))
+    let failed_actors = state.engine.failed_actors();
+    let exhausted = upstreams.values().any(|u: &UpstreamHealth| u.state == "exhausted");
+    let status = if failed_actors.is_empty() && !exhausted { "ok" } else { "degraded" };
+    Ok(HttpResponse::Ok().json(Health { status, failed_actors, paused: snapshot.paused, lanes, upstreams }))
 }

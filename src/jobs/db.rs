@@ -642,13 +642,7 @@ pub fn keep_in_files(conn: &mut Connection, id: &str, at: &[(u64, u64, u64)]) ->
 }
 
 /// Creates (or truncates) `path` readable by its owner only.
-pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
+pub(crate) use crate::private_fs::create_file as private_file;
 
 /// Records the job's output and error file ids.
 pub fn set_files(

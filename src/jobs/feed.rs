@@ -165,7 +165,9 @@ impl Feed {
                             lot.push(Done { line, custom_id, result: Err(error.clone()) })
                         });
                     }
-                    Err(SubmitError::ShuttingDown | SubmitError::Stopped) => stopping = Some(Signal::Stop),
+                    Err(SubmitError::ShuttingDown | SubmitError::Stopped | SubmitError::Failed { .. }) => {
+                        stopping = Some(Signal::Stop)
+                    }
                 }
             }
             if lot.len() >= FLUSH_LOT {

@@ -458,13 +458,7 @@ fn linked_before(meta: &std::fs::Metadata, cutoff: SystemTime) -> bool {
 }
 
 /// Creates `dir` (and its parents) readable by its owner only.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
+pub(crate) use crate::private_fs::create_dir_all as create_private_dir;
 
 #[cfg(test)]
 mod tests {

@@ -51,22 +51,14 @@ fn create_parent(path: &Path) -> io::Result<()> {
     if parent.exists() {
         return Ok(());
     }
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(parent)
+    crate::private_fs::create_dir_all(parent)
 }
 
 /// Creates the file with mode 0600 before SQLite sees it; SQLite then gives its `-wal` and
 /// `-shm` files the same mode. An existing file keeps the mode its owner chose, with a warning
 /// when others can read it.
 fn create_private_file(path: &Path) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
+    match crate::private_fs::write_options().create_new(true).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             warn_if_shared(path);

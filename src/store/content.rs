@@ -26,11 +26,8 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| StoreError::Content { path: dir.to_path_buf(), source })
+    crate::private_fs::create_dir_all(dir)
+        .map_err(|source| StoreError::Content { path: dir.to_path_buf(), source })
 }
 
 /// Writes one file's content into place; see the module docs.
@@ -48,10 +45,8 @@ impl ContentWriter {
     pub(crate) async fn create(dest: PathBuf) -> Result<ContentWriter, StoreError> {
         let dir = dest.parent().map_or_else(PathBuf::new, Path::to_path_buf);
         let temp = dir.join(format!("{TEMP_PREFIX}{}", ulid::Ulid::new()));
-        let mut options = tokio::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        options.mode(0o600);
+        let mut options = crate::private_fs::tokio_write_options();
+        options.create_new(true);
         let file =
             options.open(&temp).await.map_err(|source| StoreError::Content { path: temp.clone(), source })?;
         Ok(ContentWriter {

@@ -131,11 +131,7 @@ fn write_key(path: &Path, key: Option<&str>) -> Result<(), StoreError> {
     let mut temp = path.as_os_str().to_os_string();
     temp.push(".tmp");
     let temp = PathBuf::from(temp);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temp).and_then(|mut file| {
+    let written = crate::private_fs::create_file(&temp).and_then(|mut file| {
         file.write_all(key.as_bytes())?;
         file.write_all(b"\n")?;
         file.sync_all()

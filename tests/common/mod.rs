@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod skip;
 
 use std::net::SocketAddr;
 

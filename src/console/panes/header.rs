@@ -25,6 +25,12 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         spans.push(sep.clone());
         spans.push(Span::styled(format!("DISCONNECTED: {why}"), bold.fg(Color::Red)));
     }
+    // First, so a narrow terminal still shows it: an actor kept panicking, no new work is taken.
+    if !state.failed_actors.is_empty() {
+        spans.push(sep.clone());
+        let failed = format!("FAILED: {} (no new work)", state.failed_actors.join(", "));
+        spans.push(Span::styled(failed, bold.fg(Color::White).bg(Color::Red)));
+    }
     spans.push(sep.clone());
     match &state.config {
         Some(config) => {
@@ -57,5 +63,6 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         spans.push(sep);
         spans.push(Span::styled(format!("restarts {}", state.restarts), Style::new().fg(Color::Red)));
     }
+
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{DAY, MINUTE, SlidingWindow, Taken};
-use crate::providers::RateHints;
+use crate::core::chat::RateHints;
 
 /// One of an upstream's windows with where its limit comes from.
 #[derive(Debug, Clone)]

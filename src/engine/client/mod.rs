@@ -91,6 +91,7 @@ pub struct LlmClient {
     last_error: Option<String>,
     stop: watch::Receiver<bool>,
     log_payloads: bool,
+    #[cfg(feature = "fault-injection")]
     panic_on_next_batch: bool,
 }
 
@@ -128,6 +129,7 @@ impl LlmClient {
             last_error: None,
             stop,
             log_payloads: options.log_payloads,
+            #[cfg(feature = "fault-injection")]
             panic_on_next_batch: false,
             config,
         }
@@ -495,7 +497,10 @@ impl Supervised for LlmClient {
         // their slots go back to the pool.
         self.wake.fired();
         self.release_scheduled = false;
-        self.panic_on_next_batch = false;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.panic_on_next_batch = false;
+        }
         drop(self.mailbox.drain());
     }
 }
@@ -559,11 +564,13 @@ impl Handler<ReplaceProvider> for LlmClient {
 /// Fault injection: panic while handling the next `Calls`.
 #[derive(Message)]
 #[rtype(result = "()")]
+#[cfg(feature = "fault-injection")]
 pub(crate) struct PanicOnNextBatch;
 
 impl Handler<Calls> for LlmClient {
     type Result = ();
     fn handle(&mut self, msg: Calls, ctx: &mut Context<Self>) {
+        #[cfg(feature = "fault-injection")]
         if self.panic_on_next_batch {
             self.panic_on_next_batch = false;
             panic!("fault injection: upstream client `{}` panics holding {} calls", self.name, msg.0.len());
@@ -606,6 +613,7 @@ impl Handler<FailWaiting> for LlmClient {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<PanicOnNextBatch> for LlmClient {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
