@@ -67,11 +67,18 @@ fn dashboard() -> Dashboard {
         state.tick(start + at, wall + at);
         feed(
             &mut state,
-            format!(r#"data: {{"type":"lane_depth","lane":"high","depth":{depth},"oldest_ms":1200}}"#),
+            format!(
+                r#"data: {{"type":"lane_depth","lane":"high","depth":{depth},"oldest_ms":1200,"owners":2,"top_owners":[{{"owner":"a","depth":{}}},{{"owner":"b","depth":1}}]}}"#,
+                depth - 1
+            ),
         );
         feed(
             &mut state,
-            format!(r#"data: {{"type":"lane_depth","lane":"bulk","depth":{},"oldest_ms":300}}"#, depth * 10),
+            format!(
+                r#"data: {{"type":"lane_depth","lane":"bulk","depth":{},"oldest_ms":300,"owners":1,"top_owners":[{{"owner":"local","depth":{}}}]}}"#,
+                depth * 10,
+                depth * 10
+            ),
         );
     }
     let at = Duration::from_secs(4);
@@ -166,14 +173,18 @@ fn lanes_pane_at_80x24_and_200x60() {
         // Order by rank; high selected; depth 7 with its queue bar and its history (3, 9, 14, 7)
         // as a sparkline; its settings; the oldest item's wait (reported 1.2 s at second 3,
         // drawn at second 4). Bulk follows [batching]: max 10.
-        let queue =
-            if w >= 200 { "██████████████████" } else { "███" };
+        // From 100 columns, the owners: high holds two, the deeper with 6 of 7; bulk one.
+        let (queue, owners) = if w >= 200 {
+            ("█████████████████", [" owners", " 2 · 85%", " -", " -", " 1"])
+        } else {
+            ("███", [""; 5])
+        };
         let expected = [
-            "lane depth queue depth, last minutes window max delay oldest".to_string(),
-            format!("▶ high 7 {queue} ▁▅██ 200 ms 6 100 ms 2.2 s"),
-            "medium 0 1000 ms 4 100 ms -".to_string(),
-            "low 0 4000 ms 4 100 ms -".to_string(),
-            format!("bulk 70 {queue} ▁▅██ 0 ms 10 100 ms 1.3 s"),
+            format!("lane depth queue depth, last minutes window max delay oldest{}", owners[0]),
+            format!("▶ high 7 {queue} ▁▅██ 200 ms 6 100 ms 2.2 s{}", owners[1]),
+            format!("medium 0 1000 ms 4 100 ms -{}", owners[2]),
+            format!("low 0 4000 ms 4 100 ms -{}", owners[3]),
+            format!("bulk 70 {queue} ▁▅██ 0 ms 10 100 ms 1.3 s{}", owners[4]),
         ];
         let shown: Vec<String> = rows[1..6].iter().map(|row| words(row.trim_matches('│'))).collect();
         assert_eq!(shown, expected, "{text}");

@@ -41,6 +41,10 @@ pub struct LaneState {
     pub depth: usize,
     /// The oldest item's wait at the last report, in ms.
     pub oldest_ms: u64,
+    /// Owners with items waiting at the last report.
+    pub owners: usize,
+    /// Items of the owner with the most waiting.
+    pub top_owner_depth: usize,
     /// When the last report came.
     pub reported_at: Option<Instant>,
     /// Depth samples, oldest first (the most seen in each second).
@@ -232,12 +236,19 @@ impl Dashboard {
     /// Folds one metrics message in. True when something shown changed.
     pub fn apply(&mut self, event: MetricsEvent) -> bool {
         match event {
-            MetricsEvent::LaneDepth { lane, depth, oldest_ms } => {
+            MetricsEvent::LaneDepth { lane, depth, oldest_ms, owners, top_owners } => {
                 let new = !self.lanes.contains_key(lane.as_ref());
                 let state = self.lanes.entry(lane.to_string()).or_default();
-                let changed = new || state.depth != depth || state.oldest_ms != oldest_ms;
+                let top = top_owners.first().map_or(0, |o| o.depth);
+                let changed = new
+                    || state.depth != depth
+                    || state.oldest_ms != oldest_ms
+                    || state.owners != owners
+                    || state.top_owner_depth != top;
                 state.depth = depth;
                 state.oldest_ms = oldest_ms;
+                state.owners = owners;
+                state.top_owner_depth = top;
                 state.reported_at = Some(self.now);
                 state.peak = state.peak.max(depth);
                 changed
@@ -453,7 +464,13 @@ mod tests {
         // Idle: the same status every 250 ms changes nothing on screen.
         assert!(!state.apply(MetricsEvent::Upstream(status(0))));
         assert!(state.apply(MetricsEvent::Upstream(status(1))));
-        let depth = |depth| MetricsEvent::LaneDepth { lane: "high".into(), depth, oldest_ms: 0 };
+        let depth = |depth| MetricsEvent::LaneDepth {
+            lane: "high".into(),
+            depth,
+            oldest_ms: 0,
+            owners: 1,
+            top_owners: Vec::new(),
+        };
         assert!(state.apply(depth(0)));
         assert!(!state.apply(depth(0)));
     }
@@ -482,7 +499,13 @@ mod tests {
         let start = Instant::now();
         let wall = SystemTime::now();
         let mut state = Dashboard::new("test", start, wall);
-        let depth = |depth| MetricsEvent::LaneDepth { lane: "low".into(), depth, oldest_ms: 0 };
+        let depth = |depth| MetricsEvent::LaneDepth {
+            lane: "low".into(),
+            depth,
+            oldest_ms: 0,
+            owners: 1,
+            top_owners: Vec::new(),
+        };
         state.apply(depth(9));
         state.apply(depth(2));
         state.tick(start + Duration::from_millis(1500), wall);

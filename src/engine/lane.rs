@@ -18,7 +18,7 @@ use actix::prelude::*;
 use super::batch::{Batch, BatchTracker};
 use super::batch_former::{BatchFormer, LaneReport};
 use super::item::{Item, ItemError, SubmitError, Withdrawal};
-use super::metrics::{MetricsEvent, MetricsHub, Publish};
+use super::metrics::{MetricsEvent, MetricsHub, OwnerDepth, Publish, TOP_OWNERS};
 use crate::config::{LaneSettings, Mode};
 use crate::core::fair::{FairQueue, JobId};
 
@@ -72,7 +72,19 @@ impl LaneQueue {
                 let depth = lane.queue.len();
                 let oldest = lane.queue.oldest().map(|at| at.elapsed());
                 let oldest_ms = oldest.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                let event = MetricsEvent::LaneDepth { lane: Arc::clone(&lane.name), depth, oldest_ms };
+                let top_owners = lane
+                    .queue
+                    .top_owners(TOP_OWNERS)
+                    .into_iter()
+                    .map(|(owner, depth)| OwnerDepth { owner: owner.to_string(), depth })
+                    .collect();
+                let event = MetricsEvent::LaneDepth {
+                    lane: Arc::clone(&lane.name),
+                    depth,
+                    oldest_ms,
+                    owners: lane.queue.owners(),
+                    top_owners,
+                };
                 lane.metrics.do_send(Publish(event));
             });
         }

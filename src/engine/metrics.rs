@@ -20,6 +20,18 @@ use crate::core::limits::{Limit, LimitsSnapshot};
 /// Recent batches kept for the console and `/api/v1/stats`.
 pub const RECENT_BATCHES: usize = 256;
 
+/// Owners reported per lane in [`MetricsEvent::LaneDepth`].
+pub const TOP_OWNERS: usize = 5;
+
+/// One owner's items waiting in a lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerDepth {
+    /// The owner: a tenant, an API key's owner id, or `local`.
+    pub owner: String,
+    /// Its items waiting.
+    pub depth: usize,
+}
+
 /// A finished batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRecord {
@@ -133,6 +145,12 @@ pub enum MetricsEvent {
         /// How long the oldest waiting item has waited, in milliseconds (0 when empty).
         #[serde(default)]
         oldest_ms: u64,
+        /// Owners with items waiting.
+        #[serde(default)]
+        owners: usize,
+        /// The owners with the most items waiting (at most [`TOP_OWNERS`]), deepest first.
+        #[serde(default)]
+        top_owners: Vec<OwnerDepth>,
     },
     /// A batch was released to the pool.
     BatchDispatched {
@@ -184,6 +202,9 @@ pub enum MetricsEvent {
 pub struct Snapshot {
     /// Depth per lane.
     pub lane_depths: BTreeMap<String, usize>,
+    /// Per lane: owners with items waiting, and the deepest of them.
+    #[serde(default)]
+    pub lane_owners: BTreeMap<String, (usize, Vec<OwnerDepth>)>,
     /// Most recent batches, newest last.
     pub recent_batches: VecDeque<BatchRecord>,
     /// Batches completed since start.
@@ -258,8 +279,9 @@ impl MetricsHub {
 
     fn publish(&mut self, event: MetricsEvent) {
         match &event {
-            MetricsEvent::LaneDepth { lane, depth, .. } => {
+            MetricsEvent::LaneDepth { lane, depth, owners, top_owners, .. } => {
                 self.snapshot.lane_depths.insert(lane.to_string(), *depth);
+                self.snapshot.lane_owners.insert(lane.to_string(), (*owners, top_owners.clone()));
             }
             MetricsEvent::BatchCompleted(record) => {
                 self.snapshot.batches += 1;

@@ -37,6 +37,30 @@ pub fn render(snapshot: &Snapshot, lanes: &[String], upstreams: &[String]) -> St
         let depth = snapshot.lane_depths.get(lane).copied().unwrap_or(0);
         out.sample("ferry_queue_depth", &[("lane", lane)], depth as f64);
     }
+    out.family("ferry_queue_owners", "gauge", "Owners with items waiting in a lane.");
+    for lane in lanes {
+        let owners = snapshot.lane_owners.get(lane).map_or(0, |(n, _)| *n);
+        out.sample("ferry_queue_owners", &[("lane", lane)], owners as f64);
+    }
+    out.family("ferry_queue_depth_by_owner", "gauge", "Items waiting in a lane, for its deepest owners.");
+    for lane in lanes {
+        for owner in snapshot.lane_owners.get(lane).map_or(&[][..], |(_, top)| top.as_slice()) {
+            out.sample(
+                "ferry_queue_depth_by_owner",
+                &[("lane", lane), ("owner", &owner.owner)],
+                owner.depth as f64,
+            );
+        }
+    }
+    out.family(
+        "ferry_items_withdrawn_total",
+        "counter",
+        "Items taken out unsent because their job was cancelled, expired, or its caller went away.",
+    );
+    for reason in ["cancelled", "expired", "caller_gone", "timed_out"] {
+        let n = snapshot.withdrawn.get(reason).copied().unwrap_or(0);
+        out.sample("ferry_items_withdrawn_total", &[("reason", reason)], n as f64);
+    }
     out.family("ferry_batches_total", "counter", "Batches completed.");
     for (lane, totals) in &lane_totals {
         out.sample("ferry_batches_total", &[("lane", lane)], totals.batches as f64);
@@ -96,6 +120,33 @@ fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[Stri
             out.sample(name, &[("upstream", upstream)], v);
         }
     }
+    let name = "ferry_upstream_budget_remaining";
+    out.family(name, "gauge", "What an upstream's rate windows still allow (windows with a limit only).");
+    for upstream in upstreams {
+        let Some(limits) = snapshot.upstreams.get(upstream).map(|u| u.limits) else { continue };
+        let windows = [
+            ("rpm", limits.rpm_used, limits.rpm_limit),
+            ("tpm", limits.tpm_used, limits.tpm_limit),
+            ("rpd", limits.rpd_used, limits.rpd_limit),
+        ];
+        for (window, used, limit) in windows {
+            if let Some(limit) = limit {
+                out.sample(
+                    name,
+                    &[("upstream", upstream), ("window", window)],
+                    limit.saturating_sub(used) as f64,
+                );
+            }
+        }
+    }
+    out.family("ferry_upstream_exhausted", "gauge", "1 while an upstream's daily budget is spent.");
+    for upstream in upstreams {
+        let exhausted = snapshot
+            .upstreams
+            .get(upstream)
+            .is_some_and(|u| matches!(u.state, crate::engine::UpstreamState::Exhausted { .. }));
+        out.sample("ferry_upstream_exhausted", &[("upstream", upstream)], f64::from(u8::from(exhausted)));
+    }
 }
 
 /// Exposition text built family by family.
@@ -137,6 +188,34 @@ mod tests {
         totals.duration_sum = 0.125;
         snapshot.lanes.insert("bulk".into(), totals);
         snapshot.restarts = 1;
+        let top = vec![
+            crate::engine::metrics::OwnerDepth { owner: "a".into(), depth: 2 },
+            crate::engine::metrics::OwnerDepth { owner: "b".into(), depth: 1 },
+        ];
+        snapshot.lane_owners.insert("bulk".into(), (2, top));
+        snapshot.withdrawn.insert("cancelled".into(), 7);
+        let limits =
+            crate::core::limits::LimitsSnapshot { rpm_used: 3, rpm_limit: Some(10), ..Default::default() };
+        let status = crate::engine::UpstreamStatus {
+            name: "mock".into(),
+            state: crate::engine::UpstreamState::Ok,
+            in_flight: 0,
+            queued: 0,
+            concurrency: 1,
+            limits,
+            calls: 0,
+            ok: 0,
+            failed: 0,
+            retries: 0,
+            duplicate_risk: 0,
+            rate_limited: 0,
+            backpressure: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            limit_waits: 0,
+            last_error: None,
+        };
+        snapshot.upstreams.insert("mock".into(), status);
         let text = render(&snapshot, &["bulk".into(), "high".into()], &["mock".into()]);
         for line in [
             "# TYPE ferry_queue_depth gauge",
@@ -153,12 +232,19 @@ mod tests {
             "ferry_upstream_calls_total{upstream=\"mock\"} 0",
             "# TYPE ferry_upstream_in_flight gauge",
             "ferry_actor_restarts_total 1",
+            "ferry_queue_owners{lane=\"bulk\"} 2",
+            "ferry_queue_depth_by_owner{lane=\"bulk\",owner=\"a\"} 2",
+            "ferry_queue_depth_by_owner{lane=\"bulk\",owner=\"b\"} 1",
+            "ferry_items_withdrawn_total{reason=\"cancelled\"} 7",
+            "ferry_items_withdrawn_total{reason=\"caller_gone\"} 0",
+            "ferry_upstream_budget_remaining{upstream=\"mock\",window=\"rpm\"} 7",
+            "ferry_upstream_exhausted{upstream=\"mock\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (12, 12));
+        assert_eq!((helps, types), (17, 17));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Lanes: one row each — depth now (gauge) and over the last minutes (sparkline, one sample a
-//! second), window, max batch, delay, and how long the oldest item has waited.
+//! second), window, max batch, delay, how long the oldest item has waited, and how many owners
+//! have items waiting (with the deepest owner's share of the depth).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -12,6 +13,9 @@ use crate::console::state::{Dashboard, LaneState};
 
 /// Width of the name, depth and settings columns together.
 const FIXED: u16 = 10 + 7 + 8 + 6 + 8 + 9;
+/// Width of the owners column, shown when the pane is at least [`OWNERS_FROM`] wide.
+const OWNERS: u16 = 10;
+const OWNERS_FROM: u16 = 100;
 
 /// Draws the lanes pane.
 pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
@@ -21,7 +25,8 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     if inner.height == 0 {
         return;
     }
-    let flexible = inner.width.saturating_sub(FIXED);
+    let owners_w = if inner.width >= OWNERS_FROM { OWNERS } else { 0 };
+    let flexible = inner.width.saturating_sub(FIXED + owners_w);
     let gauge_w = (flexible / 4).max(4).min(flexible);
     let spark_w = flexible - gauge_w;
     let widths = [
@@ -33,6 +38,7 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         Constraint::Length(6),
         Constraint::Length(8),
         Constraint::Length(9),
+        Constraint::Length(owners_w),
     ];
     let dim = Style::new().fg(Color::DarkGray);
     let mut rows = inner.rows();
@@ -47,8 +53,9 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
             "  max",
             "  delay",
             "  oldest",
+            "   owners",
         ];
-        for (cell, title) in cells.iter().zip(titles) {
+        for (cell, title) in cells.iter().zip(titles).filter(|(cell, _)| cell.width > 0) {
             frame.render_widget(Paragraph::new(Span::styled(title, dim)), *cell);
         }
     }
@@ -88,6 +95,19 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         frame.render_widget(Paragraph::new(format!("{max:>6}")), cells[5]);
         frame.render_widget(Paragraph::new(format!("{delay:>8}")), cells[6]);
         frame.render_widget(Paragraph::new(format!("{oldest:>9}")), cells[7]);
+        if owners_w > 0 {
+            frame.render_widget(Paragraph::new(format!("{:>10}", owners(&lane))), cells[8]);
+        }
+    }
+}
+
+/// `-` for an empty lane, the owner count, and past one owner the deepest owner's share:
+/// `3 · 97%` says one owner holds nearly all of the lane (the others still take turns).
+fn owners(lane: &LaneState) -> String {
+    match lane.owners {
+        0 => "-".into(),
+        1 => "1".into(),
+        n => format!("{n} · {}%", lane.top_owner_depth * 100 / lane.depth.max(1)),
     }
 }
 
