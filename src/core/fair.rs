@@ -53,11 +53,13 @@ pub struct FairQueue<T> {
     ring: VecDeque<OwnerId>,
     heads: BinaryHeap<Head>,
     len: usize,
+    /// Jobs with items: the heap holds one live head for each, and stale ones beside.
+    jobs: usize,
 }
 
 impl<T> Default for FairQueue<T> {
     fn default() -> Self {
-        Self { owners: HashMap::new(), ring: VecDeque::new(), heads: BinaryHeap::new(), len: 0 }
+        Self { owners: HashMap::new(), ring: VecDeque::new(), heads: BinaryHeap::new(), len: 0, jobs: 0 }
     }
 }
 
@@ -100,6 +102,7 @@ impl<T> FairQueue<T> {
             Entry::Occupied(queue) => queue.into_mut(),
             Entry::Vacant(queue) => {
                 entry.ring.push_back(Arc::clone(job));
+                self.jobs += 1;
                 queue.insert(VecDeque::new())
             }
         };
@@ -163,6 +166,7 @@ impl<T> FairQueue<T> {
             }
             None => {
                 owner.jobs.remove(&job_id);
+                self.jobs -= 1;
             }
         }
         owner.len -= 1;
@@ -179,8 +183,24 @@ impl<T> FairQueue<T> {
         self.heads.peek().map(|(Reverse(at), ..)| *at)
     }
 
-    /// Drops stale heads from the top of the heap, so [`oldest`](Self::oldest) is exact.
+    /// Drops stale heads from the top of the heap, so [`oldest`](Self::oldest) is exact; and
+    /// rebuilds the heap from the live heads when stale ones below the top outnumber them
+    /// (an old job at the top would otherwise keep every later head's stale entry alive).
     fn trim_heads(&mut self) {
+        if self.heads.len() > 2 * self.jobs + 64 {
+            self.heads = self
+                .owners
+                .iter()
+                .flat_map(|(owner, o)| {
+                    o.jobs.iter().filter_map(move |(job, queue)| {
+                        queue
+                            .front()
+                            .map(|w| (Reverse(w.at), Reverse(w.id), Arc::clone(owner), Arc::clone(job)))
+                    })
+                })
+                .collect();
+            return;
+        }
         while let Some((_, Reverse(id), owner, job)) = self.heads.peek() {
             let live = self
                 .owners
@@ -201,6 +221,7 @@ impl<T> FairQueue<T> {
         let mut emptied = Vec::new();
         for (owner_id, owner) in &mut self.owners {
             if let Some(queue) = owner.jobs.remove(job) {
+                self.jobs -= 1;
                 owner.ring.retain(|j| j != job);
                 owner.len -= queue.len();
                 self.len -= queue.len();
@@ -229,6 +250,7 @@ impl<T> FairQueue<T> {
         self.ring.clear();
         self.heads.clear();
         self.len = 0;
+        self.jobs = 0;
         out
     }
 }
@@ -304,6 +326,26 @@ mod tests {
         assert_eq!(q.pop_owner(3), ["b/k/0", "b/k/1"]);
         assert_eq!(q.pop_owner(3), ["a/j/3", "a/j/4"]);
         assert!(q.pop_owner(3).is_empty());
+    }
+
+    #[test]
+    fn an_old_job_at_the_top_does_not_let_stale_heads_pile_up() {
+        let t0 = Instant::now();
+        let at = |id: u64| t0 + Duration::from_millis(id);
+        let mut q: FairQueue<u64> = FairQueue::default();
+        // A big job accepted at once: its head stays the oldest item while it drains.
+        for id in 0..5_000 {
+            q.push(&key("a"), &key("old"), id, at(0), id);
+        }
+        // A stream of one-item requests of another owner, served in turn with the big job.
+        for i in 0..4_000u64 {
+            let request = 10_000 + i;
+            q.push(&key("b"), &key(&format!("req-{i}")), request, at(request), request);
+            q.pop();
+            q.pop();
+            assert_eq!(q.oldest(), Some(at(0)), "oldest after {i} rounds");
+            assert!(q.heads.len() <= 2 * q.jobs + 64, "{} heads for {} jobs", q.heads.len(), q.jobs);
+        }
     }
 
     #[test]

@@ -180,6 +180,9 @@ impl LlmClient {
             }
             return;
         }
+        // The estimate of the next call to start (a typical reply when none waits), for the
+        // budget the pool routes by.
+        let mut next_tokens = u64::from(DEFAULT_REPLY_TOKENS);
         while self.running < self.concurrency {
             let Some(call) = self.mailbox.peek() else { break };
             if call.has_withdrawn() {
@@ -191,6 +194,7 @@ impl LlmClient {
             }
             let request = self.request_for(call);
             let tokens = estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS);
+            next_tokens = tokens;
             match self.limits.try_acquire(now, tokens) {
                 Ok(permit) => {
                     if let Some(call) = self.mailbox.pop() {
@@ -207,7 +211,7 @@ impl LlmClient {
                         // A long wait here: calls not yet offered go to the pool, which moves
                         // them to an upstream that can send them sooner, or back here. The
                         // pool hears of the wait first, to compare.
-                        self.report_budget(now);
+                        self.report_budget(now, tokens);
                         let here = 1u64 << (self.index % 64);
                         let waiting = self.mailbox.extract(|call| call.offered & here == 0);
                         let offered: Vec<Call> = waiting
@@ -223,7 +227,7 @@ impl LlmClient {
                 }
             }
         }
-        self.report_budget(now);
+        self.report_budget(now, next_tokens);
         if let Some(due) = self.mailbox.next_due() {
             self.wake_at(ctx, due, now);
         }
@@ -393,15 +397,8 @@ impl LlmClient {
         }
     }
 
-    /// Tells the pool when the rate windows next let a call start, if that changed.
-    fn report_budget(&mut self, now: Instant) {
-        let tokens = match self.mailbox.peek() {
-            Some(call) => {
-                let request = self.request_for(call);
-                estimate::call_tokens(&request.messages, request.max_tokens, DEFAULT_REPLY_TOKENS)
-            }
-            None => u64::from(DEFAULT_REPLY_TOKENS),
-        };
+    /// Tells the pool when the rate windows next let a call of `tokens` start, if that changed.
+    fn report_budget(&mut self, now: Instant, tokens: u64) {
         let budget = self.limits.blocked(now, tokens);
         let moved = match (self.budget, budget) {
             (None, None) => false,
