@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod logging;
 pub mod mock_upstream;
 pub mod providers;
+pub mod request_json;
 pub mod run;
 pub mod store;
 

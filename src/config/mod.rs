@@ -83,6 +83,8 @@ pub struct ServerConfig {
     /// How long `ferry serve` may take to shut down after SIGINT/SIGTERM: queued and in-flight
     /// work finishes until shortly before, what is left is answered "shutting down".
     pub shutdown_grace_ms: u64,
+    /// HTTP worker threads; 0 means one per CPU core (actix-web's default).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             cors_origins: Vec::new(),
             shutdown_grace_ms: 30_000,
+            workers: 0,
         }
     }
 }

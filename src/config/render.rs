@@ -73,6 +73,7 @@ fn render_sections(config: &Config, out: &mut Render) {
     let origins: Vec<String> = server.cors_origins.iter().map(|o| quote(o)).collect();
     out.value("cors_origins", format!("[{}]", origins.join(", ")));
     out.value("shutdown_grace_ms", server.shutdown_grace_ms);
+    out.noted("workers", server.workers, "HTTP worker threads; 0: one per core");
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
     out.table("[jobs]");

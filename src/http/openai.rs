@@ -6,7 +6,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
-use super::error::from_body;
+use super::body::JsonBody;
 use super::priority;
 use super::record::{ChatMeta, answer_one};
 use super::{ApiError, AppState, Caller};
@@ -32,9 +32,9 @@ async fn complete(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
-    body: web::Json<Value>,
+    body: JsonBody<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CompletionRequest = from_body(body.into_inner())?;
+    let request = body.into_inner();
     let prompt = request.prompt()?;
     chat_format::check_model(&state.config.upstreams, &request.model)?;
     let engine = &state.engine;

@@ -10,6 +10,7 @@ use actix_web::web;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::body::JsonBody;
 use super::record::{ChatMeta, record, record_all};
 use super::{ApiError, AppState, Caller};
 use crate::config::Config;
@@ -60,9 +61,9 @@ pub struct PromptsReply {
 async fn prompt(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<PromptReply>, ApiError> {
-    let text = parse_prompt(&body)?;
+    let text = parse_prompt(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
     let outcome = state.engine.submit_one(&meta.lane, Prompt::text(text)).await?;
@@ -73,9 +74,9 @@ async fn prompt(
 async fn prompts(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<PromptsReply>, ApiError> {
-    let texts = parse_prompts(&body)?;
+    let texts = parse_prompts(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let requests: Vec<Value> = texts.iter().map(|text| json!({ "prompt": text })).collect();
     let submission = state.engine.submit(&meta.lane, texts.into_iter().map(Prompt::text).collect()).await?;
@@ -165,6 +166,7 @@ pub(super) fn only_fields(
     match object.keys().find(|key| !allowed.contains(&key.as_str())) {
         None => Ok(()),
         Some(key) => {
+            let key = crate::request_json::shown_name(key);
             let expected: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
             Err(ApiError::bad(
                 format!("{prefix}{key}"),

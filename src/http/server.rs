@@ -123,11 +123,17 @@ pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bo
     let keys = web::Data::new(keys);
     let limit = server.max_body_bytes;
     let origins = server.cors_origins.clone();
+    let workers = if server.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server.workers
+    };
     let http = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(keys.clone())
             .app_data(counter.clone())
+            // Bodies are read with `JsonBody`; this keeps any `web::Json` extractor to the same rules.
             .app_data(
                 web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(json_error),
             )
@@ -142,6 +148,7 @@ pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bo
             .wrap(from_fn(access_log))
     })
     .disable_signals()
+    .workers(workers)
     // A graceful stop waits this long for open connections (the daemon stops forcibly once
     // every request has its reply, so idle keep-alive connections do not hold it).
     .shutdown_timeout(server.shutdown_grace_ms.div_ceil(1000) + 5)
