@@ -117,6 +117,13 @@ impl Drop for Entered {
 /// [`build`], also returning the in-flight request count (for [`crate::daemon`]).
 pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bound> {
     check_exposure(server, &keys).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+    let keys = keys.identify(state.store.owner_secret());
+    // Rows an older ferry recorded under a key's legacy id are given its owner id, once.
+    match crate::store::adopt_legacy_owners(&state.config.storage.path, &keys.legacy_pairs()) {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(event = "owner_ids_migrated", rows),
+        Err(error) => tracing::warn!(event = "store_failed", what = "adopt_legacy_owners", error = %error),
+    }
     let in_flight = InFlight::default();
     let counter = web::Data::new(in_flight.clone());
     let state = web::Data::new(state);

@@ -38,7 +38,7 @@ pub const PURPOSE_BATCH_OUTPUT: &str = "batch_output";
 pub struct FileObject {
     /// `file-` and a ULID ([`new_file_id`]).
     pub id: String,
-    /// The [`key_id`](super::key_id) of the key that created it; `None` when auth is off.
+    /// The [owner id](super::owner) of the key that created it; `None` when auth is off.
     #[serde(skip)]
     pub owner: Option<String>,
     /// Size of the content in bytes.

@@ -12,8 +12,9 @@
 //!   over a connection, tested without the actor.
 //! - [`content`]: file content on disk, written into place whole or not at all.
 //!
-//! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records
-//! [`key_id`]`(key)` as the chat's owner. The upstream API key from `PUT /v1/settings` lives in
+//! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records its
+//! [`owner`] id (HMAC-SHA256 under the server secret in `<db>.owner-secret`) as the owner.
+//! What the database does hold — chats among them — is listed in `docs/security.md`. The upstream API key from `PUT /v1/settings` lives in
 //! its own 0600 file beside the database, not in it (see [`settings`]).
 
 mod actor;
@@ -25,6 +26,7 @@ pub mod content;
 mod error;
 pub mod files;
 pub mod migrations;
+pub mod owner;
 pub mod settings;
 
 use std::io;
@@ -33,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use actix::{Addr, SyncArbiter};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use actor::{
@@ -50,6 +51,7 @@ pub use files::{
 };
 use futures_util::Stream;
 pub use migrations::SCHEMA_VERSION;
+pub use owner::{OwnerSecret, legacy_key_id};
 pub use settings::{LaneBudget, StoredSettings};
 
 /// How long a temporary file or content without a row must have lain untouched before an open
@@ -62,6 +64,7 @@ pub struct Store {
     actor: Addr<StoreActor>,
     log: mpsc::UnboundedSender<chat_log::Write>,
     files_dir: Arc<Path>,
+    owner_secret: Arc<OwnerSecret>,
 }
 
 impl Store {
@@ -75,6 +78,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = connection::open(path)?;
         migrations::migrate(&mut conn)?;
+        let owner_secret = Arc::new(OwnerSecret::load_or_create(path)?);
         let files_dir = files_dir_of(path);
         content::create_dir(&files_dir)?;
         let swept = files::sweep(&conn, &files_dir, SystemTime::now() - LEFTOVER_AGE)?;
@@ -95,7 +99,12 @@ impl Store {
         });
         let (log, queue) = mpsc::unbounded_channel();
         actix::spawn(chat_log::run(queue, actor.clone()));
-        Ok(Store { actor, log, files_dir: files_dir.into() })
+        Ok(Store { actor, log, files_dir: files_dir.into(), owner_secret })
+    }
+
+    /// The secret owner ids are keyed with (see [`owner`]).
+    pub fn owner_secret(&self) -> &OwnerSecret {
+        &self.owner_secret
     }
 
     /// Queues a finished item's chat for recording and returns at once; it is written with
@@ -246,15 +255,15 @@ pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, Store
     Ok(conn)
 }
 
-/// Domain prefix, so a key id can never be mistaken for (or matched against) a plain SHA-256 of
-/// the key computed elsewhere.
-const KEY_ID_DOMAIN: &[u8] = b"ferry key id v1\0";
-
-/// A stable, non-secret id for an API key: the first 16 hex digits (64 bits) of SHA-256 over a
-/// fixed prefix and the key. The HTTP layer stores it as a chat's owner instead of the key.
-pub fn key_id(api_key: &str) -> String {
-    let digest = Sha256::new().chain_update(KEY_ID_DOMAIN).chain_update(api_key.as_bytes()).finalize();
-    digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+/// Re-owns the rows of the database at `db` that older ferry versions recorded under legacy
+/// ids: `pairs` are `(legacy id, owner id)` of the configured keys (see [`owner`]). Blocks;
+/// call at start-up.
+pub fn adopt_legacy_owners(db: &Path, pairs: &[(String, String)]) -> Result<usize, StoreError> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = open_connection(db)?;
+    owner::adopt_legacy_owners(&mut conn, pairs)
 }
 
 #[cfg(test)]
@@ -265,15 +274,5 @@ mod tests {
     fn the_handle_can_be_shared_across_worker_threads() {
         fn shareable<T: Clone + Send + Sync + 'static>() {}
         shareable::<Store>();
-    }
-
-    #[test]
-    fn key_id_is_16_hex_digits_stable_and_distinct() {
-        let id = key_id("sk-one");
-        assert_eq!(id.len(), 16);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(id, key_id("sk-one"));
-        assert_ne!(id, key_id("sk-two"));
-        assert!(!id.contains("sk-one"));
     }
 }
