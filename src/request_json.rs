@@ -59,6 +59,24 @@ pub fn shown_name(name: &str) -> String {
     out
 }
 
+/// A serde message from another format (a query string), worded the same way: the field it
+/// names (an unknown one cut and escaped) as `param`, no value.
+pub fn from_message(text: &str) -> JsonError {
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let (name, expected) = split_named(rest);
+            let name = shown_name(&name);
+            let what = prefix.trim_end_matches(" `");
+            let message = match expected {
+                Some(expected) => format!("{what} `{name}`; {expected}"),
+                None => format!("{what} `{name}`"),
+            };
+            return JsonError { param: Some(name), message };
+        }
+    }
+    JsonError { param: None, message: data_detail(text).0 }
+}
+
 fn describe(error: serde_path_to_error::Error<serde_json::Error>) -> JsonError {
     let mut path = path_of(error.path());
     let inner = error.into_inner();

@@ -186,11 +186,18 @@ impl Keys {
     }
 }
 
-/// Whether `path` (decoded, as routing sees it) is an admin endpoint.
+/// Whether `path` (decoded, as routing sees it) is an admin endpoint: configuration and
+/// settings, and the engine-wide observability endpoints (`/metrics`, `/api/v1/stats`,
+/// `/api/v1/events`), which count every key's work — an inference key sees only its own
+/// (`/v1/chat`, `/v1/analytics`, its files and batches).
 pub fn is_admin_path(path: &str) -> bool {
     let under =
         |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    under("/api/v1/config") || under("/v1/settings")
+    under("/api/v1/config")
+        || under("/v1/settings")
+        || under("/metrics")
+        || under("/api/v1/stats")
+        || under("/api/v1/events")
 }
 
 /// Whether a request may pass without a key: the liveness probe.
@@ -233,7 +240,9 @@ pub async fn authenticate(
             Ok(token) => match keys.caller(token) {
                 None => Err(ApiError::Unauthorized("unknown API key".into())),
                 Some(caller) if is_admin_path(&path) && !caller.admin => Err(ApiError::Forbidden(
-                    "this endpoint needs an admin key; inference keys may not change configuration".into(),
+                    "this endpoint needs an admin key; inference keys may not change configuration or \
+                     see engine-wide figures"
+                        .into(),
                 )),
                 Some(caller) => Ok(Some(caller)),
             },
@@ -304,11 +313,20 @@ mod tests {
     }
 
     #[test]
-    fn admin_paths_are_config_and_settings_only() {
-        for path in ["/api/v1/config", "/api/v1/config/batch-size", "/v1/settings"] {
+    fn admin_paths_are_config_settings_and_observability() {
+        for path in [
+            "/api/v1/config",
+            "/api/v1/config/batch-size",
+            "/v1/settings",
+            "/metrics",
+            "/api/v1/stats",
+            "/api/v1/events",
+        ] {
             assert!(is_admin_path(path), "{path}");
         }
-        for path in ["/api/v1/configs", "/api/v1/prompts", "/v1/settingsx", "/health", "/metrics"] {
+        for path in
+            ["/api/v1/configs", "/api/v1/prompts", "/v1/settingsx", "/health", "/metricsx", "/v1/analytics"]
+        {
             assert!(!is_admin_path(path), "{path}");
         }
     }

@@ -205,8 +205,14 @@ pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error 
 
 /// Turns query-string errors into [`ApiError`]s.
 pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let message = crate::request_json::without_values(&error.to_string());
-    ApiError::BadRequest { message: format!("invalid query string: {message}"), param: None }.into()
+    let text = error.to_string();
+    let text = text.strip_prefix("Query deserialize error: ").unwrap_or(&text);
+    let described = crate::request_json::from_message(text);
+    ApiError::BadRequest {
+        message: format!("invalid query string: {}", described.message),
+        param: described.param,
+    }
+    .into()
 }
 
 /// Turns path errors into [`ApiError`]s.
