@@ -367,6 +367,14 @@ impl JobWorker {
         if let Err(error) = kept {
             tracing::warn!(event = "store_failed", what = "drop_stored_answers", batch = id, error = %error);
         }
+        // Nor in the WAL: its frames still hold the answers until they are checkpointed away.
+        match crate::store::checkpoint_truncate(&self.conn) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(event = "wal_checkpoint", batch = id, complete = false),
+            Err(error) => {
+                tracing::warn!(event = "store_failed", what = "wal_checkpoint", batch = id, error = %error)
+            }
+        }
         tracing::info!(
             event = "batch_job_finished",
             batch = id,

@@ -22,6 +22,7 @@ pub mod analytics;
 mod chat_log;
 pub mod chats;
 mod connection;
+pub use connection::checkpoint_truncate;
 pub mod content;
 mod error;
 pub mod files;
