@@ -123,11 +123,14 @@ pub struct FilesConfig {
     pub max_bytes: u64,
     /// Most lines a batch input file may hold (OpenAI's batch limit: 50,000).
     pub max_lines: u64,
+    /// Most bytes of files one key may hold at once (its uploads and its batches' output
+    /// files); an upload past it gets 413. 0: no quota.
+    pub max_bytes_per_owner: u64,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000 }
+        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000, max_bytes_per_owner: 10 * 1024 * 1024 * 1024 }
     }
 }
 

@@ -61,6 +61,17 @@ pub enum ApiError {
         /// The limit.
         limit: u64,
     },
+    /// An upload would take its owner past `[files] max_bytes_per_owner`.
+    #[error(
+        "this key's files would exceed {limit} bytes ([files] max_bytes_per_owner; {used} held now); \
+         delete files (DELETE /v1/files/{{file_id}}) to make room"
+    )]
+    QuotaExceeded {
+        /// The quota.
+        limit: u64,
+        /// Bytes the owner holds now.
+        used: u64,
+    },
     /// The body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -101,6 +112,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict_error",
             ApiError::MethodNotAllowed(_) => "invalid_request_error",
             ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => "request_too_large",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::UnsupportedMediaType(_) => "invalid_request_error",
             ApiError::QueueFull { .. } => "rate_limit_error",
             ApiError::Upstream(_) => "upstream_error",
@@ -134,7 +146,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::UnknownId { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. }
+            | ApiError::FileTooLarge { .. }
+            | ApiError::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -148,7 +162,7 @@ impl ResponseError for ApiError {
         let param = match self {
             ApiError::BadRequest { param, .. } => param.as_deref(),
             ApiError::UnknownId { param, .. } => Some(*param),
-            ApiError::FileTooLarge { .. } => Some("file"),
+            ApiError::FileTooLarge { .. } | ApiError::QuotaExceeded { .. } => Some("file"),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());

@@ -55,6 +55,18 @@ async fn upload(
     if declared_length(&req).is_some_and(|length| length > limit.saturating_add(FORM_OVERHEAD)) {
         return Err(ApiError::FileTooLarge { limit });
     }
+    let quota = state.config.files.max_bytes_per_owner;
+    let used = match quota {
+        0 => 0,
+        _ => {
+            state.store.owner_bytes(caller.key_id.clone()).await.map_err(store_unavailable("owner_bytes"))?
+        }
+    };
+    let room = if quota == 0 { u64::MAX } else { quota.saturating_sub(used) };
+    let quota_error = || ApiError::QuotaExceeded { limit: quota, used };
+    if room == 0 {
+        return Err(quota_error());
+    }
     let id = new_file_id();
     let mut purpose = None;
     let mut upload: Option<(String, ContentWriter)> = None;
@@ -67,7 +79,11 @@ async fn upload(
             }
             Some("file") => {
                 let filename = filename_of(&field);
-                upload = Some((filename, receive(&state.store, &id, &mut field, limit).await?));
+                let writer = match receive(&state.store, &id, &mut field, limit.min(room)).await {
+                    Err(ApiError::FileTooLarge { .. }) if room < limit => return Err(quota_error()),
+                    other => other?,
+                };
+                upload = Some((filename, writer));
             }
             // Other fields (newer SDKs send `expires_after[…]`) are read and ignored.
             Some(name) => {
@@ -135,11 +151,11 @@ async fn read_purpose(field: &mut Field) -> Result<String, ApiError> {
     let purpose = read_text(field, "purpose").await?;
     let purpose = purpose.trim();
     if purpose != PURPOSE_BATCH {
-        let shown: String = purpose.chars().take(40).collect();
         return Err(ApiError::bad(
             "purpose",
             format!(
-                "purpose must be \"batch\" (got {shown:?}); ferry accepts uploads for the Batch API only"
+                "purpose must be \"batch\" (got a value of {} bytes); ferry accepts uploads for the Batch API only",
+                purpose.len()
             ),
         ));
     }

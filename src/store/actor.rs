@@ -152,6 +152,19 @@ impl Handler<GetFile> for StoreActor {
     }
 }
 
+/// Bytes of an owner's files.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub(crate) struct OwnerBytes(pub Option<String>);
+
+impl Handler<OwnerBytes> for StoreActor {
+    type Result = Result<u64, StoreError>;
+
+    fn handle(&mut self, msg: OwnerBytes, _: &mut SyncContext<Self>) -> Self::Result {
+        files::owner_bytes(self.conn()?, msg.0.as_deref())
+    }
+}
+
 /// List files.
 #[derive(Message)]
 #[rtype(result = "Result<FilePage, StoreError>")]

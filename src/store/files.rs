@@ -133,6 +133,15 @@ pub(crate) fn get(
     Ok(conn.prepare_cached(&sql)?.query_row(params![id, owner], read).optional()?)
 }
 
+/// Bytes of all the files `owner` holds (uploads and batch output files); with `None` (keys
+/// off), of the files without an owner.
+pub(crate) fn owner_bytes(conn: &Connection, owner: Option<&str>) -> Result<u64, StoreError> {
+    let total: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner IS ?1")?
+        .query_row([owner], |row| row.get(0))?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
 /// Lists files newest first (by `created_at`, then id), paged by [`FileQuery::after`]. An
 /// `after` that names no file the owner can see gives an empty page.
 pub(crate) fn list(conn: &Connection, query: &FileQuery) -> Result<FilePage, StoreError> {

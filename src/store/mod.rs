@@ -39,8 +39,8 @@ use actix::{Addr, SyncArbiter};
 use tokio::sync::{mpsc, oneshot};
 
 use actor::{
-    AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, RecordChat,
-    RecordChats, SaveSettings, StoreActor,
+    AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, OwnerBytes,
+    RecordChat, RecordChats, SaveSettings, StoreActor,
 };
 pub use analytics::{Analytics, DateCount, NameValue};
 use bytes::Bytes;
@@ -205,6 +205,11 @@ impl Store {
     /// The file `id`, if `owner` may see it.
     pub async fn file(&self, owner: Option<String>, id: String) -> Result<Option<FileObject>, StoreError> {
         self.actor.send(GetFile { owner, id }).await?
+    }
+
+    /// Bytes of all the files `owner` holds (uploads and batch output files), for the quota.
+    pub async fn owner_bytes(&self, owner: Option<String>) -> Result<u64, StoreError> {
+        self.actor.send(OwnerBytes(owner)).await?
     }
 
     /// `owner`'s files newest first, with `purpose` if given, at most `limit`, those after the
