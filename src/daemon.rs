@@ -97,6 +97,7 @@ where
     let store_failed =
         |source| DaemonError::Store { path: config.storage.path.display().to_string(), source };
     let store = Store::open(&config.storage.path).map_err(store_failed)?;
+    store.spawn_retention(&config.storage, Duration::from_secs(60));
     let engine = Engine::start(&config)?;
     if let Err(error) = apply_stored_settings(&engine, &store).await {
         engine.shutdown(Duration::ZERO).await;

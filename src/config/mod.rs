@@ -107,11 +107,15 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// SQLite database file.
     pub path: PathBuf,
+    /// Chats older than this many days are deleted, in the background; 0 keeps them.
+    pub chat_retention_days: u64,
+    /// Only this many of the newest chats are kept; 0: no cap.
+    pub max_chats: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("data/ferry.db") }
+        Self { path: PathBuf::from("data/ferry.db"), chat_retention_days: 0, max_chats: 0 }
     }
 }
 
@@ -172,6 +176,8 @@ pub struct LoggingConfig {
     pub rotation: Rotation,
     /// Log prompt and response text (off by default: prompts may be private).
     pub log_payloads: bool,
+    /// Rotated log files kept, the newest; older ones are removed at each rotation. 0 keeps all.
+    pub keep_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -183,6 +189,7 @@ impl Default for LoggingConfig {
             format: LogFormat::Text,
             rotation: Rotation::Daily,
             log_payloads: false,
+            keep_files: 30,
         }
     }
 }

@@ -76,6 +76,8 @@ fn render_sections(config: &Config, out: &mut Render) {
     out.noted("workers", server.workers, "HTTP worker threads; 0: one per core");
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
+    out.noted("chat_retention_days", config.storage.chat_retention_days, "0: keep chats");
+    out.noted("max_chats", config.storage.max_chats, "0: no cap");
     out.table("[jobs]");
     out.string("lane", config.jobs_lane());
     out.value("max_in_flight", config.jobs.max_in_flight);
@@ -104,6 +106,7 @@ fn render_sections(config: &Config, out: &mut Render) {
         },
     );
     out.value("log_payloads", logging.log_payloads);
+    out.noted("keep_files", logging.keep_files, "rotated log files kept; 0: all");
     let batching = &config.batching;
     out.table("[batching]");
     out.value("batch_size", batching.batch_size);

@@ -69,6 +69,22 @@ impl Handler<RecordChats> for StoreActor {
     }
 }
 
+/// Delete one slice of chats that retention removes.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct PruneChats {
+    pub retention: chats::Retention,
+    pub slice: usize,
+}
+
+impl Handler<PruneChats> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: PruneChats, _: &mut SyncContext<Self>) -> Self::Result {
+        chats::prune_slice(self.conn()?, msg.retention, msg.slice)
+    }
+}
+
 /// List chats.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ChatRecord>, StoreError>")]

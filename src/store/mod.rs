@@ -40,11 +40,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use actor::{
     AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, OwnerBytes,
-    RecordChat, RecordChats, SaveSettings, StoreActor,
+    PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
 };
 pub use analytics::{Analytics, DateCount, NameValue};
 use bytes::Bytes;
-pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat};
+pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat, Retention};
 pub use content::ContentWriter;
 pub use error::StoreError;
 pub use files::{
@@ -58,6 +58,9 @@ pub use settings::{LaneBudget, StoredSettings};
 /// How long a temporary file or content without a row must have lain untouched before an open
 /// removes it as a crash's leftover (younger ones may be another ferry's upload in progress).
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// Chats deleted per statement by retention.
+pub const RETENTION_SLICE: usize = 500;
 
 /// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
 #[derive(Clone)]
@@ -146,6 +149,52 @@ impl Store {
     pub async fn chats(&self, query: ChatQuery) -> Result<Vec<ChatRecord>, StoreError> {
         self.flush().await;
         self.actor.send(ListChats(query)).await?
+    }
+
+    /// Deletes the chats `retention` removes, `slice` at a time: each slice is its own message to
+    /// the store's thread, so chat writes and reads queue behind one slice at most. Returns how
+    /// many went.
+    pub async fn prune_chats(&self, retention: Retention, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(PruneChats { retention, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Prunes chats by `[storage] chat_retention_days` and `max_chats` every `every`, in the
+    /// background, until the store stops; nothing to do when both are 0.
+    pub fn spawn_retention(&self, storage: &crate::config::StorageConfig, every: Duration) {
+        let days = storage.chat_retention_days;
+        let max = storage.max_chats;
+        if days == 0 && max == 0 {
+            return;
+        }
+        let store = self.clone();
+        actix::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let now_ms =
+                    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let age_ms = u128::from(days) * 86_400_000;
+                let retention = Retention {
+                    before_ms: (days > 0).then(|| i64::try_from(now_ms.saturating_sub(age_ms)).unwrap_or(0)),
+                    keep_newest: (max > 0).then_some(max),
+                };
+                match store.prune_chats(retention, RETENTION_SLICE).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(event = "chats_pruned", deleted),
+                    Err(error) => {
+                        tracing::warn!(event = "store_failed", what = "prune_chats", error = %error)
+                    }
+                }
+            }
+        });
     }
 
     /// Loads the stored settings (all `None` until something is saved).
