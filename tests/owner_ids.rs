@@ -52,6 +52,9 @@ async fn a_database_with_legacy_owner_ids_keeps_working() {
     assert_eq!(mine["chats"][0]["request"]["prompt"], "legacy question");
     let (_, theirs) = call(&server.base, "GET", "/v1/chat", Some(OTHER), None).await;
     assert_eq!(theirs["chats"][0]["request"]["prompt"], "other question");
+    // The analytics kept for the legacy id follow it too.
+    let (_, analytics) = call(&server.base, "GET", "/v1/analytics", Some(KEY), None).await;
+    assert_eq!(analytics["total_requests"], 1, "{analytics}");
 
     // The rows now carry full-length keyed ids, and the secret was made private.
     let conn = rusqlite::Connection::open(&db).expect("open db");

@@ -39,6 +39,9 @@ async fn chats_past_their_age_or_count_are_pruned_in_slices() {
     // 30 chats, one a day from Jan 27.
     store.record_chats((0..30).map(|day| chat(day, day as usize)).collect()).await.expect("record");
 
+    let counted = store.analytics(None).await.expect("analytics");
+    assert_eq!(counted.total_requests, 30);
+
     // "Now" is day 30; keep 10 days: days 0..=19 go, in slices of 4.
     let now = JAN_27 + 30 * DAY_MS;
     let by_age = Retention { before_ms: Some(now - 10 * DAY_MS), keep_newest: None };
@@ -54,4 +57,6 @@ async fn chats_past_their_age_or_count_are_pruned_in_slices() {
     let by_count = Retention { before_ms: None, keep_newest: Some(3) };
     assert_eq!(store.prune_chats(by_count, 2).await.expect("prune"), 7);
     assert_eq!(remaining(&store).await, ["r29", "r28", "r27"]);
+    // The analytics outlive the chats: counts stay, texts go.
+    assert_eq!(store.analytics(None).await.expect("analytics"), counted);
 }

@@ -85,6 +85,22 @@ impl Handler<PruneChats> for StoreActor {
     }
 }
 
+/// Drop one slice of old `analytics_batches` rows.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct ForgetAnalyticsBatches {
+    pub before_ms: i64,
+    pub slice: usize,
+}
+
+impl Handler<ForgetAnalyticsBatches> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ForgetAnalyticsBatches, _: &mut SyncContext<Self>) -> Self::Result {
+        analytics::forget_old_batches(self.conn()?, msg.before_ms, msg.slice)
+    }
+}
+
 /// List chats.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ChatRecord>, StoreError>")]

@@ -39,8 +39,8 @@ use actix::{Addr, SyncArbiter};
 use tokio::sync::{mpsc, oneshot};
 
 use actor::{
-    AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, OwnerBytes,
-    PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
+    AddFile, ComputeAnalytics, DeleteFile, ForgetAnalyticsBatches, GetFile, ListChats, ListFiles,
+    LoadSettings, OwnerBytes, PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
 };
 pub use analytics::{Analytics, DateCount, NameValue};
 use bytes::Bytes;
@@ -61,6 +61,10 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// Chats deleted per statement by retention.
 pub const RETENTION_SLICE: usize = 500;
+
+/// How long a batch is remembered by the analytics counts so that its later chats do not count it
+/// again: far longer than any batch takes to finish.
+pub const ANALYTICS_GUARD: Duration = Duration::from_secs(2 * 86_400);
 
 /// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
 #[derive(Clone)]
@@ -166,14 +170,26 @@ impl Store {
         }
     }
 
-    /// Prunes chats by `[storage] chat_retention_days` and `max_chats` every `every`, in the
-    /// background, until the store stops; nothing to do when both are 0.
+    /// Drops the analytics rows that guard against counting a batch twice once the batch is
+    /// older than `before_ms` (Unix ms), `slice` at a time; the counts stay. Returns how many.
+    pub async fn forget_analytics_batches(&self, before_ms: i64, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(ForgetAnalyticsBatches { before_ms, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every `every`, in the background until the store stops: prunes chats by
+    /// `[storage] chat_retention_days` and `max_chats` (when set), and drops analytics guard rows
+    /// of batches older than [`ANALYTICS_GUARD`].
     pub fn spawn_retention(&self, storage: &crate::config::StorageConfig, every: Duration) {
         let days = storage.chat_retention_days;
         let max = storage.max_chats;
-        if days == 0 && max == 0 {
-            return;
-        }
         let store = self.clone();
         actix::spawn(async move {
             let mut ticks = tokio::time::interval(every);
@@ -181,17 +197,26 @@ impl Store {
                 ticks.tick().await;
                 let now_ms =
                     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                let age_ms = u128::from(days) * 86_400_000;
-                let retention = Retention {
-                    before_ms: (days > 0).then(|| i64::try_from(now_ms.saturating_sub(age_ms)).unwrap_or(0)),
-                    keep_newest: (max > 0).then_some(max),
-                };
-                match store.prune_chats(retention, RETENTION_SLICE).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(event = "chats_pruned", deleted),
-                    Err(error) => {
-                        tracing::warn!(event = "store_failed", what = "prune_chats", error = %error)
+                let before =
+                    |age: Duration| i64::try_from(now_ms.saturating_sub(age.as_millis())).unwrap_or(0);
+                if days > 0 || max > 0 {
+                    let retention = Retention {
+                        before_ms: (days > 0)
+                            .then(|| before(Duration::from_secs(days.saturating_mul(86_400)))),
+                        keep_newest: (max > 0).then_some(max),
+                    };
+                    match store.prune_chats(retention, RETENTION_SLICE).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(event = "chats_pruned", deleted),
+                        Err(error) => {
+                            tracing::warn!(event = "store_failed", what = "prune_chats", error = %error)
+                        }
                     }
+                }
+                if let Err(error) =
+                    store.forget_analytics_batches(before(ANALYTICS_GUARD), RETENTION_SLICE).await
+                {
+                    tracing::warn!(event = "store_failed", what = "forget_analytics_batches", error = %error);
                 }
             }
         });

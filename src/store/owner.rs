@@ -140,6 +140,18 @@ pub fn adopt_legacy_owners(conn: &mut Connection, pairs: &[(String, String)]) ->
             changed += update.execute((legacy, new))?;
         }
     }
+    // The analytics kept per owner follow (counts are added, should the new id have some).
+    for (legacy, new) in pairs {
+        tx.execute(
+            "INSERT INTO analytics_counts (owner, scope, count) \
+             SELECT ?2, scope, count FROM analytics_counts WHERE owner = ?1 AND true \
+             ON CONFLICT (owner, scope) DO UPDATE SET count = count + excluded.count",
+            (legacy, new),
+        )?;
+        tx.execute("DELETE FROM analytics_counts WHERE owner = ?1", [legacy])?;
+        tx.execute("UPDATE OR IGNORE analytics_batches SET owner = ?2 WHERE owner = ?1", (legacy, new))?;
+        tx.execute("DELETE FROM analytics_batches WHERE owner = ?1", [legacy])?;
+    }
     tx.commit()?;
     Ok(changed)
 }
