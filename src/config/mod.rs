@@ -130,11 +130,19 @@ pub struct FilesConfig {
     /// Most bytes of files one key may hold at once (its uploads and its batches' output
     /// files); an upload past it gets 413. 0: no quota.
     pub max_bytes_per_owner: u64,
+    /// Seconds a batch's output and error files are kept before they expire (deleted); 0: for
+    /// ever.
+    pub output_lifetime_secs: u64,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000, max_bytes_per_owner: 10 * 1024 * 1024 * 1024 }
+        Self {
+            max_bytes: 200 * 1024 * 1024,
+            max_lines: 50_000,
+            max_bytes_per_owner: 10 * 1024 * 1024 * 1024,
+            output_lifetime_secs: 30 * 86_400,
+        }
     }
 }
 

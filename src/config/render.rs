@@ -85,6 +85,11 @@ fn render_sections(config: &Config, out: &mut Render) {
     out.noted("max_bytes", config.files.max_bytes, "largest upload; larger gets 413");
     out.noted("max_lines", config.files.max_lines, "most lines in a batch input file");
     out.noted("max_bytes_per_owner", config.files.max_bytes_per_owner, "files one key may hold; 0: no quota");
+    out.noted(
+        "output_lifetime_secs",
+        config.files.output_lifetime_secs,
+        "batch output files expire; 0: never",
+    );
     let logging = &config.logging;
     out.table("[logging]");
     out.string("dir", &logging.dir.display().to_string());

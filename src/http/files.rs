@@ -30,6 +30,10 @@ pub const MAX_LIMIT: usize = 10_000;
 const FORM_OVERHEAD: u64 = 64 * 1024;
 /// Largest value of a text field (`purpose`, or a field ferry ignores).
 const TEXT_FIELD_LIMIT: usize = 64 * 1024;
+/// Shortest `expires_after[seconds]` OpenAI accepts: an hour.
+const EXPIRES_MIN_SECS: i64 = 3_600;
+/// Longest: 30 days.
+const EXPIRES_MAX_SECS: i64 = 30 * 86_400;
 /// Longest file name kept, in characters.
 const FILENAME_LIMIT: usize = 255;
 
@@ -69,6 +73,7 @@ async fn upload(
     }
     let id = new_file_id();
     let mut purpose = None;
+    let mut expires_after: Option<i64> = None;
     let mut upload: Option<(String, ContentWriter)> = None;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(form_error)?;
@@ -85,7 +90,29 @@ async fn upload(
                 };
                 upload = Some((filename, writer));
             }
-            // Other fields (newer SDKs send `expires_after[…]`) are read and ignored.
+            // OpenAI's `expires_after`: the anchor must be `created_at`, the seconds 1 h to 30 days.
+            Some("expires_after[anchor]") => {
+                if read_text(&mut field, "expires_after[anchor]").await?.trim() != "created_at" {
+                    return Err(ApiError::bad("expires_after[anchor]", "the anchor must be \"created_at\""));
+                }
+            }
+            Some("expires_after[seconds]") => {
+                let text = read_text(&mut field, "expires_after[seconds]").await?;
+                match text.trim().parse::<i64>() {
+                    Ok(seconds) if (EXPIRES_MIN_SECS..=EXPIRES_MAX_SECS).contains(&seconds) => {
+                        expires_after = Some(seconds);
+                    }
+                    _ => {
+                        return Err(ApiError::bad(
+                            "expires_after[seconds]",
+                            format!(
+                                "must be a whole number of seconds from {EXPIRES_MIN_SECS} to {EXPIRES_MAX_SECS}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            // Other fields are read and ignored.
             Some(name) => {
                 let name = name.to_string();
                 read_text(&mut field, &name).await?;
@@ -106,7 +133,8 @@ async fn upload(
     }
     // Only now, with the whole form read and valid, does the content take its id.
     let bytes = writer.finish().await.map_err(store_unavailable("write_file_content"))?;
-    let file = FileObject { id, ..FileObject::new(caller.key_id, &purpose, &filename, bytes) };
+    let mut file = FileObject { id, ..FileObject::new(caller.key_id, &purpose, &filename, bytes) };
+    file.expires_at = expires_after.map(|seconds| file.created_at.saturating_add(seconds));
     state.store.add_file(file.clone()).await.map_err(store_unavailable("add_file"))?;
     tracing::info!(event = "file_uploaded", file_id = %file.id, bytes, purpose = %file.purpose);
     Ok(web::Json(file))

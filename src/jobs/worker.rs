@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub limits: InputLimits,
     /// The upstreams, for the served models.
     pub upstreams: Arc<[UpstreamConfig]>,
+    /// Seconds a batch's output and error files live before they expire; 0: for ever.
+    pub output_lifetime_secs: u64,
 }
 
 impl WorkerSettings {
@@ -402,10 +404,12 @@ impl JobWorker {
         let written = db::write_lines(&self.conn, &job.id, states, &dir.join(file_id), &temp)?;
         if files::get(&self.conn, None, file_id)?.is_none() {
             let filename = format!("{}_{which}.jsonl", job.id);
-            let file = FileObject {
+            let mut file = FileObject {
                 id: file_id.to_string(),
                 ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, written.bytes)
             };
+            let lifetime = i64::try_from(self.settings.output_lifetime_secs).unwrap_or(i64::MAX);
+            file.expires_at = (lifetime > 0).then(|| file.created_at.saturating_add(lifetime));
             files::insert(&self.conn, &file)?;
         }
         Ok(written)
@@ -539,6 +543,7 @@ mod tests {
             files_dir: dir.path().join("files"),
             limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
             upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
+            output_lifetime_secs: 0,
         };
         let mut worker =
             JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };

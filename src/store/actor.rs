@@ -218,6 +218,27 @@ pub(crate) struct DeleteFile {
     pub id: String,
 }
 
+/// Delete one slice of expired files; answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct ExpireFiles {
+    pub now: i64,
+    pub slice: usize,
+}
+
+impl Handler<ExpireFiles> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ExpireFiles, ctx: &mut SyncContext<Self>) -> Self::Result {
+        let ids = files::expired(self.conn()?, msg.now, msg.slice)?;
+        for id in &ids {
+            self.handle(DeleteFile { owner: None, id: id.clone() }, ctx)?;
+            tracing::debug!(event = "file_expired", file_id = %id);
+        }
+        Ok(ids.len())
+    }
+}
+
 impl Handler<DeleteFile> for StoreActor {
     type Result = Result<bool, StoreError>;
 

@@ -183,10 +183,19 @@ const MIGRATIONS: &[Migration] = &[
             SELECT owner, scope, COUNT(*) FROM analytics_batches WHERE true GROUP BY owner, scope;
     ",
     },
+    Migration {
+        version: 6,
+        name: "files that expire",
+        sql: "
+        -- Unix seconds after which the file is deleted (row and content); NULL: never.
+        ALTER TABLE files ADD COLUMN expires_at INTEGER;
+        CREATE INDEX files_expires_at ON files (expires_at) WHERE expires_at IS NOT NULL;
+    ",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The SQL of the migrations up to `version`, to build an older schema in tests.
 #[cfg(test)]

@@ -39,8 +39,8 @@ use actix::{Addr, SyncArbiter};
 use tokio::sync::{mpsc, oneshot};
 
 use actor::{
-    AddFile, ComputeAnalytics, DeleteFile, ForgetAnalyticsBatches, GetFile, ListChats, ListFiles,
-    LoadSettings, OwnerBytes, PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
+    AddFile, ComputeAnalytics, DeleteFile, ExpireFiles, ForgetAnalyticsBatches, GetFile, ListChats,
+    ListFiles, LoadSettings, OwnerBytes, PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
 };
 pub use analytics::{Analytics, DateCount, NameValue};
 use bytes::Bytes;
@@ -184,7 +184,21 @@ impl Store {
         }
     }
 
-    /// Every `every`, in the background until the store stops: prunes chats by
+    /// Deletes the files (row and content) that expired at or before `now` (unix seconds),
+    /// `slice` at a time. Returns how many.
+    pub async fn expire_files(&self, now: i64, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(ExpireFiles { now, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every `every`, in the background until the store stops: deletes expired files, prunes chats by
     /// `[storage] chat_retention_days` and `max_chats` (when set), and drops analytics guard rows
     /// of batches older than [`ANALYTICS_GUARD`].
     pub fn spawn_retention(&self, storage: &crate::config::StorageConfig, every: Duration) {
@@ -211,6 +225,14 @@ impl Store {
                         Err(error) => {
                             tracing::warn!(event = "store_failed", what = "prune_chats", error = %error)
                         }
+                    }
+                }
+                let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+                match store.expire_files(now_secs, RETENTION_SLICE).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(event = "files_expired", deleted),
+                    Err(error) => {
+                        tracing::warn!(event = "store_failed", what = "expire_files", error = %error)
                     }
                 }
                 if let Err(error) =
