@@ -91,11 +91,7 @@ async fn upload(
                 upload = Some((filename, writer));
             }
             // OpenAI's `expires_after`: the anchor must be `created_at`, the seconds 1 h to 30 days.
-            Some("expires_after[anchor]") => {
-                if read_text(&mut field, "expires_after[anchor]").await?.trim() != "created_at" {
-                    return Err(ApiError::bad("expires_after[anchor]", "the anchor must be \"created_at\""));
-                }
-            }
+            Some("expires_after[anchor]") => read_anchor(&mut field).await?,
             Some("expires_after[seconds]") => {
                 let text = read_text(&mut field, "expires_after[seconds]").await?;
                 match text.trim().parse::<i64>() {
@@ -172,6 +168,14 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {
         }
     };
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad(name, format!("`{name}` must be UTF-8 text")))
+}
+
+/// The `expires_after[anchor]` field, which must be `created_at` (OpenAI's only anchor).
+async fn read_anchor(field: &mut Field) -> Result<(), ApiError> {
+    if read_text(field, "expires_after[anchor]").await?.trim() != "created_at" {
+        return Err(ApiError::bad("expires_after[anchor]", "the anchor must be \"created_at\""));
+    }
+    Ok(())
 }
 
 /// The `purpose` field, which must be `batch` for an upload.
