@@ -81,7 +81,10 @@ fn role(value: &str, index: usize) -> Result<Role, FieldError> {
         "assistant" => Ok(Role::Assistant),
         other => Err(FieldError::new(
             format!("messages[{index}].role"),
-            format!("role `{other}` is not supported; use system, developer, user or assistant"),
+            format!(
+                "the role (a string of {} bytes) is not supported; use system, developer, user or assistant",
+                other.len()
+            ),
         )),
     }
 }
@@ -161,7 +164,14 @@ pub fn check_model(upstreams: &[crate::config::UpstreamConfig], model: &str) -> 
     }
     let (served, _) = served_models(upstreams);
     let names: Vec<&str> = served.iter().map(|(m, _)| m.as_str()).collect();
-    Err(FieldError::new("model", format!("model `{model}` is not served here; models: {}", names.join(", "))))
+    Err(FieldError::new(
+        "model",
+        format!(
+            "the model (a string of {} bytes) is not served here; models: {}",
+            model.len(),
+            names.join(", ")
+        ),
+    ))
 }
 
 /// OpenAI's `chat.completion` object.

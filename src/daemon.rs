@@ -32,6 +32,9 @@ pub enum DaemonError {
     /// Non-loopback bind without keys.
     #[error(transparent)]
     Unprotected(#[from] Unprotected),
+    /// A configured key is too short.
+    #[error(transparent)]
+    ShortKey(#[from] crate::http::auth::ShortKey),
     /// The engine did not start.
     #[error("starting the engine: {0}")]
     Engine(#[from] EngineError),
@@ -87,13 +90,14 @@ where
     F: FnOnce(Started) -> Fut,
     Fut: Future<Output = T>,
 {
-    let keys = Keys::from_env(&config.server);
+    let keys = Keys::from_env(&config.server)?;
     check_exposure(&config.server, &keys)?;
     let auth = if keys.is_empty() { "off" } else { "bearer" };
     let config = Arc::new(config);
     let store_failed =
         |source| DaemonError::Store { path: config.storage.path.display().to_string(), source };
     let store = Store::open(&config.storage.path).map_err(store_failed)?;
+    store.spawn_retention(&config.storage, Duration::from_secs(60));
     let engine = Engine::start(&config)?;
     if let Err(error) = apply_stored_settings(&engine, &store).await {
         engine.shutdown(Duration::ZERO).await;

@@ -27,6 +27,7 @@ pub mod logging;
 pub mod mock_upstream;
 pub mod private_fs;
 pub mod providers;
+pub mod request_json;
 pub mod run;
 pub mod store;
 

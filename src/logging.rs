@@ -103,7 +103,8 @@ fn install(
     let filter = filter(config, rust_log)?;
     // Lossy on purpose: under a burst the engine drops log lines rather than wait on the disk.
     let (writer, worker) = if to_files {
-        let file = RotatingFile::open(&config.dir, &config.file, config.rotation, system_clock)?;
+        let file = RotatingFile::open(&config.dir, &config.file, config.rotation, system_clock)?
+            .keeping(config.keep_files);
         tracing_appender::non_blocking(file)
     } else {
         tracing_appender::non_blocking(io::stderr())
@@ -253,6 +254,8 @@ struct RotatingFile<C> {
     /// Period of the lines in the current file; `None` while it is empty.
     period: Option<u64>,
     clock: C,
+    /// Rotated files kept (the newest); 0 keeps all.
+    keep: usize,
 }
 
 impl<C: Fn() -> SystemTime> RotatingFile<C> {
@@ -268,7 +271,35 @@ impl<C: Fn() -> SystemTime> RotatingFile<C> {
             .filter(|m| m.len() > 0)
             .and_then(|m| m.modified().ok())
             .and_then(|modified| period_of(rotation, modified));
-        Ok(Self { path, rotation, file: Some(file), period, clock })
+        Ok(Self { path, rotation, file: Some(file), period, clock, keep: 0 })
+    }
+
+    /// Keeps only the newest `keep` rotated files (0: all), removing older ones at each rotation.
+    fn keeping(mut self, keep: usize) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// Removes rotated files (`<name>.<period>[.<n>]`) beyond the newest [`Self::keep`]. Names
+    /// sort by period, so the first ones are the oldest.
+    fn remove_old(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str()))
+        else {
+            return;
+        };
+        let prefix = format!("{name}.");
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut rotated: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
+            .collect();
+        rotated.sort();
+        let excess = rotated.len().saturating_sub(self.keep);
+        for old in &rotated[..excess] {
+            // A file that cannot be removed is tried again at the next rotation.
+            let _ = std::fs::remove_file(old);
+        }
     }
 
     fn rotate_if_due(&mut self) -> io::Result<()> {
@@ -281,6 +312,9 @@ impl<C: Fn() -> SystemTime> RotatingFile<C> {
             // If the rename fails the old file is simply appended to: losing lines is worse than
             // a late rotation, which is tried again at the next period.
             let _ = std::fs::rename(&self.path, &target);
+            if self.keep > 0 {
+                self.remove_old();
+            }
         }
         self.period = now;
         if self.file.is_none() {
@@ -364,6 +398,30 @@ mod tests {
 
     fn read(path: &Path) -> String {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn only_the_newest_rotated_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other.log.2026-01-01"), "another log\n").unwrap();
+        let now = Arc::new(AtomicU64::new(LATE_NOV_25));
+        let mut file =
+            RotatingFile::open(dir.path(), "ferry.log", Rotation::Daily, clock_at(&now)).unwrap().keeping(2);
+        for day in 0..5 {
+            now.store(LATE_NOV_25 + day * 86_400, Ordering::SeqCst);
+            file.write_all(format!("day {day}\n").as_bytes()).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["ferry.log", "ferry.log.2026-11-27", "ferry.log.2026-11-28", "other.log.2026-01-01"]
+        );
+        assert_eq!(read(&dir.path().join("ferry.log")), "day 4\n");
     }
 
     #[test]

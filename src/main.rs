@@ -119,7 +119,7 @@ struct ConsoleArgs {
     /// Attach to the daemon at this URL (http://HOST:PORT) instead of running an engine.
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
-    /// Bearer key for --connect (an admin key to change settings); default $FERRY_API_KEY.
+    /// Bearer key for --connect: an admin key (the event stream is admin-only); default $FERRY_API_KEY.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
 }

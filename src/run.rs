@@ -170,6 +170,8 @@ pub async fn run(
         files_dir: data_dir.join("files"),
         limits: InputLimits { max_lines: u64::MAX, max_bytes: u64::MAX },
         upstreams: Arc::from(config.upstreams.clone()),
+        // `ferry run` writes its output where the caller said, not into the Files API.
+        output_lifetime_secs: 0,
     };
     // The job store opens and migrates the database itself.
     let jobs = Jobs::start(engine.clone(), settings, config.jobs.max_in_flight).map_err(|e| match e {

@@ -204,6 +204,40 @@ async fn canary_key_and_prompt_leak_nowhere() {
         assert!((400..500).contains(&status), "{name}: {status} {reply}");
         bodies.push((name.into(), status, reply));
     }
+    // A batch whose lines carry the prompt in wrong-typed fields: the stored errors name the
+    // fields, never the values.
+    let lines = [
+        format!(
+            r#"{{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[{{"role":"user","content":"x"}}],"max_tokens":"{prompt}"}}}}"#
+        ),
+        format!(r#"{{"custom_id":"{prompt}","method":"POST","url":"{prompt}","body":{{}}}}"#),
+        format!(
+            r#"{{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":"{prompt}"}}}}"#
+        ),
+        format!(
+            r#"{{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{{"model":"{prompt}","messages":[{{"role":"{prompt}","content":"x"}}]}}}}"#
+        ),
+        format!(r#"["{prompt}"]"#),
+    ];
+    let file = common::files::upload_batch(&base, user, lines.join("\n").as_bytes()).await;
+    let create =
+        json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let (status, batch) = call(&base, "POST", "/v1/batches", user, Some(create)).await;
+    assert_eq!(status, 200, "{batch}");
+    let path = format!("/v1/batches/{}", batch["id"].as_str().expect("batch id"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let batch = loop {
+        let (_, batch) = call(&base, "GET", &path, user, None).await;
+        if batch["status"] != "validating" {
+            break batch;
+        }
+        assert!(Instant::now() < deadline, "still validating: {batch}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(batch["status"], "failed", "{batch}");
+    assert_eq!(batch["errors"]["data"].as_array().map(Vec::len), Some(lines.len()), "{batch}");
+    bodies.push(("batch with bad lines".into(), 200, batch));
+
     for (name, _, body) in &bodies {
         let text = body.to_string();
         assert!(!text.contains(&key), "{name}: the key is in the error body: {text}");

@@ -242,7 +242,7 @@ async fn metrics_parse_as_prometheus_text_and_count_items() {
 }
 
 #[actix_rt::test]
-async fn keys_open_inference_to_both_kinds_and_config_to_admins_only() {
+async fn keys_open_inference_to_both_kinds_and_config_and_observability_to_admins_only() {
     let server = TestServer::start(Keys::new(&[INFERENCE_KEY], &[ADMIN_KEY]));
     let send = |path: &str, key: Option<&str>| {
         let mut request = client().get(server.url(path));
@@ -252,9 +252,13 @@ async fn keys_open_inference_to_both_kinds_and_config_to_admins_only() {
         request.send()
     };
     assert_eq!(send("/health", None).await.expect("request").status(), 200, "health needs no key");
+    for path in ["/api/v1/stats", "/metrics", "/api/v1/events"] {
+        // Engine-wide figures count every key's work: admin keys only.
+        assert_eq!(send(path, Some(INFERENCE_KEY)).await.expect("request").status(), 403, "{path}");
+    }
+    assert_eq!(send("/api/v1/stats", Some(ADMIN_KEY)).await.expect("request").status(), 200);
+    assert_eq!(send("/metrics", Some(ADMIN_KEY)).await.expect("request").status(), 200);
     for key in [INFERENCE_KEY, ADMIN_KEY] {
-        assert_eq!(send("/api/v1/stats", Some(key)).await.expect("request").status(), 200);
-        assert_eq!(send("/metrics", Some(key)).await.expect("request").status(), 200);
         let prompt =
             client().post(server.url("/api/v1/prompt")).bearer_auth(key).json(&json!({"prompt": "hi"}));
         assert_eq!(prompt.send().await.expect("request").status(), 200);

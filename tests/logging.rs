@@ -9,6 +9,7 @@ use ferry::logging;
 fn init_writes_key_value_lines_to_the_fixed_file_name_at_the_configured_level() {
     let dir = tempfile::tempdir().unwrap();
     let config = LoggingConfig {
+        keep_files: 0,
         dir: dir.path().join("logs"),
         file: "ferry.log".into(),
         level: "info".into(),

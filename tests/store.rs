@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ferry::store::{
     Analytics, ChatId, ChatQuery, DateCount, LaneBudget, NameValue, NewChat, SCHEMA_VERSION, Store,
-    StoreError, StoredSettings, key_id,
+    StoreError, StoredSettings, legacy_key_id as key_id,
 };
 use serde_json::json;
 use tempfile::TempDir;

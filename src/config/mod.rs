@@ -84,6 +84,8 @@ pub struct ServerConfig {
     /// How long `ferry serve` may take to shut down after SIGINT/SIGTERM: queued and in-flight
     /// work finishes until shortly before, what is left is answered "shutting down".
     pub shutdown_grace_ms: u64,
+    /// HTTP worker threads; 0 means one per CPU core (actix-web's default).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             cors_origins: Vec::new(),
             shutdown_grace_ms: 30_000,
+            workers: 0,
         }
     }
 }
@@ -105,11 +108,15 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// SQLite database file.
     pub path: PathBuf,
+    /// Chats older than this many days are deleted, in the background; 0 keeps them.
+    pub chat_retention_days: u64,
+    /// Only this many of the newest chats are kept; 0: no cap.
+    pub max_chats: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("data/ferry.db") }
+        Self { path: PathBuf::from("data/ferry.db"), chat_retention_days: 0, max_chats: 0 }
     }
 }
 
@@ -121,11 +128,22 @@ pub struct FilesConfig {
     pub max_bytes: u64,
     /// Most lines a batch input file may hold (OpenAI's batch limit: 50,000).
     pub max_lines: u64,
+    /// Most bytes of files one key may hold at once (its uploads and its batches' output
+    /// files); an upload past it gets 413. 0: no quota.
+    pub max_bytes_per_owner: u64,
+    /// Seconds a batch's output and error files are kept before they expire (deleted); 0: for
+    /// ever.
+    pub output_lifetime_secs: u64,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_bytes: 200 * 1024 * 1024, max_lines: 50_000 }
+        Self {
+            max_bytes: 200 * 1024 * 1024,
+            max_lines: 50_000,
+            max_bytes_per_owner: 10 * 1024 * 1024 * 1024,
+            output_lifetime_secs: 30 * 86_400,
+        }
     }
 }
 
@@ -167,6 +185,8 @@ pub struct LoggingConfig {
     pub rotation: Rotation,
     /// Log prompt and response text (off by default: prompts may be private).
     pub log_payloads: bool,
+    /// Rotated log files kept, the newest; older ones are removed at each rotation. 0 keeps all.
+    pub keep_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -178,6 +198,7 @@ impl Default for LoggingConfig {
             format: LogFormat::Text,
             rotation: Rotation::Daily,
             log_payloads: false,
+            keep_files: 30,
         }
     }
 }

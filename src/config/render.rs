@@ -73,14 +73,23 @@ fn render_sections(config: &Config, out: &mut Render) {
     let origins: Vec<String> = server.cors_origins.iter().map(|o| quote(o)).collect();
     out.value("cors_origins", format!("[{}]", origins.join(", ")));
     out.value("shutdown_grace_ms", server.shutdown_grace_ms);
+    out.noted("workers", server.workers, "HTTP worker threads; 0: one per core");
     out.table("[storage]");
     out.string("path", &config.storage.path.display().to_string());
+    out.noted("chat_retention_days", config.storage.chat_retention_days, "0: keep chats");
+    out.noted("max_chats", config.storage.max_chats, "0: no cap");
     out.table("[jobs]");
     out.string("lane", config.jobs_lane());
     out.value("max_in_flight", config.jobs.max_in_flight);
     out.table("[files]");
     out.noted("max_bytes", config.files.max_bytes, "largest upload; larger gets 413");
     out.noted("max_lines", config.files.max_lines, "most lines in a batch input file");
+    out.noted("max_bytes_per_owner", config.files.max_bytes_per_owner, "files one key may hold; 0: no quota");
+    out.noted(
+        "output_lifetime_secs",
+        config.files.output_lifetime_secs,
+        "batch output files expire; 0: never",
+    );
     let logging = &config.logging;
     out.table("[logging]");
     out.string("dir", &logging.dir.display().to_string());
@@ -102,6 +111,7 @@ fn render_sections(config: &Config, out: &mut Render) {
         },
     );
     out.value("log_payloads", logging.log_payloads);
+    out.noted("keep_files", logging.keep_files, "rotated log files kept; 0: all");
     let batching = &config.batching;
     out.table("[batching]");
     out.value("batch_size", batching.batch_size);

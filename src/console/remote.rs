@@ -143,8 +143,8 @@ impl RemoteClient {
         if tx.send(Update::Link(Link::Up)).await.is_err() {
             return Ok(());
         }
-        // The config endpoint is admin-only: with an inference key the console watches, and
-        // changes are refused by the daemon when tried.
+        // The event stream and the config endpoint are admin-only (they show every key's work):
+        // an inference key is refused above with 403, which the console shows.
         if let Ok(config) = self.config().await
             && tx.send(Update::Config(config)).await.is_err()
         {

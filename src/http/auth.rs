@@ -1,7 +1,9 @@
 //! Bearer-key authentication: who is calling, and may they call this endpoint.
 //!
 //! Keys come only from the environment variables `[server] api_keys_env` and `admin_keys_env`
-//! name. ferry keeps a SHA-256 digest of each key, never the key, and compares the digest of a
+//! name, each at least [`MIN_KEY_CHARS`] characters (a shorter one is refused at start, naming
+//! the variable). ferry keeps a SHA-256 digest of each key and its owner id (HMAC-SHA256 under
+//! the store's secret, see [`crate::store::owner`]), never the key, and compares the digest of a
 //! presented key with every stored digest in constant time, so neither timing nor a stray log
 //! line can give a key away. Admin keys may call everything; inference keys everything but the
 //! admin endpoints (`/api/v1/config*`, `/v1/settings`). With no key configured everyone is an
@@ -22,7 +24,21 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::config::ServerConfig;
-use crate::store::key_id;
+use crate::store::{OwnerSecret, legacy_key_id};
+
+/// Shortest key accepted from the environment, in characters.
+pub const MIN_KEY_CHARS: usize = 16;
+
+/// A key from the environment is too short to resist guessing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a key in the environment variable {var} is shorter than {MIN_KEY_CHARS} characters; \
+     use long random keys (e.g. `openssl rand -hex 24`)"
+)]
+pub struct ShortKey {
+    /// The variable holding it.
+    pub var: String,
+}
 
 /// Domain separation: the id shown in logs and stores is not the digest used for comparison.
 const KEY_DIGEST_PREFIX: &str = "ferry-key-check:";
@@ -30,7 +46,7 @@ const KEY_DIGEST_PREFIX: &str = "ferry-key-check:";
 /// Who made a request, as the auth middleware established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// A non-reversible id of the caller's key ([`key_id`]); `None` when no keys are
+    /// The owner id of the caller's key ([`OwnerSecret::owner_id`]); `None` when no keys are
     /// configured.
     pub key_id: Option<String>,
     /// Whether the caller may use the admin endpoints.
@@ -54,7 +70,9 @@ fn check_digest(key: &str) -> [u8; 32] {
 
 struct Key {
     digest: [u8; 32],
+    /// The owner id: the legacy id until [`Keys::identify`] keys it with the store's secret.
     id: String,
+    legacy_id: String,
     admin: bool,
 }
 
@@ -62,6 +80,8 @@ struct Key {
 #[derive(Default)]
 pub struct Keys {
     keys: Vec<Key>,
+    /// The keys themselves, only until [`Keys::identify`] has made their owner ids.
+    plain: Vec<String>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -89,32 +109,62 @@ impl Keys {
         keys
     }
 
-    /// The keys in the environment variables `server` names.
-    pub fn from_env(server: &ServerConfig) -> Keys {
+    /// The keys in the environment variables `server` names; refuses a key shorter than
+    /// [`MIN_KEY_CHARS`], naming its variable.
+    pub fn from_env(server: &ServerConfig) -> Result<Keys, ShortKey> {
         Keys::from_lookup(server, |name| std::env::var(name).ok())
     }
 
     /// [`Keys::from_env`] with the environment lookup injected. Each variable holds keys separated
     /// by commas; blanks around them are ignored, empty entries skipped.
-    pub fn from_lookup(server: &ServerConfig, lookup: impl Fn(&str) -> Option<String>) -> Keys {
-        let split = |var: &str| -> Vec<String> {
-            lookup(var)
+    pub fn from_lookup(
+        server: &ServerConfig,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Keys, ShortKey> {
+        let split = |var: &str| -> Result<Vec<String>, ShortKey> {
+            let keys: Vec<String> = lookup(var)
                 .unwrap_or_default()
                 .split(',')
                 .map(str::trim)
                 .filter(|k| !k.is_empty())
                 .map(str::to_string)
-                .collect()
+                .collect();
+            if keys.iter().any(|k| k.chars().count() < MIN_KEY_CHARS) {
+                return Err(ShortKey { var: var.to_string() });
+            }
+            Ok(keys)
         };
-        Keys::new(&split(&server.api_keys_env), &split(&server.admin_keys_env))
+        Ok(Keys::new(&split(&server.api_keys_env)?, &split(&server.admin_keys_env)?))
     }
 
     fn add(&mut self, key: &str, admin: bool) {
         let digest = check_digest(key);
         // A key listed as both stays an admin key (admins are added first).
         if !self.keys.iter().any(|k| k.digest == digest) {
-            self.keys.push(Key { digest, id: key_id(key), admin });
+            let legacy_id = legacy_key_id(key);
+            self.keys.push(Key { digest, id: legacy_id.clone(), legacy_id, admin });
+            self.plain.push(key.to_string());
         }
+    }
+
+    /// Gives every key its owner id under `secret` and forgets the keys themselves. The server
+    /// does this when it binds, with the store's secret.
+    pub fn identify(mut self, secret: &OwnerSecret) -> Keys {
+        for (key, plain) in self.keys.iter_mut().zip(&self.plain) {
+            key.id = secret.owner_id(plain);
+        }
+        self.plain = Vec::new();
+        self
+    }
+
+    /// `(legacy id, owner id)` of every key, to re-own rows of a database written before keyed
+    /// owner ids (call after [`Keys::identify`]).
+    pub fn legacy_pairs(&self) -> Vec<(String, String)> {
+        self.keys
+            .iter()
+            .filter(|k| k.id != k.legacy_id)
+            .map(|k| (k.legacy_id.clone(), k.id.clone()))
+            .collect()
     }
 
     /// Whether no key is configured (authentication off).
@@ -136,11 +186,18 @@ impl Keys {
     }
 }
 
-/// Whether `path` (decoded, as routing sees it) is an admin endpoint.
+/// Whether `path` (decoded, as routing sees it) is an admin endpoint: configuration and
+/// settings, and the engine-wide observability endpoints (`/metrics`, `/api/v1/stats`,
+/// `/api/v1/events`), which count every key's work — an inference key sees only its own
+/// (`/v1/chat`, `/v1/analytics`, its files and batches).
 pub fn is_admin_path(path: &str) -> bool {
     let under =
         |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    under("/api/v1/config") || under("/v1/settings")
+    under("/api/v1/config")
+        || under("/v1/settings")
+        || under("/metrics")
+        || under("/api/v1/stats")
+        || under("/api/v1/events")
 }
 
 /// Whether a request may pass without a key: the liveness probe.
@@ -183,7 +240,9 @@ pub async fn authenticate(
             Ok(token) => match keys.caller(token) {
                 None => Err(ApiError::Unauthorized("unknown API key".into())),
                 Some(caller) if is_admin_path(&path) && !caller.admin => Err(ApiError::Forbidden(
-                    "this endpoint needs an admin key; inference keys may not change configuration".into(),
+                    "this endpoint needs an admin key; inference keys may not change configuration or \
+                     see engine-wide figures"
+                        .into(),
                 )),
                 Some(caller) => Ok(Some(caller)),
             },
@@ -205,29 +264,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_id_is_short_stable_and_not_the_key() {
-        let id = key_id("sk-secret-123");
-        assert_eq!(id.len(), 16);
-        assert_eq!(id, key_id("sk-secret-123"));
-        assert_ne!(id, key_id("sk-secret-124"));
-        assert!(!id.contains("secret"));
+    fn identified_keys_carry_keyed_owner_ids() {
+        let secret = OwnerSecret::from_bytes([3; 32]);
+        let keys = Keys::new(&["inference-key-0001"], &["admin-key-00000001"]).identify(&secret);
+        let caller = keys.caller("inference-key-0001").and_then(|c| c.key_id);
+        assert_eq!(caller, Some(secret.owner_id("inference-key-0001")));
+        assert_eq!(caller.map(|id| id.len()), Some(64));
+        let pairs = keys.legacy_pairs();
+        assert!(
+            pairs.contains(&(legacy_key_id("admin-key-00000001"), secret.owner_id("admin-key-00000001")))
+        );
+        assert_eq!(pairs.len(), 2);
+    }
+
+    #[test]
+    fn short_keys_are_refused_naming_the_variable() {
+        let server = ServerConfig::default();
+        let refused = Keys::from_lookup(&server, |name| match name {
+            "FERRY_ADMIN_KEYS" => Some("long-enough-admin-key, tiny-1".into()),
+            _ => None,
+        });
+        let message = refused.map(|_| ()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("FERRY_ADMIN_KEYS") && message.contains("16"), "{message}");
+        assert!(!message.contains("tiny-1"), "the key is not echoed: {message}");
     }
 
     #[test]
     fn keys_are_read_from_the_named_variables() {
         let server = ServerConfig::default();
         let keys = Keys::from_lookup(&server, |name| match name {
-            "FERRY_API_KEYS" => Some(" inf-1 , ,inf-2".into()),
-            "FERRY_ADMIN_KEYS" => Some("adm-1".into()),
+            "FERRY_API_KEYS" => Some(" inference-key-01 , ,inference-key-02".into()),
+            "FERRY_ADMIN_KEYS" => Some("admin-key-000001".into()),
             _ => None,
-        });
+        })
+        .unwrap_or_default();
         assert_eq!(format!("{keys:?}"), "Keys { inference: 2, admin: 1 }");
-        assert_eq!(keys.caller("inf-2").map(|c| c.admin), Some(false));
-        assert_eq!(keys.caller("adm-1").map(|c| c.admin), Some(true));
-        assert_eq!(keys.caller("inf-2").and_then(|c| c.key_id), Some(key_id("inf-2")));
-        assert!(keys.caller("inf-3").is_none());
+        assert_eq!(keys.caller("inference-key-02").map(|c| c.admin), Some(false));
+        assert_eq!(keys.caller("admin-key-000001").map(|c| c.admin), Some(true));
+        assert!(keys.caller("inference-key-03").is_none());
         assert!(keys.caller("").is_none());
-        assert!(Keys::from_lookup(&server, |_| None).is_empty());
+        assert!(Keys::from_lookup(&server, |_| None).is_ok_and(|k| k.is_empty()));
     }
 
     #[test]
@@ -237,11 +313,20 @@ mod tests {
     }
 
     #[test]
-    fn admin_paths_are_config_and_settings_only() {
-        for path in ["/api/v1/config", "/api/v1/config/batch-size", "/v1/settings"] {
+    fn admin_paths_are_config_settings_and_observability() {
+        for path in [
+            "/api/v1/config",
+            "/api/v1/config/batch-size",
+            "/v1/settings",
+            "/metrics",
+            "/api/v1/stats",
+            "/api/v1/events",
+        ] {
             assert!(is_admin_path(path), "{path}");
         }
-        for path in ["/api/v1/configs", "/api/v1/prompts", "/v1/settingsx", "/health", "/metrics"] {
+        for path in
+            ["/api/v1/configs", "/api/v1/prompts", "/v1/settingsx", "/health", "/metricsx", "/v1/analytics"]
+        {
             assert!(!is_admin_path(path), "{path}");
         }
     }

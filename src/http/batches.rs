@@ -10,11 +10,11 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::from_body;
+use super::body::JsonBody;
 use super::{ApiError, AppState, Caller};
 use crate::jobs::line::CHAT_ENDPOINT;
 use crate::jobs::{Created, Job, JobError, JobKind, NewJob};
@@ -36,8 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/batches/{id}/results").route(web::get().to(results)));
 }
 
-/// The create body; other fields OpenAI clients send are ignored.
-#[derive(Debug, Deserialize)]
+/// The create body; other fields OpenAI clients send are ignored. Serialized again (keys in
+/// order) for the idempotency hash, so two bodies that mean the same hash the same.
+#[derive(Debug, Deserialize, Serialize)]
 struct CreateBody {
     input_file_id: String,
     endpoint: String,
@@ -77,7 +78,8 @@ fn window_secs(window: &str) -> Result<u64, ApiError> {
         ApiError::bad(
             "completion_window",
             format!(
-                "completion_window `{window}` is not a duration like \"24h\", \"90m\" or \"30s\" (1 s to 168 h)"
+                "completion_window (a string of {} bytes) is not a duration like \"24h\", \"90m\" or \"30s\" (1 s to 168 h)",
+                window.len()
             ),
         )
     };
@@ -108,7 +110,7 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
             Value::String(text) if text.len() <= 512 => {}
             _ => {
                 return Err(ApiError::bad(
-                    format!("metadata.{key}"),
+                    format!("metadata.{}", crate::request_json::shown_name(key)),
                     "metadata values are strings of at most 512 characters",
                 ));
             }
@@ -133,16 +135,18 @@ async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
-    body: web::Json<Value>,
+    body: JsonBody<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = body.into_inner();
-    let digest = Sha256::digest(raw.to_string().as_bytes());
-    let request_hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let request: CreateBody = from_body(raw)?;
+    let request = body.into_inner();
+    let canonical = serde_json::to_vec(&request).map_err(|_| ApiError::Internal("unhashable body".into()))?;
+    let request_hash: String = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
     if request.endpoint != CHAT_ENDPOINT {
         return Err(ApiError::bad(
             "endpoint",
-            format!("endpoint `{}` is not supported; ferry runs {CHAT_ENDPOINT} batches", request.endpoint),
+            format!(
+                "endpoint (a string of {} bytes) is not supported; ferry runs {CHAT_ENDPOINT} batches",
+                request.endpoint.len()
+            ),
         ));
     }
     let window = window_secs(&request.completion_window)?;
@@ -155,7 +159,7 @@ async fn create(
         .file(caller.key_id.clone(), request.input_file_id.clone())
         .await
         .map_err(super::record::store_unavailable("get_file"))?
-        .ok_or_else(|| ApiError::bad("input_file_id", format!("no file `{}`", request.input_file_id)))?;
+        .ok_or_else(|| ApiError::bad("input_file_id", "no such file of this key's"))?;
     if file.purpose != "batch" {
         return Err(ApiError::bad(
             "input_file_id",

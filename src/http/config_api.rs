@@ -5,6 +5,7 @@ use actix_web::web;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::body::JsonBody;
 use super::prompts::{kind, only_fields};
 use super::{ApiError, AppState, Caller};
 use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig};
@@ -45,9 +46,9 @@ async fn get_config(state: web::Data<AppState>, _: Caller) -> Result<web::Json<R
 async fn set_batch_size(
     state: web::Data<AppState>,
     _: Caller,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<BatchSizeReply>, ApiError> {
-    let size = integer_field(&body, "size", 1, MAX_BATCH_SIZE)?;
+    let size = integer_field(&body.0, "size", 1, MAX_BATCH_SIZE)?;
     let size = usize::try_from(size).map_err(|_| ApiError::bad("size", "is too large"))?;
     let config = state.engine.set_batch_size(size).await?;
     Ok(web::Json(BatchSizeReply {
@@ -62,9 +63,9 @@ async fn set_batch_size(
 async fn set_batch_delay(
     state: web::Data<AppState>,
     _: Caller,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<BatchDelayReply>, ApiError> {
-    let delay_ms = integer_field(&body, "delay_ms", 0, MAX_BATCH_DELAY_MS)?;
+    let delay_ms = integer_field(&body.0, "delay_ms", 0, MAX_BATCH_DELAY_MS)?;
     let config = state.engine.set_batch_delay(delay_ms).await?;
     Ok(web::Json(BatchDelayReply {
         message: format!(
@@ -89,10 +90,13 @@ pub fn integer_field(body: &Value, field: &str, min: u64, max: u64) -> Result<u6
         object.get(field).ok_or_else(|| ApiError::bad(field, format!("missing field `{field}`: {range}")))?;
     match value.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {n})"))),
-        None if value.is_number() => {
-            Err(ApiError::bad(field, format!("`{field}` must be {range} (got {value})")))
+        Some(_) => {
+            Err(ApiError::bad(field, format!("`{field}` must be {range} (got a number out of range)")))
         }
+        None if value.is_number() => Err(ApiError::bad(
+            field,
+            format!("`{field}` must be {range} (got a negative or fractional number)"),
+        )),
         None => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {})", kind(value)))),
     }
 }

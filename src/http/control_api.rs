@@ -9,6 +9,7 @@
 use actix_web::web;
 use serde_json::Value;
 
+use super::body::JsonBody;
 use super::config_api::integer_field;
 use super::{ApiError, AppState, Caller};
 use crate::engine::{LanePatch, RuntimeConfig};
@@ -32,9 +33,9 @@ async fn patch_lane(
     state: web::Data<AppState>,
     _: Caller,
     lane: web::Path<String>,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<RuntimeConfig>, ApiError> {
-    let patch = lane_patch(&body)?;
+    let patch = lane_patch(&body.0)?;
     Ok(web::Json(state.engine.update_lane(&lane, patch).await?))
 }
 
@@ -46,6 +47,7 @@ fn lane_patch(body: &Value) -> Result<LanePatch, ApiError> {
     };
     let names: Vec<&str> = LANE_FIELDS.iter().map(|(name, _, _)| *name).collect();
     if let Some(unknown) = object.keys().find(|k| !names.contains(&k.as_str())) {
+        let unknown = crate::request_json::shown_name(unknown);
         return Err(ApiError::bad(
             unknown.clone(),
             format!("unknown field `{unknown}`; expected one of `window_ms`, `max_batch`, `delay_ms`"),

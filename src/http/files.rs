@@ -30,6 +30,10 @@ pub const MAX_LIMIT: usize = 10_000;
 const FORM_OVERHEAD: u64 = 64 * 1024;
 /// Largest value of a text field (`purpose`, or a field ferry ignores).
 const TEXT_FIELD_LIMIT: usize = 64 * 1024;
+/// Shortest `expires_after[seconds]` OpenAI accepts: an hour.
+const EXPIRES_MIN_SECS: i64 = 3_600;
+/// Longest: 30 days.
+const EXPIRES_MAX_SECS: i64 = 30 * 86_400;
 /// Longest file name kept, in characters.
 const FILENAME_LIMIT: usize = 255;
 
@@ -55,8 +59,21 @@ async fn upload(
     if declared_length(&req).is_some_and(|length| length > limit.saturating_add(FORM_OVERHEAD)) {
         return Err(ApiError::FileTooLarge { limit });
     }
+    let quota = state.config.files.max_bytes_per_owner;
+    let used = match quota {
+        0 => 0,
+        _ => {
+            state.store.owner_bytes(caller.key_id.clone()).await.map_err(store_unavailable("owner_bytes"))?
+        }
+    };
+    let room = if quota == 0 { u64::MAX } else { quota.saturating_sub(used) };
+    let quota_error = || ApiError::QuotaExceeded { limit: quota, used };
+    if room == 0 {
+        return Err(quota_error());
+    }
     let id = new_file_id();
     let mut purpose = None;
+    let mut expires_after: Option<i64> = None;
     let mut upload: Option<(String, ContentWriter)> = None;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(form_error)?;
@@ -67,9 +84,31 @@ async fn upload(
             }
             Some("file") => {
                 let filename = filename_of(&field);
-                upload = Some((filename, receive(&state.store, &id, &mut field, limit).await?));
+                let writer = match receive(&state.store, &id, &mut field, limit.min(room)).await {
+                    Err(ApiError::FileTooLarge { .. }) if room < limit => return Err(quota_error()),
+                    other => other?,
+                };
+                upload = Some((filename, writer));
             }
-            // Other fields (newer SDKs send `expires_after[…]`) are read and ignored.
+            // OpenAI's `expires_after`: the anchor must be `created_at`, the seconds 1 h to 30 days.
+            Some("expires_after[anchor]") => read_anchor(&mut field).await?,
+            Some("expires_after[seconds]") => {
+                let text = read_text(&mut field, "expires_after[seconds]").await?;
+                match text.trim().parse::<i64>() {
+                    Ok(seconds) if (EXPIRES_MIN_SECS..=EXPIRES_MAX_SECS).contains(&seconds) => {
+                        expires_after = Some(seconds);
+                    }
+                    _ => {
+                        return Err(ApiError::bad(
+                            "expires_after[seconds]",
+                            format!(
+                                "must be a whole number of seconds from {EXPIRES_MIN_SECS} to {EXPIRES_MAX_SECS}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            // Other fields are read and ignored.
             Some(name) => {
                 let name = name.to_string();
                 read_text(&mut field, &name).await?;
@@ -90,7 +129,8 @@ async fn upload(
     }
     // Only now, with the whole form read and valid, does the content take its id.
     let bytes = writer.finish().await.map_err(store_unavailable("write_file_content"))?;
-    let file = FileObject { id, ..FileObject::new(caller.key_id, &purpose, &filename, bytes) };
+    let mut file = FileObject { id, ..FileObject::new(caller.key_id, &purpose, &filename, bytes) };
+    file.expires_at = expires_after.map(|seconds| file.created_at.saturating_add(seconds));
     state.store.add_file(file.clone()).await.map_err(store_unavailable("add_file"))?;
     tracing::info!(event = "file_uploaded", file_id = %file.id, bytes, purpose = %file.purpose);
     Ok(web::Json(file))
@@ -130,16 +170,24 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad(name, format!("`{name}` must be UTF-8 text")))
 }
 
+/// The `expires_after[anchor]` field, which must be `created_at` (OpenAI's only anchor).
+async fn read_anchor(field: &mut Field) -> Result<(), ApiError> {
+    if read_text(field, "expires_after[anchor]").await?.trim() != "created_at" {
+        return Err(ApiError::bad("expires_after[anchor]", "the anchor must be \"created_at\""));
+    }
+    Ok(())
+}
+
 /// The `purpose` field, which must be `batch` for an upload.
 async fn read_purpose(field: &mut Field) -> Result<String, ApiError> {
     let purpose = read_text(field, "purpose").await?;
     let purpose = purpose.trim();
     if purpose != PURPOSE_BATCH {
-        let shown: String = purpose.chars().take(40).collect();
         return Err(ApiError::bad(
             "purpose",
             format!(
-                "purpose must be \"batch\" (got {shown:?}); ferry accepts uploads for the Batch API only"
+                "purpose must be \"batch\" (got a value of {} bytes); ferry accepts uploads for the Batch API only",
+                purpose.len()
             ),
         ));
     }

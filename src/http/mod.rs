@@ -7,6 +7,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod batches;
+pub mod body;
 pub mod chat;
 pub mod config_api;
 // Console (issue 5): remote controls and the metrics event stream.

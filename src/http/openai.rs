@@ -6,7 +6,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
-use super::error::from_body;
+use super::body::JsonBody;
 use super::peer::Peer;
 use super::priority;
 use super::record::{ChatMeta, answer_one};
@@ -34,9 +34,9 @@ async fn complete(
     caller: Caller,
     http: HttpRequest,
     peer: Peer,
-    body: web::Json<Value>,
+    body: JsonBody<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CompletionRequest = from_body(body.into_inner())?;
+    let request = body.into_inner();
     let prompt = request.prompt()?;
     chat_format::check_model(&state.config.upstreams, &request.model)?;
     let engine = &state.engine;

@@ -20,7 +20,8 @@ pub fn lane_for(engine: &Engine, priority: &str, param: &str) -> Result<String, 
     Err(ApiError::bad(
         param,
         format!(
-            "unknown priority `{priority}`; use HIGH, MEDIUM or LOW, or a lane name: {}",
+            "unknown priority (a value of {} bytes); use HIGH, MEDIUM or LOW, or a lane name: {}",
+            priority.len(),
             engine.lanes().join(", ")
         ),
     ))

@@ -12,6 +12,7 @@ use actix_web::web;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::body::JsonBody;
 use super::peer::Peer;
 use super::priority::{WithdrawOnDrop, caller_gone};
 use super::record::{ChatMeta, record, record_all};
@@ -65,9 +66,9 @@ async fn prompt(
     state: web::Data<AppState>,
     caller: Caller,
     peer: Peer,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<PromptReply>, ApiError> {
-    let text = parse_prompt(&body)?;
+    let text = parse_prompt(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
@@ -85,9 +86,9 @@ async fn prompts(
     state: web::Data<AppState>,
     caller: Caller,
     peer: Peer,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<PromptsReply>, ApiError> {
-    let texts = parse_prompts(&body)?;
+    let texts = parse_prompts(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let requests: Vec<Value> = texts.iter().map(|text| json!({ "prompt": text })).collect();
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
@@ -184,6 +185,7 @@ pub(super) fn only_fields(
     match object.keys().find(|key| !allowed.contains(&key.as_str())) {
         None => Ok(()),
         Some(key) => {
+            let key = crate::request_json::shown_name(key);
             let expected: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
             Err(ApiError::bad(
                 format!("{prefix}{key}"),

@@ -6,9 +6,8 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::error::from_body;
+use super::body::JsonBody;
 use super::peer::Peer;
 use super::priority::{self, is_rfc3339, now_rfc3339};
 use super::record::{ChatMeta, answer_one};
@@ -67,15 +66,15 @@ fn validate(query: &Query) -> Result<(), ApiError> {
         return Err(ApiError::bad(
             "created_at",
             format!(
-                "created_at must be an RFC 3339 timestamp such as 2026-02-01T12:00:00Z (got {:?})",
-                query.created_at
+                "created_at must be an RFC 3339 timestamp such as 2026-02-01T12:00:00Z (got a string of {} bytes)",
+                query.created_at.len()
             ),
         ));
     }
     if !["HIGH", "MEDIUM", "LOW"].contains(&query.priority.to_ascii_uppercase().as_str()) {
         return Err(ApiError::bad(
             "priority",
-            format!("priority must be HIGH, MEDIUM or LOW (got {:?})", query.priority),
+            format!("priority must be HIGH, MEDIUM or LOW (got a string of {} bytes)", query.priority.len()),
         ));
     }
     Ok(())
@@ -85,9 +84,9 @@ async fn query(
     state: web::Data<AppState>,
     caller: Caller,
     peer: Peer,
-    body: web::Json<Value>,
+    body: JsonBody<Query>,
 ) -> Result<HttpResponse, ApiError> {
-    let query: Query = from_body(body.into_inner())?;
+    let query = body.into_inner();
     validate(&query)?;
     let lane = priority::lane_for(&state.engine, &query.priority, "priority")?;
     let meta = ChatMeta {

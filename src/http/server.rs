@@ -117,17 +117,30 @@ impl Drop for Entered {
 /// [`build`], also returning the in-flight request count (for [`crate::daemon`]).
 pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bound> {
     check_exposure(server, &keys).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+    let keys = keys.identify(state.store.owner_secret());
+    // Rows an older ferry recorded under a key's legacy id are given its owner id, once.
+    match crate::store::adopt_legacy_owners(&state.config.storage.path, &keys.legacy_pairs()) {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(event = "owner_ids_migrated", rows),
+        Err(error) => tracing::warn!(event = "store_failed", what = "adopt_legacy_owners", error = %error),
+    }
     let in_flight = InFlight::default();
     let counter = web::Data::new(in_flight.clone());
     let state = web::Data::new(state);
     let keys = web::Data::new(keys);
     let limit = server.max_body_bytes;
     let origins = server.cors_origins.clone();
+    let workers = if server.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server.workers
+    };
     let http = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(keys.clone())
             .app_data(counter.clone())
+            // Bodies are read with `JsonBody`; this keeps any `web::Json` extractor to the same rules.
             .app_data(
                 web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(json_error),
             )
@@ -143,6 +156,7 @@ pub fn bind(state: AppState, server: &ServerConfig, keys: Keys) -> io::Result<Bo
     })
     .disable_signals()
     .on_connect(super::peer::on_connect)
+    .workers(workers)
     // A graceful stop waits this long for open connections (the daemon stops forcibly once
     // every request has its reply, so idle keep-alive connections do not hold it).
     .shutdown_timeout(server.shutdown_grace_ms.div_ceil(1000) + 5)

@@ -13,6 +13,7 @@ use actix_web::web;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::body::JsonBody;
 use super::prompts::{kind, only_fields};
 use super::record::store_unavailable;
 use super::{ApiError, AppState, Caller};
@@ -82,9 +83,9 @@ async fn get(state: web::Data<AppState>, _: Caller) -> Result<web::Json<Settings
 async fn put(
     state: web::Data<AppState>,
     _: Caller,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<web::Json<SettingsView>, ApiError> {
-    let update = parse_update(&body)?;
+    let update = parse_update(&body.into_inner())?;
     let mut stored = state.store.settings().await.map_err(store_unavailable("load_settings"))?;
     let changes = merge(&mut stored, update, &state.engine.config().await?)?;
     state.store.save_settings(stored.clone()).await.map_err(store_unavailable("save_settings"))?;
@@ -244,10 +245,10 @@ fn whole(value: &Value, param: &str, max: u64) -> Result<u64, ApiError> {
     }
 }
 
-/// A number as given, other values by their type (a string might be a secret pasted wrongly).
+/// A value by its type, never as given (a string might be a secret pasted wrongly).
 fn shown(value: &Value) -> String {
     match value {
-        Value::Number(n) => n.to_string(),
+        Value::Number(_) => "a number out of range".to_string(),
         other => kind(other).to_string(),
     }
 }

@@ -420,7 +420,7 @@ fn read_items(
                     {
                         problem(LineError::new(
                             "duplicate_custom_id",
-                            format!("custom_id `{}` appears on an earlier line", parsed.custom_id),
+                            "this custom_id appears on an earlier line",
                             Some("custom_id"),
                             number,
                         ));

@@ -1,5 +1,10 @@
 //! One line of a batch input file: `{"custom_id", "method", "url", "body"}`, checked the way
 //! OpenAI checks it, and turned into an engine prompt.
+//!
+//! The line is parsed once ([`crate::request_json`]) and its body converted once into the chat
+//! request, each in time linear in the line's size; an error names the field by its path
+//! (`body.messages[3].content`) and never quotes what the line held, since errors are stored
+//! with the batch and shown to whoever reads it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -8,6 +13,7 @@ use super::model::LineError;
 use crate::chat_format::{self, CompletionRequest};
 use crate::config::UpstreamConfig;
 use crate::engine::Prompt;
+use crate::request_json;
 
 /// The one endpoint batch lines may name.
 pub const CHAT_ENDPOINT: &str = "/v1/chat/completions";
@@ -35,8 +41,9 @@ pub struct BatchLine {
 /// What `line` (1-based) of a file holds, or why it cannot run. `upstreams` decide which models
 /// are served.
 pub fn parse(text: &[u8], line: u64, upstreams: &[UpstreamConfig]) -> Result<BatchLine, LineError> {
-    let raw: RawLine = serde_json::from_slice(text).map_err(|e| {
-        LineError::new("invalid_json_line", format!("line {line} is not a JSON object: {e}"), None, line)
+    let raw: RawLine = request_json::parse(text).map_err(|e| {
+        let message = format!("line {line} is not a JSON object of the batch line's shape: {}", e.message);
+        LineError::new("invalid_json_line", message, None, line)
     })?;
     let custom_id = match raw.custom_id {
         Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CUSTOM_ID => id,
@@ -74,7 +81,10 @@ pub fn parse(text: &[u8], line: u64, upstreams: &[UpstreamConfig]) -> Result<Bat
         Some(other) => {
             return Err(LineError::new(
                 "invalid_url",
-                format!("url `{other}` does not match the batch's endpoint {CHAT_ENDPOINT}"),
+                format!(
+                    "url (a string of {} bytes) does not match the batch's endpoint {CHAT_ENDPOINT}",
+                    other.len()
+                ),
                 Some("url"),
                 line,
             ));
@@ -95,13 +105,10 @@ pub fn parse(text: &[u8], line: u64, upstreams: &[UpstreamConfig]) -> Result<Bat
         }
         None => return Err(LineError::new("missing_body", "body is required", Some("body"), line)),
     };
-    let request: CompletionRequest = serde_json::from_value(body).map_err(|e| {
-        LineError::new(
-            "invalid_body",
-            format!("body is not a chat completion request: {e}"),
-            Some("body"),
-            line,
-        )
+    let request: CompletionRequest = request_json::from_value(body).map_err(|e| {
+        let param = e.param.map_or_else(|| "body".to_string(), |p| format!("body.{p}"));
+        let message = format!("body is not a chat completion request: {}", e.message);
+        LineError::new("invalid_body", message, Some(&param), line)
     })?;
     let invalid = |e: chat_format::FieldError| {
         LineError::new("invalid_body", e.message, Some(&format!("body.{}", e.param)), line)

@@ -95,6 +95,7 @@ impl Jobs {
             files_dir: crate::store::files_dir_of(&config.storage.path),
             limits: InputLimits { max_lines: config.files.max_lines, max_bytes: config.files.max_bytes },
             upstreams: Arc::from(config.upstreams.clone()),
+            output_lifetime_secs: config.files.output_lifetime_secs,
         };
         Jobs::start(engine, settings, config.jobs.max_in_flight)
     }

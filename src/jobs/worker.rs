@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub limits: InputLimits,
     /// The upstreams, for the served models.
     pub upstreams: Arc<[UpstreamConfig]>,
+    /// Seconds a batch's output and error files live before they expire; 0: for ever.
+    pub output_lifetime_secs: u64,
 }
 
 impl WorkerSettings {
@@ -367,6 +369,14 @@ impl JobWorker {
         if let Err(error) = kept {
             tracing::warn!(event = "store_failed", what = "drop_stored_answers", batch = id, error = %error);
         }
+        // Nor in the WAL: its frames still hold the answers until they are checkpointed away.
+        match crate::store::checkpoint_truncate(&self.conn) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(event = "wal_checkpoint", batch = id, complete = false),
+            Err(error) => {
+                tracing::warn!(event = "store_failed", what = "wal_checkpoint", batch = id, error = %error)
+            }
+        }
         tracing::info!(
             event = "batch_job_finished",
             batch = id,
@@ -394,10 +404,12 @@ impl JobWorker {
         let written = db::write_lines(&self.conn, &job.id, states, &dir.join(file_id), &temp)?;
         if files::get(&self.conn, None, file_id)?.is_none() {
             let filename = format!("{}_{which}.jsonl", job.id);
-            let file = FileObject {
+            let mut file = FileObject {
                 id: file_id.to_string(),
                 ..FileObject::new(job.owner.clone(), files::PURPOSE_BATCH_OUTPUT, &filename, written.bytes)
             };
+            let lifetime = i64::try_from(self.settings.output_lifetime_secs).unwrap_or(i64::MAX);
+            file.expires_at = (lifetime > 0).then(|| file.created_at.saturating_add(lifetime));
             files::insert(&self.conn, &file)?;
         }
         Ok(written)
@@ -525,6 +537,7 @@ mod tests {
             files_dir: dir.path().join("files"),
             limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
             upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
+            output_lifetime_secs: 0,
         };
         let mut worker =
             JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };

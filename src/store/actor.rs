@@ -69,6 +69,38 @@ impl Handler<RecordChats> for StoreActor {
     }
 }
 
+/// Delete one slice of chats that retention removes.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct PruneChats {
+    pub retention: chats::Retention,
+    pub slice: usize,
+}
+
+impl Handler<PruneChats> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: PruneChats, _: &mut SyncContext<Self>) -> Self::Result {
+        chats::prune_slice(self.conn()?, msg.retention, msg.slice)
+    }
+}
+
+/// Drop one slice of old `analytics_batches` rows.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct ForgetAnalyticsBatches {
+    pub before_ms: i64,
+    pub slice: usize,
+}
+
+impl Handler<ForgetAnalyticsBatches> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ForgetAnalyticsBatches, _: &mut SyncContext<Self>) -> Self::Result {
+        analytics::forget_old_batches(self.conn()?, msg.before_ms, msg.slice)
+    }
+}
+
 /// List chats.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ChatRecord>, StoreError>")]
@@ -152,6 +184,19 @@ impl Handler<GetFile> for StoreActor {
     }
 }
 
+/// Bytes of an owner's files.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub(crate) struct OwnerBytes(pub Option<String>);
+
+impl Handler<OwnerBytes> for StoreActor {
+    type Result = Result<u64, StoreError>;
+
+    fn handle(&mut self, msg: OwnerBytes, _: &mut SyncContext<Self>) -> Self::Result {
+        files::owner_bytes(self.conn()?, msg.0.as_deref())
+    }
+}
+
 /// List files.
 #[derive(Message)]
 #[rtype(result = "Result<FilePage, StoreError>")]
@@ -171,6 +216,27 @@ impl Handler<ListFiles> for StoreActor {
 pub(crate) struct DeleteFile {
     pub owner: Option<String>,
     pub id: String,
+}
+
+/// Delete one slice of expired files; answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub(crate) struct ExpireFiles {
+    pub now: i64,
+    pub slice: usize,
+}
+
+impl Handler<ExpireFiles> for StoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ExpireFiles, ctx: &mut SyncContext<Self>) -> Self::Result {
+        let ids = files::expired(self.conn()?, msg.now, msg.slice)?;
+        for id in &ids {
+            self.handle(DeleteFile { owner: None, id: id.clone() }, ctx)?;
+            tracing::debug!(event = "file_expired", file_id = %id);
+        }
+        Ok(ids.len())
+    }
 }
 
 impl Handler<DeleteFile> for StoreActor {

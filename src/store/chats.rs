@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use rusqlite::{Connection, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -152,6 +152,40 @@ pub(crate) fn insert_all(conn: &mut Connection, chats: &[NewChat]) -> Result<(),
 }
 
 /// Lists chats newest first.
+/// Which chats retention removes: those completed before `before_ms` (Unix ms), and all but the
+/// newest `keep_newest`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Chats completed before this instant (Unix milliseconds) go.
+    pub before_ms: Option<i64>,
+    /// Only this many of the newest chats stay.
+    pub keep_newest: Option<u64>,
+}
+
+/// Deletes at most `slice` chats that `retention` removes, oldest first; returns how many. One
+/// short statement, so writes waiting behind it wait little.
+pub(crate) fn prune_slice(
+    conn: &Connection,
+    retention: Retention,
+    slice: usize,
+) -> Result<usize, StoreError> {
+    // The id below which `keep_newest` removes everything (ids grow with time).
+    let keep_from: Option<i64> = match retention.keep_newest {
+        None => None,
+        Some(keep) => conn
+            .prepare_cached("SELECT id FROM chats ORDER BY id DESC LIMIT 1 OFFSET ?1")?
+            .query_row([i64::try_from(keep).unwrap_or(i64::MAX)], |row| row.get(0))
+            .optional()?
+            .map(|id: i64| id + 1),
+    };
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM chats WHERE id IN (SELECT id FROM chats              WHERE (?1 IS NOT NULL AND completed_at < ?1) OR (?2 IS NOT NULL AND id < ?2)              ORDER BY id LIMIT ?3)",
+        )?
+        .execute(params![retention.before_ms, keep_from, i64::try_from(slice).unwrap_or(i64::MAX)])?;
+    Ok(deleted)
+}
+
 pub(crate) fn list(conn: &Connection, query: &ChatQuery) -> Result<Vec<ChatRecord>, StoreError> {
     let before = query.before.map_or(i64::MAX, |id| id.0);
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);

@@ -32,16 +32,27 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// WAL lets readers run beside the one writer; NORMAL sync is durable across a crash of ferry
-/// (only an OS crash can lose the last commits), which is the usual WAL trade.
+/// (only an OS crash can lose the last commits), which is the usual WAL trade. `secure_delete`
+/// overwrites deleted content with zeros, so what is dropped (a batch's answers once they are in
+/// its files) does not linger in free pages; see [`checkpoint_truncate`] for the WAL.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(event = "store_open", journal_mode = %mode, "SQLite refused WAL mode");
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
+}
+
+/// Copies every committed page from the WAL into the database file and truncates the WAL to
+/// nothing, so content dropped from the tables is no longer in `-wal` either. Returns whether it
+/// completed: a reader holding an old snapshot makes it stop short (it is tried again after the
+/// next drop).
+pub fn checkpoint_truncate(conn: &Connection) -> rusqlite::Result<bool> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+    Ok(busy == 0)
 }
 
 fn create_parent(path: &Path) -> io::Result<()> {

@@ -38,7 +38,7 @@ pub const PURPOSE_BATCH_OUTPUT: &str = "batch_output";
 pub struct FileObject {
     /// `file-` and a ULID ([`new_file_id`]).
     pub id: String,
-    /// The [`key_id`](super::key_id) of the key that created it; `None` when auth is off.
+    /// The [owner id](super::owner) of the key that created it; `None` when auth is off.
     #[serde(skip)]
     pub owner: Option<String>,
     /// Size of the content in bytes.
@@ -51,6 +51,10 @@ pub struct FileObject {
     pub purpose: String,
     /// `processed` once its content is in place (OpenAI's word; ferry has no other state).
     pub status: String,
+    /// When it is deleted, in unix seconds (OpenAI's `expires_after` on upload; batch output
+    /// files after `[files] output_lifetime_secs`); absent: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl FileObject {
@@ -64,6 +68,7 @@ impl FileObject {
             filename: filename.to_string(),
             purpose: purpose.to_string(),
             status: "processed".into(),
+            expires_at: None,
         }
     }
 }
@@ -102,14 +107,14 @@ pub struct FilePage {
     pub has_more: bool,
 }
 
-const COLUMNS: &str = "id, owner, purpose, filename, bytes, created_at, status";
+const COLUMNS: &str = "id, owner, purpose, filename, bytes, created_at, status, expires_at";
 
 /// Inserts a file's row (its content must already be in place).
 pub(crate) fn insert(conn: &Connection, file: &FileObject) -> Result<(), StoreError> {
     let bytes = i64::try_from(file.bytes).map_err(|_| StoreError::OutOfRange("file bytes"))?;
     conn.prepare_cached(
-        "INSERT INTO files (id, owner, purpose, filename, bytes, created_at, status) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO files (id, owner, purpose, filename, bytes, created_at, status, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         file.id,
@@ -118,7 +123,8 @@ pub(crate) fn insert(conn: &Connection, file: &FileObject) -> Result<(), StoreEr
         file.filename,
         bytes,
         file.created_at,
-        file.status
+        file.status,
+        file.expires_at
     ])?;
     Ok(())
 }
@@ -131,6 +137,24 @@ pub(crate) fn get(
 ) -> Result<Option<FileObject>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM files WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)");
     Ok(conn.prepare_cached(&sql)?.query_row(params![id, owner], read).optional()?)
+}
+
+/// Ids of at most `limit` files that expired at or before `now` (unix seconds).
+pub(crate) fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn
+        .prepare_cached("SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2")?;
+    let ids =
+        statement.query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get(0))?;
+    Ok(ids.collect::<Result<Vec<String>, _>>()?)
+}
+
+/// Bytes of all the files `owner` holds (uploads and batch output files); with `None` (keys
+/// off), of the files without an owner.
+pub(crate) fn owner_bytes(conn: &Connection, owner: Option<&str>) -> Result<u64, StoreError> {
+    let total: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner IS ?1")?
+        .query_row([owner], |row| row.get(0))?;
+    Ok(u64::try_from(total).unwrap_or(0))
 }
 
 /// Lists files newest first (by `created_at`, then id), paged by [`FileQuery::after`]. An
@@ -199,6 +223,7 @@ fn read(row: &Row<'_>) -> rusqlite::Result<FileObject> {
         bytes: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
         created_at: row.get(5)?,
         status: row.get(6)?,
+        expires_at: row.get(7)?,
     })
 }
 

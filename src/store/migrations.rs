@@ -126,10 +126,82 @@ const MIGRATIONS: &[Migration] = &[
         ALTER TABLE batch_items ADD COLUMN out_len INTEGER;
     ",
     },
+    Migration {
+        version: 5,
+        name: "analytics kept as chats are recorded",
+        sql: "
+        -- Which batch each owner has been counted for, per scope ('total'; 'high', 'medium',
+        -- 'low'; 'day:YYYY-MM-DD'), so a batch counts once however many chats it has. Rows are
+        -- only needed while a batch may still get chats: housekeeping drops old ones.
+        -- owner: the owner id, '' for chats without one, '*' for everyone (keys off).
+        CREATE TABLE analytics_batches (
+            owner   TEXT    NOT NULL,
+            batch   TEXT    NOT NULL,
+            scope   TEXT    NOT NULL,
+            seen_at INTEGER NOT NULL,
+            PRIMARY KEY (owner, batch, scope)
+        ) WITHOUT ROWID;
+        CREATE INDEX analytics_batches_seen_at ON analytics_batches (seen_at);
+        -- Batches per owner and scope: what GET /v1/analytics reads. Outlives chat retention.
+        CREATE TABLE analytics_counts (
+            owner TEXT    NOT NULL,
+            scope TEXT    NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (owner, scope)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER chats_analytics AFTER INSERT ON chats BEGIN
+            INSERT INTO analytics_counts (owner, scope, count)
+                SELECT o.owner, s.scope, 1 FROM (SELECT COALESCE(NEW.owner, '') AS owner UNION ALL SELECT '*') AS o, (SELECT 'total' AS scope
+              UNION ALL SELECT lower(COALESCE(NEW.priority, NEW.lane))
+                WHERE lower(COALESCE(NEW.priority, NEW.lane)) IN ('high', 'medium', 'low')
+              UNION ALL SELECT 'day:' || date(NEW.completed_at / 1000, 'unixepoch')
+                WHERE date(NEW.completed_at / 1000, 'unixepoch') IS NOT NULL) AS s
+                WHERE NOT EXISTS (SELECT 1 FROM analytics_batches AS b WHERE b.owner = o.owner
+                    AND b.batch = COALESCE(NEW.batch_id, 'chat:' || NEW.id) AND b.scope = s.scope)
+                ON CONFLICT (owner, scope) DO UPDATE SET count = count + 1;
+            INSERT OR IGNORE INTO analytics_batches (owner, batch, scope, seen_at)
+                SELECT o.owner, COALESCE(NEW.batch_id, 'chat:' || NEW.id), s.scope, NEW.completed_at
+                FROM (SELECT COALESCE(NEW.owner, '') AS owner UNION ALL SELECT '*') AS o, (SELECT 'total' AS scope
+              UNION ALL SELECT lower(COALESCE(NEW.priority, NEW.lane))
+                WHERE lower(COALESCE(NEW.priority, NEW.lane)) IN ('high', 'medium', 'low')
+              UNION ALL SELECT 'day:' || date(NEW.completed_at / 1000, 'unixepoch')
+                WHERE date(NEW.completed_at / 1000, 'unixepoch') IS NOT NULL) AS s WHERE true;
+        END;
+        -- The chats already stored.
+        WITH c AS (SELECT COALESCE(batch_id, 'chat:' || id) AS batch, COALESCE(owner, '') AS owner,
+                          lower(COALESCE(priority, lane)) AS class, completed_at FROM chats),
+             s AS (SELECT owner, batch, 'total' AS scope, completed_at FROM c
+                   UNION ALL SELECT owner, batch, class, completed_at FROM c
+                       WHERE class IN ('high', 'medium', 'low')
+                   UNION ALL SELECT owner, batch, 'day:' || date(completed_at / 1000, 'unixepoch'), completed_at
+                       FROM c WHERE date(completed_at / 1000, 'unixepoch') IS NOT NULL),
+             a AS (SELECT owner, batch, scope, completed_at FROM s
+                   UNION ALL SELECT '*', batch, scope, completed_at FROM s)
+        INSERT OR IGNORE INTO analytics_batches (owner, batch, scope, seen_at)
+            SELECT owner, batch, scope, MAX(completed_at) FROM a GROUP BY owner, batch, scope;
+        INSERT INTO analytics_counts (owner, scope, count)
+            SELECT owner, scope, COUNT(*) FROM analytics_batches WHERE true GROUP BY owner, scope;
+    ",
+    },
+    Migration {
+        version: 6,
+        name: "files that expire",
+        sql: "
+        -- Unix seconds after which the file is deleted (row and content); NULL: never.
+        ALTER TABLE files ADD COLUMN expires_at INTEGER;
+        CREATE INDEX files_expires_at ON files (expires_at) WHERE expires_at IS NOT NULL;
+    ",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 6;
+
+/// The SQL of the migrations up to `version`, to build an older schema in tests.
+#[cfg(test)]
+pub(crate) fn tests_only_steps(version: u32) -> impl Iterator<Item = &'static str> {
+    MIGRATIONS.iter().filter(move |m| m.version <= version).map(|m| m.sql)
+}
 
 /// Brings `conn` to [`SCHEMA_VERSION`], or refuses a newer file.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

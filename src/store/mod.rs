@@ -12,8 +12,9 @@
 //!   over a connection, tested without the actor.
 //! - [`content`]: file content on disk, written into place whole or not at all.
 //!
-//! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records
-//! [`key_id`]`(key)` as the chat's owner. The upstream API key from `PUT /v1/settings` lives in
+//! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records its
+//! [`owner`] id (HMAC-SHA256 under the server secret in `<db>.owner-secret`) as the owner.
+//! What the database does hold — chats among them — is listed in `docs/security.md`. The upstream API key from `PUT /v1/settings` lives in
 //! its own 0600 file beside the database, not in it (see [`settings`]).
 
 mod actor;
@@ -21,10 +22,12 @@ pub mod analytics;
 mod chat_log;
 pub mod chats;
 mod connection;
+pub use connection::checkpoint_truncate;
 pub mod content;
 mod error;
 pub mod files;
 pub mod migrations;
+pub mod owner;
 pub mod settings;
 
 use std::io;
@@ -33,16 +36,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use actix::{Addr, SyncArbiter};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use actor::{
-    AddFile, ComputeAnalytics, DeleteFile, GetFile, ListChats, ListFiles, LoadSettings, RecordChat,
-    RecordChats, SaveSettings, StoreActor,
+    AddFile, ComputeAnalytics, DeleteFile, ExpireFiles, ForgetAnalyticsBatches, GetFile, ListChats,
+    ListFiles, LoadSettings, OwnerBytes, PruneChats, RecordChat, RecordChats, SaveSettings, StoreActor,
 };
 pub use analytics::{Analytics, DateCount, NameValue};
 use bytes::Bytes;
-pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat};
+pub use chats::{ChatId, ChatQuery, ChatRecord, NewChat, Retention};
 pub use content::ContentWriter;
 pub use error::StoreError;
 pub use files::{
@@ -50,11 +52,19 @@ pub use files::{
 };
 use futures_util::Stream;
 pub use migrations::SCHEMA_VERSION;
+pub use owner::{OwnerSecret, legacy_key_id};
 pub use settings::{LaneBudget, StoredSettings};
 
 /// How long a temporary file or content without a row must have lain untouched before an open
 /// removes it as a crash's leftover (younger ones may be another ferry's upload in progress).
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// Chats deleted per statement by retention.
+pub const RETENTION_SLICE: usize = 500;
+
+/// How long a batch is remembered by the analytics counts so that its later chats do not count it
+/// again: far longer than any batch takes to finish.
+pub const ANALYTICS_GUARD: Duration = Duration::from_secs(2 * 86_400);
 
 /// The handle to the store. Cheap to clone; usable from any thread (actix-web workers).
 #[derive(Clone)]
@@ -62,6 +72,7 @@ pub struct Store {
     actor: Addr<StoreActor>,
     log: mpsc::UnboundedSender<chat_log::Write>,
     files_dir: Arc<Path>,
+    owner_secret: Arc<OwnerSecret>,
 }
 
 impl Store {
@@ -75,6 +86,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = connection::open(path)?;
         migrations::migrate(&mut conn)?;
+        let owner_secret = Arc::new(OwnerSecret::load_or_create(path)?);
         let files_dir = files_dir_of(path);
         content::create_dir(&files_dir)?;
         let swept = files::sweep(&conn, &files_dir, SystemTime::now() - LEFTOVER_AGE)?;
@@ -95,7 +107,12 @@ impl Store {
         });
         let (log, queue) = mpsc::unbounded_channel();
         actix::spawn(chat_log::run(queue, actor.clone()));
-        Ok(Store { actor, log, files_dir: files_dir.into() })
+        Ok(Store { actor, log, files_dir: files_dir.into(), owner_secret })
+    }
+
+    /// The secret owner ids are keyed with (see [`owner`]).
+    pub fn owner_secret(&self) -> &OwnerSecret {
+        &self.owner_secret
     }
 
     /// Queues a finished item's chat for recording and returns at once; it is written with
@@ -136,6 +153,95 @@ impl Store {
     pub async fn chats(&self, query: ChatQuery) -> Result<Vec<ChatRecord>, StoreError> {
         self.flush().await;
         self.actor.send(ListChats(query)).await?
+    }
+
+    /// Deletes the chats `retention` removes, `slice` at a time: each slice is its own message to
+    /// the store's thread, so chat writes and reads queue behind one slice at most. Returns how
+    /// many went.
+    pub async fn prune_chats(&self, retention: Retention, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(PruneChats { retention, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Drops the analytics rows that guard against counting a batch twice once the batch is
+    /// older than `before_ms` (Unix ms), `slice` at a time; the counts stay. Returns how many.
+    pub async fn forget_analytics_batches(&self, before_ms: i64, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(ForgetAnalyticsBatches { before_ms, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Deletes the files (row and content) that expired at or before `now` (unix seconds),
+    /// `slice` at a time. Returns how many.
+    pub async fn expire_files(&self, now: i64, slice: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.actor.send(ExpireFiles { now, slice }).await??;
+            total += deleted;
+            if deleted < slice {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every `every`, in the background until the store stops: deletes expired files, prunes chats by
+    /// `[storage] chat_retention_days` and `max_chats` (when set), and drops analytics guard rows
+    /// of batches older than [`ANALYTICS_GUARD`].
+    pub fn spawn_retention(&self, storage: &crate::config::StorageConfig, every: Duration) {
+        let days = storage.chat_retention_days;
+        let max = storage.max_chats;
+        let store = self.clone();
+        actix::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let now_ms =
+                    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let before =
+                    |age: Duration| i64::try_from(now_ms.saturating_sub(age.as_millis())).unwrap_or(0);
+                if days > 0 || max > 0 {
+                    let retention = Retention {
+                        before_ms: (days > 0)
+                            .then(|| before(Duration::from_secs(days.saturating_mul(86_400)))),
+                        keep_newest: (max > 0).then_some(max),
+                    };
+                    match store.prune_chats(retention, RETENTION_SLICE).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(event = "chats_pruned", deleted),
+                        Err(error) => {
+                            tracing::warn!(event = "store_failed", what = "prune_chats", error = %error)
+                        }
+                    }
+                }
+                let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+                match store.expire_files(now_secs, RETENTION_SLICE).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(event = "files_expired", deleted),
+                    Err(error) => {
+                        tracing::warn!(event = "store_failed", what = "expire_files", error = %error)
+                    }
+                }
+                if let Err(error) =
+                    store.forget_analytics_batches(before(ANALYTICS_GUARD), RETENTION_SLICE).await
+                {
+                    tracing::warn!(event = "store_failed", what = "forget_analytics_batches", error = %error);
+                }
+            }
+        });
     }
 
     /// Loads the stored settings (all `None` until something is saved).
@@ -197,6 +303,11 @@ impl Store {
         self.actor.send(GetFile { owner, id }).await?
     }
 
+    /// Bytes of all the files `owner` holds (uploads and batch output files), for the quota.
+    pub async fn owner_bytes(&self, owner: Option<String>) -> Result<u64, StoreError> {
+        self.actor.send(OwnerBytes(owner)).await?
+    }
+
     /// `owner`'s files newest first, with `purpose` if given, at most `limit`, those after the
     /// file `after` (the last id of the previous page; one the owner cannot see gives an empty
     /// page).
@@ -246,15 +357,15 @@ pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, Store
     Ok(conn)
 }
 
-/// Domain prefix, so a key id can never be mistaken for (or matched against) a plain SHA-256 of
-/// the key computed elsewhere.
-const KEY_ID_DOMAIN: &[u8] = b"ferry key id v1\0";
-
-/// A stable, non-secret id for an API key: the first 16 hex digits (64 bits) of SHA-256 over a
-/// fixed prefix and the key. The HTTP layer stores it as a chat's owner instead of the key.
-pub fn key_id(api_key: &str) -> String {
-    let digest = Sha256::new().chain_update(KEY_ID_DOMAIN).chain_update(api_key.as_bytes()).finalize();
-    digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+/// Re-owns the rows of the database at `db` that older ferry versions recorded under legacy
+/// ids: `pairs` are `(legacy id, owner id)` of the configured keys (see [`owner`]). Blocks;
+/// call at start-up.
+pub fn adopt_legacy_owners(db: &Path, pairs: &[(String, String)]) -> Result<usize, StoreError> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = open_connection(db)?;
+    owner::adopt_legacy_owners(&mut conn, pairs)
 }
 
 #[cfg(test)]
@@ -265,15 +376,5 @@ mod tests {
     fn the_handle_can_be_shared_across_worker_threads() {
         fn shareable<T: Clone + Send + Sync + 'static>() {}
         shareable::<Store>();
-    }
-
-    #[test]
-    fn key_id_is_16_hex_digits_stable_and_distinct() {
-        let id = key_id("sk-one");
-        assert_eq!(id.len(), 16);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(id, key_id("sk-one"));
-        assert_ne!(id, key_id("sk-two"));
-        assert!(!id.contains("sk-one"));
     }
 }

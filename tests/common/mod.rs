@@ -303,7 +303,7 @@ mod http_helpers {
     pub fn http_config(dir: &TempDir) -> Config {
         Config {
             server: ServerConfig { bind: "127.0.0.1:0".into(), ..ServerConfig::default() },
-            storage: StorageConfig { path: dir.path().join("data/ferry.db") },
+            storage: StorageConfig { path: dir.path().join("data/ferry.db"), ..StorageConfig::default() },
             logging: LoggingConfig { dir: dir.path().join("logs"), ..LoggingConfig::default() },
             batching: BatchingConfig { batch_delay_ms: 0, ..BatchingConfig::default() },
             ..Config::default()
