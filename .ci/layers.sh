@@ -5,7 +5,8 @@
 #   3  jobs       jobs, chat_format            (batch jobs and their line format, used by doors)
 #   2  engine     engine, mock_upstream, logging
 #   1  providers  providers, store             (store sits beside: SQLite, used by jobs and doors)
-#   0  core       core, config, private_fs     (pure rules, the typed config, owner-only files)
+#   0  core       core, config, private_fs, request_json  (pure rules, the typed config, owner-only
+#                 files, parsing request bodies without echoing them)
 #
 # A module may import its own layer or a lower one. Doors may use each other (the console
 # starts the daemon's server). Only code counts: `crate::x` (or `ferry::x` in the binary) on a
@@ -18,7 +19,7 @@ src=${1:-"$(dirname "${BASH_SOURCE[0]}")/../src"}
 
 layer_of() {
   case $1 in
-    core | config | private_fs) echo 0 ;;
+    core | config | private_fs | request_json) echo 0 ;;
     providers | store) echo 1 ;;
     engine | mock_upstream | logging) echo 2 ;;
     jobs | chat_format) echo 3 ;;
