@@ -32,7 +32,7 @@ fn bench_config(max_batch: usize) -> Config {
         },
     );
     let mut mock = UpstreamConfig::mock("mock");
-    mock.concurrency = 1_000_000;
+    mock.concurrency = ferry::config::Concurrency::Fixed(1_000_000);
     config.upstreams = vec![mock];
     config
 }

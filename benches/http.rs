@@ -65,7 +65,7 @@ fn ferry_config(base_url: &str) -> Config {
         provider: ProviderKind::Openai,
         base_url: Some(base_url.to_string()),
         models: Vec::new(),
-        concurrency: 100_000,
+        concurrency: ferry::config::Concurrency::Fixed(100_000),
         max_retries: 0,
         cooldown_failures: 1_000_000,
         ..UpstreamConfig::mock("mock-http")

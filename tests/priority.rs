@@ -20,8 +20,10 @@ use tokio::time::Instant;
 /// Fanout lanes `high` (rank 3) and `low` (rank 1), one upstream call at a time, 20 ms each.
 fn contended(aging_ms: u64) -> (Config, ferry::mock_upstream::MockUpstreamHandle) {
     let mock = start_mock(MockUpstreamArgs { latency_ms: 20, ..mock_args() });
-    let upstream =
-        ferry::config::UpstreamConfig { concurrency: 1, ..upstream_for(ProviderKind::Openai, &mock) };
+    let upstream = ferry::config::UpstreamConfig {
+        concurrency: ferry::config::Concurrency::Fixed(1),
+        ..upstream_for(ProviderKind::Openai, &mock)
+    };
     let lanes: [(&str, LaneConfig); 2] = [("high", lane(3, Mode::Fanout)), ("low", lane(1, Mode::Fanout))];
     let mut config = config_with(lanes, vec![upstream]);
     config.batching.aging_ms = aging_ms;

@@ -62,9 +62,9 @@ async fn combined_reply_splits_into_answers_in_order() {
         let prompts = ["first prompt", "second \"quoted\" prompt", "third"];
         let request = CallRequest { messages: combine::build(&prompts), ..ask("") };
         let reply = provider(kind, &mock).call(request).await.expect("answer");
-        let answers = combine::split(&reply.text, prompts.len()).expect("reply splits");
-        for (answer, prompt) in answers.iter().zip(prompts) {
-            assert_eq!(answer, &format!("mock answer to: {prompt}"), "{kind:?}");
+        let split = combine::split(&reply.text, prompts.len()).expect("reply splits");
+        for (answer, prompt) in split.answers.iter().zip(prompts) {
+            assert_eq!(answer.as_deref(), Some(format!("mock answer to: {prompt}").as_str()), "{kind:?}");
         }
         assert_eq!(mock.stats().prompts_answered, 3);
         mock.stop().await;

@@ -124,7 +124,7 @@ fn config(url: &str) -> Config {
         api_key_env: None,
         models: vec![MODEL.to_string()],
         // llama-cpp-python serves one request at a time.
-        concurrency: 1,
+        concurrency: ferry::config::Concurrency::Fixed(1),
         // ~1 s per answer when idle, but the machine may be busy with other builds and tests.
         timeout_ms: 120_000,
         max_retries: 2,

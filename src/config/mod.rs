@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use parse_error::parse_message;
 
+pub use crate::core::combine::StructuredOutput;
+
 mod api_key;
 mod lanes;
 mod parse_error;
@@ -314,9 +316,12 @@ pub struct UpstreamConfig {
     /// Requests per day (absent: unlimited).
     #[serde(default)]
     pub rpd: Option<u64>,
-    /// Calls in flight at once.
+    /// Calls in flight at once: a fixed number, or `"auto"` to search for the server's.
     #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    pub concurrency: Concurrency,
+    /// How the upstream takes a JSON schema for a combined call's reply.
+    #[serde(default)]
+    pub structured_output: StructuredOutput,
     /// Per-call timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -347,8 +352,96 @@ pub struct UpstreamConfig {
     pub mock: MockConfig,
 }
 
-fn default_concurrency() -> usize {
-    16
+fn default_concurrency() -> Concurrency {
+    Concurrency::Fixed(16)
+}
+
+/// An upstream's `concurrency`: a fixed number of calls in flight, or `"auto"`.
+///
+/// A fixed setting stays fixed, apart from 503 backpressure (lowered by one per 503, raised
+/// again after a run of successes, never above the setting). `auto` lets the client's adaptive
+/// limit ([`crate::core::limits::adaptive`]) search for the calls in flight that give the most
+/// answers per second without raising latency, between 1 and [`Concurrency::AUTO_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// This many calls in flight at most.
+    Fixed(usize),
+    /// Searched for while running.
+    Auto,
+}
+
+impl Concurrency {
+    /// Where `auto` starts.
+    pub const AUTO_START: usize = 2;
+    /// The most calls in flight `auto` will try.
+    pub const AUTO_MAX: usize = 256;
+
+    /// The calls in flight to start with, at least `floor`: the fixed value, or `auto`'s start.
+    /// (Named `max` so `concurrency.max(1)` reads as it did when the setting was a number.)
+    pub fn max(self, floor: usize) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n.max(floor),
+            Concurrency::Auto => Self::AUTO_START.max(floor),
+        }
+    }
+
+    /// The most calls in flight this setting ever allows.
+    pub fn ceiling(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n.max(1),
+            Concurrency::Auto => Self::AUTO_MAX,
+        }
+    }
+
+    /// Whether this is `auto`.
+    pub fn is_auto(self) -> bool {
+        self == Concurrency::Auto
+    }
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(n) => write!(f, "{n}"),
+            Concurrency::Auto => f.write_str("\"auto\""),
+        }
+    }
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Fixed(n) => serializer.serialize_u64(*n as u64),
+            Concurrency::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl serde::de::Visitor<'_> for Setting {
+            type Value = Concurrency;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of calls in flight (e.g. 4) or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Concurrency, E> {
+                usize::try_from(n).map(Concurrency::Fixed).map_err(|_| E::custom("too large"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Concurrency, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("must be at least 1 or \"auto\" (got {n})")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Concurrency, E> {
+                match text {
+                    "auto" => Ok(Concurrency::Auto),
+                    other => Err(E::custom(format!("expected a number or \"auto\", got \"{other}\""))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Setting)
+    }
 }
 fn default_timeout_ms() -> u64 {
     60_000
@@ -388,6 +481,7 @@ impl UpstreamConfig {
             tpm: None,
             rpd: None,
             concurrency: default_concurrency(),
+            structured_output: StructuredOutput::default(),
             timeout_ms: default_timeout_ms(),
             max_retries: default_max_retries(),
             retry_after_send: true,
@@ -432,6 +526,16 @@ pub struct MockConfig {
     /// (prose, or an array of the wrong length), to exercise the item-by-item fallback. Drawn
     /// apart from the fault rates: it does not count toward their sum.
     pub garble_rate: f64,
+    /// Share of successful combined calls whose reply misplaces ids: entries shuffled, an id
+    /// dropped, an id answered twice, or an id renamed (the draw picks which). Drawn apart from
+    /// the fault rates.
+    pub misalign_rate: f64,
+    /// Share of successful combined calls whose answers are moved to the next id: well formed,
+    /// every id present, every answer wrong — only fidelity sampling can tell.
+    pub wrong_answer_rate: f64,
+    /// Calls the mock serves at once at its base latency; further calls queue for a free slot.
+    /// 0: no limit.
+    pub capacity: u32,
     /// `Retry-After` sent with an injected 429.
     pub retry_after_ms: u64,
     /// Seed for the fault draws (same seed, same faults).
@@ -451,6 +555,9 @@ impl Default for MockConfig {
             drop_rate: 0.0,
             timeout_rate: 0.0,
             garble_rate: 0.0,
+            misalign_rate: 0.0,
+            wrong_answer_rate: 0.0,
+            capacity: 0,
             retry_after_ms: 1_000,
             seed: 1,
         }

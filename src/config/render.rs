@@ -184,6 +184,7 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         }
     }
     out.value("concurrency", upstream.concurrency);
+    out.string("structured_output", upstream.structured_output.name());
     out.value("timeout_ms", upstream.timeout_ms);
     out.value("max_retries", upstream.max_retries);
     out.value("retry_after_send", upstream.retry_after_send);
@@ -205,6 +206,9 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         out.value("drop_rate", toml::Value::Float(mock.drop_rate));
         out.value("timeout_rate", toml::Value::Float(mock.timeout_rate));
         out.value("garble_rate", toml::Value::Float(mock.garble_rate));
+        out.value("misalign_rate", toml::Value::Float(mock.misalign_rate));
+        out.value("wrong_answer_rate", toml::Value::Float(mock.wrong_answer_rate));
+        out.noted("capacity", mock.capacity, "calls served at once; 0: no limit");
         out.value("retry_after_ms", mock.retry_after_ms);
         out.value("seed", mock.seed);
     }
@@ -228,6 +232,17 @@ mod tests {
         assert_eq!(back.resolved_lanes(), config.resolved_lanes());
         assert_eq!(back.upstreams, config.upstreams);
         assert!(text.contains("# max_batch = 10: follows [batching] batch_size"), "{text}");
+    }
+
+    #[test]
+    fn auto_concurrency_renders_and_loads_back() {
+        let mut config = Config::default();
+        config.upstreams[0].concurrency = crate::config::Concurrency::Auto;
+        let text = config.render_with(no_env);
+        assert!(text.contains("concurrency = \"auto\"\n"), "{text}");
+        assert!(text.contains("structured_output = \"json_schema\"\n"), "{text}");
+        let back = Config::parse(&text, Path::new("rendered.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.upstreams, config.upstreams);
     }
 
     #[test]

@@ -209,7 +209,11 @@ fn check_upstream(index: usize, upstream: &UpstreamConfig, problems: &mut Vec<St
                 .push(format!("{}: must be at least 1 when set (got 0); remove it for no limit", key(field)));
         }
     }
-    at_least_one(problems, &key("concurrency"), upstream.concurrency as u64);
+    if let super::Concurrency::Fixed(n) = upstream.concurrency {
+        if n == 0 {
+            problems.push(format!("{}: must be at least 1, or \"auto\" (got 0)", key("concurrency")));
+        }
+    }
     at_least_one(problems, &key("timeout_ms"), upstream.timeout_ms);
     // A zero base would keep every backoff at zero: retries would hammer a failing upstream.
     at_least_one(problems, &key("backoff_base_ms"), upstream.backoff_base_ms);
@@ -309,7 +313,12 @@ fn check_mock(index: usize, mock: &MockConfig, problems: &mut Vec<String>) {
         ("timeout_rate", mock.timeout_rate),
     ];
     let mut rates_ok = true;
-    for (field, rate) in faults.iter().copied().chain([("garble_rate", mock.garble_rate)]) {
+    let apart = [
+        ("garble_rate", mock.garble_rate),
+        ("misalign_rate", mock.misalign_rate),
+        ("wrong_answer_rate", mock.wrong_answer_rate),
+    ];
+    for (field, rate) in faults.iter().copied().chain(apart) {
         if !(0.0..=1.0).contains(&rate) {
             rates_ok = false;
             problems.push(format!("{}: must be between 0.0 and 1.0 (got {rate})", key(field)));

@@ -83,8 +83,21 @@ pub struct UpstreamStatus {
     pub in_flight: usize,
     /// Calls waiting in its mailbox.
     pub queued: usize,
-    /// Effective concurrency (lowered by 503 backpressure).
+    /// Effective concurrency (lowered by 503 backpressure; searched for with `auto`).
     pub concurrency: usize,
+    /// Whether `concurrency` is searched for (`concurrency = "auto"`).
+    #[serde(default)]
+    pub concurrency_auto: bool,
+    /// Combined calls started.
+    #[serde(default)]
+    pub combined_calls: u64,
+    /// Combined replies that left items unanswered (no object of answers by id, or ids missing,
+    /// duplicated or not answered with text).
+    #[serde(default)]
+    pub split_failures: u64,
+    /// Items of combined calls sent again alone after a split failure or a failed combined call.
+    #[serde(default)]
+    pub resent_alone: u64,
     /// Used/limit per rate window.
     pub limits: LimitsSnapshot,
     /// Calls started.

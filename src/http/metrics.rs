@@ -70,7 +70,7 @@ fn render_histogram(out: &mut Exposition, lanes: &[(&str, LaneTotals)]) {
 type Counter = fn(&UpstreamStatus) -> f64;
 
 fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[String]) {
-    let families: [(&str, &str, &str, Counter); 7] = [
+    let families: [(&str, &str, &str, Counter); 13] = [
         ("ferry_upstream_calls_total", "counter", "Upstream calls started.", |u| u.calls as f64),
         ("ferry_upstream_failures_total", "counter", "Upstream calls that failed.", |u| u.failed as f64),
         ("ferry_upstream_retries_total", "counter", "Upstream calls retried.", |u| u.retries as f64),
@@ -88,6 +88,37 @@ fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[Stri
             |u| u.limit_waits as f64,
         ),
         ("ferry_upstream_in_flight", "gauge", "Upstream calls running now.", |u| u.in_flight as f64),
+        (
+            "ferry_upstream_concurrency",
+            "gauge",
+            "Calls allowed in flight now (lowered by 503s; searched for with concurrency = \"auto\").",
+            |u| u.concurrency as f64,
+        ),
+        ("ferry_upstream_combined_calls_total", "counter", "Combined upstream calls started.", |u| {
+            u.combined_calls as f64
+        }),
+        (
+            "ferry_upstream_split_failures_total",
+            "counter",
+            "Combined replies that left items unanswered (not an object of answers by id, or ids missing, \
+             duplicated or unknown).",
+            |u| u.split_failures as f64,
+        ),
+        (
+            "ferry_upstream_resent_alone_total",
+            "counter",
+            "Items of combined calls sent again alone (split failures and failed combined calls).",
+            |u| u.resent_alone as f64,
+        ),
+        ("ferry_upstream_prompt_tokens_total", "counter", "Prompt tokens the upstream reported.", |u| {
+            u.prompt_tokens as f64
+        }),
+        (
+            "ferry_upstream_completion_tokens_total",
+            "counter",
+            "Completion tokens the upstream reported.",
+            |u| u.completion_tokens as f64,
+        ),
     ];
     for (name, kind, help, value) in families {
         out.family(name, kind, help);
@@ -152,13 +183,15 @@ mod tests {
             "ferry_batch_duration_seconds_count{lane=\"bulk\"} 2",
             "ferry_upstream_calls_total{upstream=\"mock\"} 0",
             "# TYPE ferry_upstream_in_flight gauge",
+            "ferry_upstream_concurrency{upstream=\"mock\"} 0",
+            "ferry_upstream_split_failures_total{upstream=\"mock\"} 0",
             "ferry_actor_restarts_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (12, 12));
+        assert_eq!((helps, types), (18, 18));
     }
 
     #[test]

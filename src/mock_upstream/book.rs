@@ -44,8 +44,15 @@ pub struct Outcomes {
     pub dropped: u64,
     /// Injected hang.
     pub timeout: u64,
-    /// Combined calls answered 200 with a garbled answer array (`--garble-rate`).
+    /// Combined calls answered 200 with a garbled reply (`--garble-rate`).
     pub garbled: u64,
+    /// Combined calls answered with ids shuffled, dropped, duplicated or renamed
+    /// (`--misalign-rate`).
+    #[serde(default)]
+    pub misaligned: u64,
+    /// Combined calls answered with every answer under the wrong id (`--wrong-answer-rate`).
+    #[serde(default)]
+    pub wrong: u64,
     /// 400: the request body was not understood.
     pub bad_request: u64,
 }

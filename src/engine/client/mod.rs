@@ -23,8 +23,8 @@ use super::mailbox::Mailbox;
 use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
 use super::pool::{ClientPool, ClientState, Released};
 use super::wake::Wake;
-use crate::config::UpstreamConfig;
-use crate::core::limits::{Limits, Permit};
+use crate::config::{Concurrency, UpstreamConfig};
+use crate::core::limits::{AdaptiveLimit, Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
 
@@ -50,6 +50,9 @@ struct Counters {
     prompt_tokens: u64,
     completion_tokens: u64,
     limit_waits: u64,
+    combined_calls: u64,
+    split_failures: u64,
+    resent_alone: u64,
 }
 
 /// Engine-wide settings a client follows.
@@ -72,6 +75,8 @@ pub struct LlmClient {
     mailbox: Mailbox<Call>,
     running: usize,
     concurrency: usize,
+    /// With `concurrency = "auto"`: the limit that sets `concurrency`.
+    limiter: Option<AdaptiveLimit>,
     success_streak: u32,
     limits: Limits,
     paused_until: Option<Instant>,
@@ -108,6 +113,10 @@ impl LlmClient {
             mailbox: Mailbox::new(options.aging),
             running: 0,
             concurrency: config.concurrency.max(1),
+            limiter: config
+                .concurrency
+                .is_auto()
+                .then(|| AdaptiveLimit::new(Concurrency::AUTO_START, 1, Concurrency::AUTO_MAX)),
             success_streak: 0,
             limits: Limits::new(config.rpm, config.tpm, config.rpd),
             paused_until: None,
@@ -126,11 +135,15 @@ impl LlmClient {
     }
 
     fn request_for(&self, call: &Call) -> CallRequest {
-        let messages: Vec<ChatMessage> = match &call.items {
-            CallItems::One(item) => item.prompt.messages.clone(),
+        let (messages, combined_format): (Vec<ChatMessage>, _) = match &call.items {
+            CallItems::One(item) => (item.prompt.messages.clone(), None),
             CallItems::Combined(items) => {
                 let prompts: Vec<&str> = items.iter().map(|i| i.prompt.last_user_text()).collect();
-                combine::build(&prompts)
+                // The reply's schema, the way this upstream takes one (none: the prompt only).
+                (
+                    combine::build(&prompts),
+                    combine::response_format(self.config.structured_output, items.len()),
+                )
             }
         };
         // A combined call packs only items whose parameters agree, so the first speaks for all.
@@ -146,7 +159,8 @@ impl LlmClient {
             top_p: first.and_then(|p| p.top_p),
             stop: first.map(|p| p.stop.clone()).unwrap_or_default(),
             seed: first.and_then(|p| p.seed),
-            response_format: first.and_then(|p| p.response_format.clone()),
+            // Combined items have no format of their own (they would not be combinable).
+            response_format: combined_format.or_else(|| first.and_then(|p| p.response_format.clone())),
         }
     }
 
@@ -207,7 +221,10 @@ impl LlmClient {
         self.counters.calls += 1;
         match &mut call.items {
             CallItems::One(item) => item.attempts += 1,
-            CallItems::Combined(items) => items.iter_mut().for_each(|item| item.attempts += 1),
+            CallItems::Combined(items) => {
+                self.counters.combined_calls += 1;
+                items.iter_mut().for_each(|item| item.attempts += 1);
+            }
         }
         if self.log_payloads {
             tracing::debug!(event = "llm_request", upstream = %self.name, messages = ?request.messages);
@@ -289,7 +306,8 @@ impl LlmClient {
         self.counters.prompt_tokens += u64::from(usage.prompt_tokens);
         self.counters.completion_tokens += u64::from(usage.completion_tokens);
         self.consecutive_failures = 0;
-        if self.concurrency < self.config.concurrency {
+        // A fixed setting lowered by 503s comes back step by step; `auto` has its own limit.
+        if self.limiter.is_none() && self.concurrency < self.config.concurrency.ceiling() {
             self.success_streak += 1;
             if self.success_streak >= RECOVER_AFTER {
                 self.success_streak = 0;
@@ -311,23 +329,65 @@ impl LlmClient {
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
             }
-            CallItems::Combined(items) => match combine::split(&reply.text, items.len()) {
-                Ok(texts) => {
-                    self.release(ctx, &mut call.slot);
-                    let share = share_usage(usage, items.len());
-                    for (item, text) in items.into_iter().zip(texts) {
-                        let answer = self.answer(&item, text, share, Arc::clone(&model));
-                        item.finish(Ok(answer));
+            CallItems::Combined(items) => {
+                let n = items.len();
+                let (answers, reason) = match combine::split(&reply.text, n) {
+                    Ok(split) => {
+                        let reason = format!(
+                            "{} id(s) missing, {} answered twice, {} unknown",
+                            split.missing, split.duplicated, split.unknown
+                        );
+                        (split.answers, reason)
+                    }
+                    Err(error) => (vec![None; n], error.to_string()),
+                };
+                // The call's usage is shared by the items it answered; the rest get their own.
+                let answered = answers.iter().filter(|a| a.is_some()).count();
+                let mut shares = share_usage(usage, answered).into_iter();
+                let mut alone = Vec::new();
+                for (item, answer) in items.into_iter().zip(answers) {
+                    match answer {
+                        Some(text) => {
+                            let share = shares.next().unwrap_or_default();
+                            let answer = self.answer(&item, text, share, Arc::clone(&model));
+                            item.finish(Ok(answer));
+                        }
+                        None => alone.push(item),
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = items.len(), reason = %error);
-                    let call = Call { items: CallItems::Combined(items), ..call };
+                if alone.is_empty() {
+                    self.release(ctx, &mut call.slot);
+                } else {
+                    self.counters.split_failures += 1;
+                    self.counters.resent_alone += alone.len() as u64;
+                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = n, resent = alone.len(), reason = %reason, "sending the unanswered items alone");
+                    let call = Call { items: CallItems::Combined(alone), ..call };
                     for single in call.into_singles() {
                         self.mailbox.push(Instant::now(), single.rank, single);
                     }
                 }
-            },
+            }
+        }
+    }
+
+    /// With `auto`: feeds the call's outcome to the limit and follows it. Answers count with
+    /// their latency; 429, 503 and timeouts count as drops; other failures say nothing about load.
+    fn adapt(&mut self, result: &Result<CallReply, ProviderError>, latency: Duration) {
+        let in_flight = self.running;
+        let Some(limiter) = &mut self.limiter else { return };
+        let changed = match result {
+            Ok(_) => limiter.on_answer(latency, in_flight),
+            Err(
+                ProviderError::RateLimited { .. } | ProviderError::Overloaded { .. } | ProviderError::Timeout,
+            ) => limiter.on_drop(in_flight),
+            Err(_) => false,
+        };
+        if changed {
+            let (from, to) = (self.concurrency, limiter.limit());
+            self.concurrency = to;
+            let level = if to < from { "lowered" } else { "raised" };
+            tracing::debug!(event = "concurrency_changed", upstream = %self.name, from, to, change = level);
+            self.report_state();
         }
     }
 
@@ -367,6 +427,10 @@ impl LlmClient {
             in_flight: self.running,
             queued: self.mailbox.len(),
             concurrency: self.concurrency,
+            concurrency_auto: self.limiter.is_some(),
+            combined_calls: c.combined_calls,
+            split_failures: c.split_failures,
+            resent_alone: c.resent_alone,
             limits: self.limits.snapshot(now),
             calls: c.calls,
             ok: c.ok,
@@ -383,13 +447,20 @@ impl LlmClient {
     }
 }
 
-/// A combined call's usage spread over its items (rounded up, so no item shows zero).
-fn share_usage(usage: Usage, n: usize) -> Usage {
-    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    Usage {
-        prompt_tokens: usage.prompt_tokens.div_ceil(n),
-        completion_tokens: usage.completion_tokens.div_ceil(n),
+/// A combined call's usage spread over the `n` items it answered, so the shares add up to the
+/// call's usage: each gets the even part, and the first items one token more of the remainder.
+fn share_usage(usage: Usage, n: usize) -> Vec<Usage> {
+    let Ok(count) = u32::try_from(n) else { return vec![Usage::default(); n] };
+    if count == 0 {
+        return Vec::new();
     }
+    let part = |total: u32, i: u32| total / count + u32::from(i < total % count);
+    (0..count)
+        .map(|i| Usage {
+            prompt_tokens: part(usage.prompt_tokens, i),
+            completion_tokens: part(usage.completion_tokens, i),
+        })
+        .collect()
 }
 
 impl Actor for LlmClient {
@@ -482,6 +553,7 @@ impl Handler<Calls> for LlmClient {
 impl Handler<CallDone> for LlmClient {
     type Result = ();
     fn handle(&mut self, msg: CallDone, ctx: &mut Context<Self>) {
+        self.adapt(&msg.result, msg.latency);
         self.running = self.running.saturating_sub(1);
         match msg.result {
             Ok(reply) => self.on_success(ctx, msg.call, msg.permit, reply, msg.latency),
@@ -513,5 +585,20 @@ impl Handler<PanicOnNextBatch> for LlmClient {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
         self.panic_on_next_batch = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_shares_add_up_to_the_call() {
+        let usage = Usage { prompt_tokens: 10, completion_tokens: 7 };
+        let shares = share_usage(usage, 3);
+        assert_eq!(shares.iter().map(|u| u.prompt_tokens).collect::<Vec<_>>(), [4, 3, 3]);
+        assert_eq!(shares.iter().map(|u| u.completion_tokens).collect::<Vec<_>>(), [3, 2, 2]);
+        assert_eq!(share_usage(usage, 1), vec![usage]);
+        assert!(share_usage(usage, 0).is_empty());
     }
 }
