@@ -675,6 +675,44 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn upstream_with(line: &str) -> Result<Config, ConfigError> {
+        let text =
+            format!("[lanes.a]\nrank = 1\n\n[[upstreams]]\nname = \"m\"\nprovider = \"mock\"\n{line}\n");
+        Config::parse(&text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn concurrency_is_a_number_or_auto() {
+        let auto = upstream_with("concurrency = \"auto\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(auto.upstreams[0].concurrency, Concurrency::Auto);
+        let four = upstream_with("concurrency = 4").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(four.upstreams[0].concurrency, Concurrency::Fixed(4));
+        for (bad, says) in [("\"many\"", "\"many\""), ("-1", "-1"), ("1.5", "a number of calls")] {
+            let error = upstream_with(&format!("concurrency = {bad}")).expect_err(bad).to_string();
+            assert!(error.contains("upstreams[0].concurrency") && error.contains(says), "{bad}: {error}");
+            assert!(error.contains("line 7"), "{bad}: {error}");
+        }
+        let zero = upstream_with("concurrency = 0").expect_err("0").to_string();
+        assert!(zero.contains("upstreams[0].concurrency: must be at least 1, or \"auto\""), "{zero}");
+        assert_eq!(serde_json::to_value(Concurrency::Auto).ok(), Some(serde_json::json!("auto")));
+        assert_eq!(serde_json::to_value(Concurrency::Fixed(3)).ok(), Some(serde_json::json!(3)));
+    }
+
+    #[test]
+    fn structured_output_takes_the_three_ways() {
+        for (name, style) in [
+            ("json_schema", StructuredOutput::JsonSchema),
+            ("json_object_schema", StructuredOutput::JsonObjectSchema),
+            ("none", StructuredOutput::None),
+        ] {
+            let config =
+                upstream_with(&format!("structured_output = \"{name}\"")).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.upstreams[0].structured_output, style);
+        }
+        let error = upstream_with("structured_output = \"xml\"").expect_err("xml").to_string();
+        assert!(error.contains("structured_output") && error.contains("json_object_schema"), "{error}");
+    }
+
     #[test]
     fn shipped_config_toml_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");

@@ -23,6 +23,10 @@ pub struct MockStats {
     pub max_requests_in_60s: u64,
     /// Calls by how they were answered.
     pub outcomes: Outcomes,
+    /// Combined calls received whose `response_format` carried the reply's JSON schema (either
+    /// way of sending one).
+    #[serde(default)]
+    pub combined_with_schema: u64,
 }
 
 /// Calls by how the mock answered them.
@@ -147,6 +151,11 @@ impl Book {
     pub fn answered(&mut self, prompts: u64) {
         self.stats.outcomes.ok += 1;
         self.stats.prompts_answered += prompts;
+    }
+
+    /// Counts a combined call that carried its reply's JSON schema.
+    pub fn combined_with_schema(&mut self) {
+        self.stats.combined_with_schema += 1;
     }
 
     /// Calls received so far.

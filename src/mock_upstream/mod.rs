@@ -293,6 +293,10 @@ impl Upstream {
 /// Answers one parsed call the way `dialect` writes it.
 async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallRequest) -> HttpResponse {
     let (verdict, rpm, serial) = upstream.decide();
+    if combine::parse_request(&request.messages).is_some() && carries_schema(request.response_format.as_ref())
+    {
+        upstream.book().combined_with_schema();
+    }
     tracing::debug!(event = "mock_call", serial, "mock upstream call");
     // A server with `--capacity` slots: a call that does work waits for one, in turn, and holds
     // it for its latency (429s are answered at once, a held call takes no slot). The semaphore
@@ -357,6 +361,14 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
         add_rpm_headers(&mut response, rpm);
     }
     response
+}
+
+/// Whether a `response_format` carries a JSON schema, as `json_schema` or llama-cpp-python's
+/// `json_object` with `schema`.
+fn carries_schema(format: Option<&serde_json::Value>) -> bool {
+    format.is_some_and(|f| {
+        f.pointer("/json_schema/schema").or_else(|| f.get("schema")).is_some_and(|s| s.is_object())
+    })
 }
 
 async fn pause(delay: Duration) {
