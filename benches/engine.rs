@@ -29,6 +29,7 @@ fn bench_config(max_batch: usize) -> Config {
             mode: Mode::Fanout,
             queue_capacity: None,
             model: None,
+            ..LaneConfig::default()
         },
     );
     let mut mock = UpstreamConfig::mock("mock");

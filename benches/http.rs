@@ -58,6 +58,7 @@ fn ferry_config(base_url: &str) -> Config {
             mode: Mode::Fanout,
             queue_capacity: None,
             model: None,
+            ..LaneConfig::default()
         },
     );
     config.upstreams = vec![UpstreamConfig {

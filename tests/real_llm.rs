@@ -114,6 +114,7 @@ fn lane(rank: u32, window_ms: u64, max_batch: usize, mode: Mode) -> LaneConfig {
         mode,
         queue_capacity: None,
         model: None,
+        ..LaneConfig::default()
     }
 }
 

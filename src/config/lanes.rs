@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{BatchingConfig, Config, LaneConfig, Mode};
 
 /// What a lane resolves to once `[batching]` defaults are applied; the engine runs on this.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaneSettings {
     /// Higher rank is served first.
     pub rank: u32,
@@ -28,6 +28,18 @@ pub struct LaneSettings {
     pub queue_capacity: usize,
     /// Model for items that name none (absent: the upstream's first model).
     pub model: Option<String>,
+    /// Temperature for items that set none.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling for items that set none.
+    pub top_p: Option<f32>,
+    /// Seed for items that set none.
+    pub seed: Option<i64>,
+    /// Share of combined items also sent alone to measure fidelity.
+    pub verify_share: f64,
+    /// Fidelity under which the lane acts as `on_low_fidelity` says.
+    pub min_fidelity: f64,
+    /// `warn` or `fanout`.
+    pub on_low_fidelity: super::LowFidelity,
     /// The lane sets no `max_batch`, so a live change of the global batch size applies to it.
     pub max_batch_follows_global: bool,
     /// The lane sets no `delay_ms`, so a live change of the global batch delay applies to it.
@@ -47,6 +59,12 @@ impl LaneConfig {
             mode: self.mode,
             queue_capacity: self.queue_capacity.unwrap_or(batching.queue_capacity),
             model: self.model.clone(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            verify_share: self.verify_share,
+            min_fidelity: self.min_fidelity,
+            on_low_fidelity: self.on_low_fidelity,
             max_batch_follows_global: self.max_batch.is_none(),
             delay_follows_global: self.delay_ms.is_none(),
         }
@@ -76,6 +94,7 @@ mod tests {
             mode: default_mode(),
             queue_capacity: None,
             model: None,
+            ..LaneConfig::default()
         }
     }
 

@@ -260,6 +260,77 @@ pub struct LaneConfig {
     /// Model for items that do not name one. Absent: the upstream's first model.
     #[serde(default)]
     pub model: Option<String>,
+    /// Sampling temperature for items that set none. Absent: the upstream's default.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling for items that set none.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Sampling seed for items that set none.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Share of combined items (0.0–1.0) also sent alone, to measure how often the combined
+    /// answer agrees with the answer alone (fidelity). 0: none.
+    #[serde(default)]
+    pub verify_share: f64,
+    /// Fidelity under which, after enough samples, the lane acts as `on_low_fidelity` says.
+    #[serde(default = "default_min_fidelity")]
+    pub min_fidelity: f64,
+    /// What a lane whose fidelity falls under `min_fidelity` does: `warn` (log it) or `fanout`
+    /// (log it and switch itself to fanout).
+    #[serde(default)]
+    pub on_low_fidelity: LowFidelity,
+}
+
+/// What a combined lane does when its measured fidelity is too low.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LowFidelity {
+    /// Log a warning.
+    #[default]
+    Warn,
+    /// Log a warning and switch the lane to fanout.
+    Fanout,
+}
+
+impl LowFidelity {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            LowFidelity::Warn => "warn",
+            LowFidelity::Fanout => "fanout",
+        }
+    }
+}
+
+/// Fidelity samples a lane needs before `min_fidelity` is acted on.
+pub const FIDELITY_MIN_SAMPLES: u64 = 20;
+
+fn default_min_fidelity() -> f64 {
+    0.8
+}
+
+impl Default for LaneConfig {
+    /// A lane of rank 0 with every key at its default (`rank` is required in a file).
+    fn default() -> Self {
+        Self {
+            rank: 0,
+            window_ms: 0,
+            max_batch: None,
+            delay_ms: None,
+            max_tokens: None,
+            latency_ms: default_latency_ms(),
+            mode: default_mode(),
+            queue_capacity: None,
+            model: None,
+            temperature: None,
+            top_p: None,
+            seed: None,
+            verify_share: 0.0,
+            min_fidelity: default_min_fidelity(),
+            on_low_fidelity: LowFidelity::Warn,
+        }
+    }
 }
 
 fn default_latency_ms() -> u64 {
@@ -605,6 +676,7 @@ pub fn default_lanes() -> BTreeMap<String, LaneConfig> {
         mode,
         queue_capacity: None,
         model: None,
+        ..LaneConfig::default()
     };
     BTreeMap::from([
         ("high".to_string(), lane(3, 200, Some(6), Some(1_000), 500, Mode::Combined)),

@@ -147,7 +147,25 @@ fn render_lanes(config: &Config, out: &mut Render) {
             Some(model) => out.string("model", model),
             None => out.comment("model: not set (the serving upstream's first model)"),
         }
+        match lane.temperature {
+            Some(t) => out.value("temperature", float32(t)),
+            None => out.comment("temperature: not set (the item's own, else the upstream's default)"),
+        }
+        if let Some(p) = lane.top_p {
+            out.value("top_p", float32(p));
+        }
+        if let Some(seed) = lane.seed {
+            out.value("seed", seed);
+        }
+        out.value("verify_share", toml::Value::Float(lane.verify_share));
+        out.value("min_fidelity", toml::Value::Float(lane.min_fidelity));
+        out.string("on_low_fidelity", lane.on_low_fidelity.name());
     }
+}
+
+/// An f32 as TOML writes its shortest form (0.7, not 0.699999988079071).
+fn float32(value: f32) -> toml::Value {
+    toml::Value::Float(value.to_string().parse().unwrap_or(f64::from(value)))
 }
 
 /// A lane name as a TOML table key: bare when it can be, quoted otherwise.

@@ -430,6 +430,7 @@ mod tests {
             completion_tokens: 0,
             limit_waits: 0,
             last_error: None,
+            fidelity: Vec::new(),
         }
     }
 

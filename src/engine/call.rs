@@ -66,6 +66,9 @@ pub(crate) struct Call {
     pub last_error: Option<Box<ItemError>>,
     /// The pool slot it holds on the client it was routed to.
     pub slot: Slot,
+    /// A fidelity sample: the answer a combined call gave this (single) item, to compare with
+    /// the answer alone.
+    pub verify: Option<String>,
 }
 
 impl Call {
@@ -81,6 +84,7 @@ impl Call {
             tried: 0,
             last_error: None,
             slot: Slot::none(),
+            verify: None,
         }
     }
 
@@ -105,6 +109,7 @@ impl Call {
                 tried,
                 last_error: last_error.clone(),
                 slot: slot.take().unwrap_or_else(Slot::none),
+                verify: None,
             })
             .collect()
     }

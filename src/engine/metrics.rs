@@ -122,6 +122,23 @@ pub struct UpstreamStatus {
     pub limit_waits: u64,
     /// The last error, shortened.
     pub last_error: Option<String>,
+    /// Fidelity samples of combined answers, per lane and model.
+    #[serde(default)]
+    pub fidelity: Vec<FidelityCount>,
+}
+
+/// How often combined answers agreed with the same prompts answered alone, for one lane and model
+/// on one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FidelityCount {
+    /// Lane name.
+    pub lane: Arc<str>,
+    /// Model.
+    pub model: Arc<str>,
+    /// Samples whose answers agreed (normalised text).
+    pub agreed: u64,
+    /// Samples taken.
+    pub samples: u64,
 }
 
 /// An event broadcast to subscribers.

@@ -48,6 +48,7 @@ pub fn render(snapshot: &Snapshot, lanes: &[String], upstreams: &[String]) -> St
     }
     render_histogram(&mut out, &lane_totals);
     render_upstreams(&mut out, snapshot, upstreams);
+    render_fidelity(&mut out, snapshot);
     out.family("ferry_actor_restarts_total", "counter", "Engine actors restarted after a panic.");
     out.sample("ferry_actor_restarts_total", &[], snapshot.restarts as f64);
     out.text
@@ -129,6 +130,40 @@ fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[Stri
     }
 }
 
+/// Fidelity samples of combined answers, per lane, model and upstream.
+fn render_fidelity(out: &mut Exposition, snapshot: &Snapshot) {
+    let counts = || {
+        snapshot
+            .upstreams
+            .iter()
+            .flat_map(|(upstream, status)| status.fidelity.iter().map(move |f| (upstream, f)))
+    };
+    type Of = fn(&crate::engine::FidelityCount) -> f64;
+    let families: [(&str, &str, &str, Of); 3] = [
+        (
+            "ferry_combined_fidelity_samples_total",
+            "counter",
+            "Combined answers also asked alone (lane verify_share).",
+            |f| f.samples as f64,
+        ),
+        (
+            "ferry_combined_fidelity_agreed_total",
+            "counter",
+            "Sampled combined answers that agreed with the answer alone (normalised text).",
+            |f| f.agreed as f64,
+        ),
+        ("ferry_combined_fidelity", "gauge", "Share of sampled combined answers that agreed.", |f| {
+            if f.samples == 0 { 1.0 } else { f.agreed as f64 / f.samples as f64 }
+        }),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for (upstream, f) in counts() {
+            out.sample(name, &[("lane", &f.lane), ("model", &f.model), ("upstream", upstream)], value(f));
+        }
+    }
+}
+
 /// Exposition text built family by family.
 #[derive(Default)]
 struct Exposition {
@@ -191,7 +226,7 @@ mod tests {
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (18, 18));
+        assert_eq!((helps, types), (21, 21));
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub fn quick_lane(mode: Mode, max_batch: usize) -> LaneConfig {
         mode,
         queue_capacity: None,
         model: None,
+        ..LaneConfig::default()
     }
 }
 
@@ -148,6 +149,7 @@ mod engine_helpers {
             mode,
             queue_capacity: None,
             model: None,
+            ..LaneConfig::default()
         }
     }
 

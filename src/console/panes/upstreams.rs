@@ -49,6 +49,9 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
             Some(error) => (format!("{name} last error: {error}"), Style::new().fg(Color::Red)),
             None => (format!("{name} last error: none"), Style::new().fg(Color::DarkGray)),
         };
+        for f in &s.fidelity {
+            text = format!("{name} fidelity {}/{} {}/{} · {text}", f.lane, f.model, f.agreed, f.samples);
+        }
         if s.combined_calls > 0 {
             text = format!(
                 "{name} combined calls {}, split failures {}, re-sent alone {} · {text}",

@@ -18,12 +18,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::call::{Call, CallItems, Slot};
+use super::control::LanePatch;
 use super::item::{Answer, Item, ItemError};
 use super::mailbox::Mailbox;
-use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
+use super::metrics::{FidelityCount, MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
 use super::pool::{ClientPool, ClientState, Released};
+use super::supervisor::{PatchLane, Supervisor};
 use super::wake::Wake;
-use crate::config::{Concurrency, UpstreamConfig};
+use crate::config::{Concurrency, FIDELITY_MIN_SAMPLES, LaneConfig, LowFidelity, Mode, UpstreamConfig};
 use crate::core::limits::{AdaptiveLimit, Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
@@ -61,6 +63,46 @@ pub(crate) struct ClientOptions {
     pub log_payloads: bool,
     /// The wait worth one rank in the mailbox (`[batching] aging_ms`).
     pub aging: Duration,
+    /// Each lane, by index: its parameter defaults and fidelity sampling.
+    pub lanes: Arc<[LaneInfo]>,
+    /// Where a lane whose fidelity is too low asks for fanout.
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// What a client needs of a lane (as configured at start): the parameters it gives items that
+/// set none, and how its combined answers are sampled for fidelity.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneInfo {
+    name: Arc<str>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    verify_share: f64,
+    min_fidelity: f64,
+    on_low_fidelity: LowFidelity,
+}
+
+impl LaneInfo {
+    pub(crate) fn of(name: &str, lane: &LaneConfig) -> Self {
+        Self {
+            name: Arc::from(name),
+            temperature: lane.temperature,
+            top_p: lane.top_p,
+            seed: lane.seed,
+            verify_share: lane.verify_share,
+            min_fidelity: lane.min_fidelity,
+            on_low_fidelity: lane.on_low_fidelity,
+        }
+    }
+}
+
+/// Fidelity samples of one lane and model.
+#[derive(Default)]
+struct Fidelity {
+    agreed: u64,
+    samples: u64,
+    /// Already fell under the lane's `min_fidelity` (it is acted on once).
+    low: bool,
 }
 
 /// The client actor.
@@ -90,6 +132,9 @@ pub struct LlmClient {
     stop: watch::Receiver<bool>,
     log_payloads: bool,
     panic_on_next_batch: bool,
+    lanes: Arc<[LaneInfo]>,
+    supervisor: Addr<Supervisor>,
+    fidelity: std::collections::BTreeMap<(usize, Arc<str>), Fidelity>,
 }
 
 impl LlmClient {
@@ -130,6 +175,9 @@ impl LlmClient {
             stop,
             log_payloads: options.log_payloads,
             panic_on_next_batch: false,
+            lanes: options.lanes,
+            supervisor: options.supervisor,
+            fidelity: std::collections::BTreeMap::new(),
             config,
         }
     }
@@ -147,18 +195,21 @@ impl LlmClient {
             }
         };
         // A combined call packs only items whose parameters agree, so the first speaks for all.
-        let first = match &call.items {
-            CallItems::One(item) => Some(&item.prompt),
-            CallItems::Combined(items) => items.first().map(|i| &i.prompt),
+        let first_item = match &call.items {
+            CallItems::One(item) => Some(item),
+            CallItems::Combined(items) => items.first(),
         };
+        let first = first_item.map(|i| &i.prompt);
+        // The lane's defaults for what the item leaves unset.
+        let lane = first_item.and_then(|i| self.lanes.get(i.lane));
         CallRequest {
             model: call.model.clone().unwrap_or_else(|| self.default_model.to_string()),
             messages,
             max_tokens: call.max_tokens,
-            temperature: first.and_then(|p| p.temperature),
-            top_p: first.and_then(|p| p.top_p),
+            temperature: first.and_then(|p| p.temperature).or(lane.and_then(|l| l.temperature)),
+            top_p: first.and_then(|p| p.top_p).or(lane.and_then(|l| l.top_p)),
             stop: first.map(|p| p.stop.clone()).unwrap_or_default(),
-            seed: first.and_then(|p| p.seed),
+            seed: first.and_then(|p| p.seed).or(lane.and_then(|l| l.seed)),
             // Combined items have no format of their own (they would not be combinable).
             response_format: combined_format.or_else(|| first.and_then(|p| p.response_format.clone())),
         }
@@ -323,9 +374,14 @@ impl LlmClient {
             Some(model) => Arc::from(model.as_str()),
             None => Arc::clone(&self.default_model),
         };
+        let verify = call.verify.take();
         match call.items {
             CallItems::One(item) => {
                 self.release(ctx, &mut call.slot);
+                if let Some(combined) = verify {
+                    // A fidelity sample: the answer alone is the one the item gets.
+                    self.record_fidelity(item.lane, &model, combine::agrees(&combined, &reply.text));
+                }
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
             }
@@ -344,25 +400,39 @@ impl LlmClient {
                 // The call's usage is shared by the items it answered; the rest get their own.
                 let answered = answers.iter().filter(|a| a.is_some()).count();
                 let mut shares = share_usage(usage, answered).into_iter();
-                let mut alone = Vec::new();
+                // Items to send alone: unanswered ones, and fidelity samples with the combined
+                // answer to compare.
+                let mut alone: Vec<(Item, Option<String>)> = Vec::new();
+                let mut unanswered = 0;
                 for (item, answer) in items.into_iter().zip(answers) {
+                    let share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
                     match answer {
+                        Some(text) if share > 0.0 && fastrand::f64() < share => {
+                            alone.push((item, Some(text)))
+                        }
                         Some(text) => {
                             let share = shares.next().unwrap_or_default();
                             let answer = self.answer(&item, text, share, Arc::clone(&model));
                             item.finish(Ok(answer));
                         }
-                        None => alone.push(item),
+                        None => {
+                            unanswered += 1;
+                            alone.push((item, None));
+                        }
                     }
+                }
+                if unanswered > 0 {
+                    self.counters.split_failures += 1;
+                    self.counters.resent_alone += unanswered as u64;
+                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = n, resent = unanswered, reason = %reason, "sending the unanswered items alone");
                 }
                 if alone.is_empty() {
                     self.release(ctx, &mut call.slot);
                 } else {
-                    self.counters.split_failures += 1;
-                    self.counters.resent_alone += alone.len() as u64;
-                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = n, resent = alone.len(), reason = %reason, "sending the unanswered items alone");
-                    let call = Call { items: CallItems::Combined(alone), ..call };
-                    for single in call.into_singles() {
+                    let (items, verify): (Vec<Item>, Vec<Option<String>>) = alone.into_iter().unzip();
+                    let call = Call { items: CallItems::Combined(items), ..call };
+                    for (mut single, verify) in call.into_singles().into_iter().zip(verify) {
+                        single.verify = verify;
                         self.mailbox.push(Instant::now(), single.rank, single);
                     }
                 }
@@ -388,6 +458,37 @@ impl LlmClient {
             let level = if to < from { "lowered" } else { "raised" };
             tracing::debug!(event = "concurrency_changed", upstream = %self.name, from, to, change = level);
             self.report_state();
+        }
+    }
+
+    /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
+    /// and, with `on_low_fidelity = "fanout"`, asks the supervisor to switch the lane to fanout.
+    fn record_fidelity(&mut self, lane: usize, model: &Arc<str>, agreed: bool) {
+        let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
+        entry.samples += 1;
+        entry.agreed += u64::from(agreed);
+        let Some(info) = self.lanes.get(lane) else { return };
+        tracing::debug!(event = "fidelity_sample", upstream = %self.name, lane = %info.name, model = %model, agreed);
+        let low = entry.samples >= FIDELITY_MIN_SAMPLES
+            && (entry.agreed as f64) < info.min_fidelity * entry.samples as f64;
+        if !low || entry.low {
+            return;
+        }
+        entry.low = true;
+        tracing::warn!(
+            event = "low_fidelity",
+            upstream = %self.name,
+            lane = %info.name,
+            model = %model,
+            agreed = entry.agreed,
+            samples = entry.samples,
+            min_fidelity = info.min_fidelity,
+            action = info.on_low_fidelity.name(),
+            "combined answers agree with the answers alone too rarely"
+        );
+        if info.on_low_fidelity == LowFidelity::Fanout {
+            let patch = LanePatch { mode: Some(Mode::Fanout), ..LanePatch::default() };
+            self.supervisor.do_send(PatchLane(info.name.to_string(), patch));
         }
     }
 
@@ -443,6 +544,16 @@ impl LlmClient {
             completion_tokens: c.completion_tokens,
             limit_waits: c.limit_waits,
             last_error: self.last_error.clone(),
+            fidelity: self
+                .fidelity
+                .iter()
+                .map(|((lane, model), f)| FidelityCount {
+                    lane: self.lanes.get(*lane).map_or_else(|| Arc::from("?"), |l| Arc::clone(&l.name)),
+                    model: Arc::clone(model),
+                    agreed: f.agreed,
+                    samples: f.samples,
+                })
+                .collect(),
         }
     }
 }
