@@ -119,7 +119,7 @@ mod tests {
         let lanes = Config::default().resolved_lanes();
         let high = &lanes["high"];
         assert_eq!((high.rank, high.window_ms, high.max_batch, high.latency_ms), (3, 200, 6, 500));
-        assert_eq!((high.max_tokens, high.mode, high.delay_ms), (Some(1_000), Mode::Combined, 100));
+        assert_eq!((high.max_tokens, high.mode, high.delay_ms), (Some(1_000), Mode::Fanout, 100));
         let bulk = &lanes["bulk"];
         assert_eq!((bulk.rank, bulk.window_ms, bulk.max_batch, bulk.mode), (0, 0, 10, Mode::Fanout));
         assert!(bulk.max_batch_follows_global && bulk.delay_follows_global);
