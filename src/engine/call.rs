@@ -95,14 +95,17 @@ impl Call {
             CallItems::One(item) => vec![item],
             CallItems::Combined(items) => items,
         };
+        // A combined call's budget is the per-item budget times its items (see the pool); each
+        // item alone gets its own again, or its share.
+        let n = u32::try_from(items.len().max(1)).unwrap_or(u32::MAX);
         let mut slot = Some(slot);
         items
             .into_iter()
             .map(|item| Call {
+                max_tokens: item.prompt.max_tokens.or(max_tokens.map(|t| (t / n).max(1))),
                 items: CallItems::One(item),
                 rank,
                 model: model.clone(),
-                max_tokens,
                 retries: 0,
                 rate_limited: 0,
                 overloaded: 0,

@@ -702,6 +702,80 @@ impl Handler<PanicOnNextBatch> for LlmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{MockConfig, StructuredOutput};
+    use crate::engine::item::{Prompt, Reply, Shared};
+    use crate::providers::mock::MockProvider;
+
+    fn client(upstream: UpstreamConfig, lane: LaneConfig) -> LlmClient {
+        let (_, stop) = watch::channel(false);
+        LlmClient::new(
+            0,
+            upstream,
+            Arc::new(MockProvider::new(MockConfig::default())),
+            Context::<ClientPool>::new().address(),
+            Context::<MetricsHub>::new().address(),
+            stop,
+            ClientOptions {
+                log_payloads: false,
+                aging: Duration::from_secs(5),
+                lanes: vec![LaneInfo::of("test", &lane)].into(),
+                supervisor: Context::<Supervisor>::new().address(),
+            },
+        )
+    }
+
+    fn items(prompts: Vec<Prompt>) -> Vec<Item> {
+        let (home, _) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Shared::new(home);
+        prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Item::new(i as u64, 0, p, Reply::One(tokio::sync::oneshot::channel().0), &shared))
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn lane_parameters_fill_what_an_item_leaves_unset() {
+        let lane =
+            LaneConfig { temperature: Some(0.0), top_p: Some(0.9), seed: Some(7), ..LaneConfig::default() };
+        let client = client(UpstreamConfig::mock("m"), lane);
+        let mut own = Prompt::text("b");
+        own.temperature = Some(1.0);
+        let mut batch = items(vec![Prompt::text("a"), own]).into_iter();
+        let plain = Call::new(CallItems::One(batch.next().expect("a")), 1, None, None);
+        let request = client.request_for(&plain);
+        assert_eq!((request.temperature, request.top_p, request.seed), (Some(0.0), Some(0.9), Some(7)));
+        let own = Call::new(CallItems::One(batch.next().expect("b")), 1, None, None);
+        assert_eq!(client.request_for(&own).temperature, Some(1.0), "the item's own wins");
+    }
+
+    #[actix_rt::test]
+    async fn a_combined_call_sends_its_schema_as_the_upstream_takes_it() {
+        for (style, kind) in [
+            (StructuredOutput::JsonSchema, Some("json_schema")),
+            (StructuredOutput::JsonObjectSchema, Some("json_object")),
+            (StructuredOutput::None, None),
+        ] {
+            let client = client(
+                UpstreamConfig { structured_output: style, ..UpstreamConfig::mock("m") },
+                LaneConfig::default(),
+            );
+            let call = Call::new(
+                CallItems::Combined(items(vec![Prompt::text("a"), Prompt::text("b")])),
+                1,
+                None,
+                Some(32),
+            );
+            let request = client.request_for(&call);
+            assert_eq!(request.response_format.as_ref().and_then(|f| f["type"].as_str()), kind, "{style}");
+            assert_eq!(request.response_format, combine::response_format(style, 2), "{style}");
+            assert_eq!(combine::parse_request(&request.messages).map(|p| p.len()), Some(2));
+            // Alone again, each item gets its share of the combined budget.
+            for single in call.into_singles() {
+                assert_eq!(single.max_tokens, Some(16));
+            }
+        }
+    }
 
     #[test]
     fn usage_shares_add_up_to_the_call() {
