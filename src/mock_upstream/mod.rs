@@ -307,7 +307,7 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
             | Verdict::Fault(Fault::Server | Fault::Overloaded | Fault::Malformed | Fault::Dropped, _)
     );
     let _slot = match (&upstream.slots, works) {
-        (Some(slots), true) => Arc::clone(slots).acquire_owned().await.ok(),
+        (Some(slots), true) => Some(Slot::take(upstream, slots).await),
         _ => None,
     };
     let mut response = match verdict {
@@ -361,6 +361,39 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
         add_rpm_headers(&mut response, rpm);
     }
     response
+}
+
+/// A `--capacity` slot held by a call, counted in the book while waited for and held.
+struct Slot<'a> {
+    upstream: &'a Upstream,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<'a> Slot<'a> {
+    async fn take(upstream: &'a Upstream, slots: &Arc<Semaphore>) -> Slot<'a> {
+        upstream.book().wait_for_slot();
+        // Counted as no longer waiting even if the caller goes away mid-wait.
+        struct Waiting<'b>(&'b Upstream, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.book().stop_waiting(self.1);
+            }
+        }
+        let mut waiting = Waiting(upstream, false);
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = Arc::clone(slots).acquire_owned().await.ok();
+        waiting.1 = permit.is_some();
+        drop(waiting);
+        Slot { upstream, _permit: permit }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self._permit.is_some() {
+            self.upstream.book().release_slot();
+        }
+    }
 }
 
 /// Whether a `response_format` carries a JSON schema, as `json_schema` or llama-cpp-python's
