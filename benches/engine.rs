@@ -29,11 +29,11 @@ fn bench_config(max_batch: usize) -> Config {
             mode: Mode::Fanout,
             queue_capacity: None,
             model: None,
-            mix_owners: false,
+            ..LaneConfig::default()
         },
     );
     let mut mock = UpstreamConfig::mock("mock");
-    mock.concurrency = 1_000_000;
+    mock.concurrency = ferry::config::Concurrency::Fixed(1_000_000);
     config.upstreams = vec![mock];
     config
 }

@@ -58,7 +58,7 @@ fn ferry_config(base_url: &str) -> Config {
             mode: Mode::Fanout,
             queue_capacity: None,
             model: None,
-            mix_owners: false,
+            ..LaneConfig::default()
         },
     );
     config.upstreams = vec![UpstreamConfig {
@@ -66,7 +66,7 @@ fn ferry_config(base_url: &str) -> Config {
         provider: ProviderKind::Openai,
         base_url: Some(base_url.to_string()),
         models: Vec::new(),
-        concurrency: 100_000,
+        concurrency: ferry::config::Concurrency::Fixed(100_000),
         max_retries: 0,
         cooldown_failures: 1_000_000,
         ..UpstreamConfig::mock("mock-http")

@@ -101,6 +101,13 @@ struct RunCommand {
     /// Model for lines that name none (default: the lane's, else the first upstream's first).
     #[arg(long)]
     model: Option<String>,
+    /// Sampling temperature for lines that set none (part of what makes the run the same run).
+    /// Without it the lane's, else the server's default applies (llama.cpp: 0.8).
+    #[arg(long, value_parser = parse_temperature)]
+    temperature: Option<f32>,
+    /// Reply budget per line for lines that set none (part of what makes the run the same run).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tokens: Option<u32>,
     /// Ask every prompt again, forgetting what an earlier run of the same command stored
     /// (without it, the same command resumes an unfinished run and does nothing after a finished one).
     #[arg(long)]
@@ -219,6 +226,14 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A temperature from the command line: 0.0 to 2.0.
+fn parse_temperature(value: &str) -> Result<f32, String> {
+    match value.parse::<f32>() {
+        Ok(t) if (0.0..=2.0).contains(&t) => Ok(t),
+        _ => Err(format!("`{value}` is not a temperature; use a number from 0.0 to 2.0")),
+    }
+}
+
 fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
     let (config, _) = load_config(command.config)?;
     let _guard = ferry::logging::init(&config.logging, true).context("starting logging")?;
@@ -228,6 +243,8 @@ fn run_file(command: RunCommand) -> anyhow::Result<ExitCode> {
         lane: command.lane,
         template: command.template,
         model: command.model,
+        temperature: command.temperature,
+        max_tokens: command.max_tokens,
         fresh: command.fresh,
     };
     let mut progress = progress::Progress::new(std::io::stderr().is_terminal());

@@ -38,6 +38,10 @@ pub struct RunArgs {
     pub template: Option<String>,
     /// Model for lines that name none (default: the first model of the first upstream).
     pub model: Option<String>,
+    /// Temperature for lines that set none.
+    pub temperature: Option<f32>,
+    /// Reply budget for lines that set none.
+    pub max_tokens: Option<u32>,
     /// Ask again: forget what an earlier run of the same command stored.
     pub fresh: bool,
 }
@@ -65,6 +69,12 @@ pub enum RunError {
     /// The input cannot be read or converted.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// `--temperature` or `--max-tokens` given for OpenAI batch lines, whose bodies carry their own.
+    #[error(
+        "--temperature and --max-tokens apply to CSV and {{\"prompt\"}} lines; OpenAI batch lines \
+         carry their own in each line's body"
+    )]
+    ParametersOnBatchLines,
     /// `--lane` names no lane.
     #[error("--lane: lane `{lane}` is not configured; lanes are: {known}")]
     UnknownLane {
@@ -154,6 +164,9 @@ pub async fn run(
     let id = fingerprint(&args, &output, &lane, &model)?;
     let data_dir = config.storage.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let format = input::detect(&args.input, args.template.as_deref())?;
+    if format == Format::Batch && (args.temperature.is_some() || args.max_tokens.is_some()) {
+        return Err(RunError::ParametersOnBatchLines);
+    }
     let runs = data_dir.join("runs");
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -195,7 +208,12 @@ pub async fn run(
             }
             let finished = earlier.as_ref().is_some_and(|job| job.status.is_terminal());
             if !finished && !converted.exists() {
-                let how = Conversion { template: args.template.as_deref(), model: &model };
+                let how = Conversion {
+                    template: args.template.as_deref(),
+                    model: &model,
+                    temperature: args.temperature,
+                    max_tokens: args.max_tokens,
+                };
                 input::convert(&args.input, format, &how, &converted)?;
             }
             (converted.clone(), Some(converted))
@@ -321,7 +339,8 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// The job id of this command: the same input (path, size, modification time), output, lane,
-/// template and model give the same id, so a second run resumes the first.
+/// template, model, temperature and reply budget give the same id, so a second run resumes the
+/// first; a different temperature or budget is a different run.
 fn fingerprint(args: &RunArgs, output: &Path, lane: &str, model: &str) -> Result<String, RunError> {
     let io = |source| RunError::Io { path: args.input.display().to_string(), source };
     let meta = std::fs::metadata(&args.input).map_err(io)?;
@@ -340,6 +359,47 @@ fn fingerprint(args: &RunArgs, output: &Path, lane: &str, model: &str) -> Result
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
+    // Set only: a run without them keeps the id it had before these options existed.
+    let parameters = [
+        args.temperature.map(|t| format!("temperature={}", t.to_bits())),
+        args.max_tokens.map(|n| format!("max_tokens={n}")),
+    ];
+    for part in parameters.iter().flatten() {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
     let digest = hash.finalize();
     Ok(format!("run_{}", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperature_and_reply_budget_make_a_different_run() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "{\"prompt\":\"hi\"}\n")?;
+        let args = RunArgs {
+            input,
+            output: None,
+            lane: None,
+            template: None,
+            model: None,
+            temperature: None,
+            max_tokens: None,
+            fresh: false,
+        };
+        let out = dir.path().join("out.jsonl");
+        let id = |args: &RunArgs| fingerprint(args, &out, "low", "m");
+        let plain = id(&args)?;
+        assert_eq!(id(&args.clone())?, plain, "the same command is the same run");
+        let cold = id(&RunArgs { temperature: Some(0.0), ..args.clone() })?;
+        let warm = id(&RunArgs { temperature: Some(0.8), ..args.clone() })?;
+        let short = id(&RunArgs { max_tokens: Some(16), ..args.clone() })?;
+        let ids = std::collections::HashSet::from([&plain, &cold, &warm, &short]);
+        assert_eq!(ids.len(), 4, "{plain} {cold} {warm} {short}");
+        Ok(())
+    }
 }

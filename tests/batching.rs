@@ -315,7 +315,7 @@ async fn a_fanout_backlog_goes_in_batches_of_a_quarter_of_the_slots_not_of_one()
     tokio::time::pause();
     let fanout = LaneConfig { window_ms: 0, max_batch: Some(50), delay_ms: Some(0), ..lane(1, Mode::Fanout) };
     let mut mock = UpstreamConfig::mock("mock");
-    mock.concurrency = 16;
+    mock.concurrency = ferry::config::Concurrency::Fixed(16);
     mock.mock.latency_ms = 10;
     mock.mock.latency_jitter_ms = 10;
     let engine = Engine::start(&config_with([("fanout", fanout)], vec![mock])).expect("engine starts");

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config_with, lane, prompts, within};
-use ferry::config::{Config, Mode, UpstreamConfig};
+use ferry::config::{Concurrency, Config, Mode, UpstreamConfig};
 use ferry::engine::{Engine, Origin, Submission};
 
 /// One fanout lane, window 0, one call at a time of 10 ms.
 fn one_at_a_time() -> Config {
-    let mut upstream = UpstreamConfig { concurrency: 1, ..UpstreamConfig::mock("mock") };
+    let mut upstream = UpstreamConfig { concurrency: Concurrency::Fixed(1), ..UpstreamConfig::mock("mock") };
     upstream.mock.latency_ms = 10;
     config_with([("bulk", lane(1, Mode::Fanout))], vec![upstream])
 }

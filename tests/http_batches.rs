@@ -46,7 +46,7 @@ fn slow_jobs(config: &mut Config, latency_ms: u64, max_in_flight: usize) {
     config.jobs.lane = Some("bulk".into());
     config.jobs.max_in_flight = max_in_flight;
     config.upstreams[0].mock.latency_ms = latency_ms;
-    config.upstreams[0].concurrency = 1;
+    config.upstreams[0].concurrency = ferry::config::Concurrency::Fixed(1);
 }
 
 async fn post(base: &str, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
@@ -225,7 +225,7 @@ async fn cancel_stops_sending_and_keeps_what_finished() {
 async fn a_lane_smaller_than_a_chunk_still_runs_the_whole_job() {
     let server = server(Keys::none(), |c| {
         slow_jobs(c, 0, 1_000);
-        c.upstreams[0].concurrency = 16;
+        c.upstreams[0].concurrency = ferry::config::Concurrency::Fixed(16);
         if let Some(bulk) = c.lanes.get_mut("bulk") {
             bulk.queue_capacity = Some(50);
         }

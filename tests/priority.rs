@@ -13,12 +13,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::{config_with, lane, prompts, within};
-use ferry::config::{Config, Mode, UpstreamConfig};
+use ferry::config::{Concurrency, Config, Mode, UpstreamConfig};
 use ferry::engine::{Engine, Prompt, Submission};
 
 /// Fanout lanes `high` (rank 3) and `low` (rank 1), window 0; one call at a time, 200 ms each.
 fn contended() -> Config {
-    let mut upstream = UpstreamConfig { concurrency: 1, ..UpstreamConfig::mock("mock") };
+    let mut upstream = UpstreamConfig { concurrency: Concurrency::Fixed(1), ..UpstreamConfig::mock("mock") };
     upstream.mock.latency_ms = 200;
     let mut config =
         config_with([("high", lane(3, Mode::Fanout)), ("low", lane(1, Mode::Fanout))], vec![upstream]);

@@ -62,9 +62,9 @@ async fn combined_reply_splits_into_answers_in_order() {
         let prompts = ["first prompt", "second \"quoted\" prompt", "third"];
         let request = CallRequest { messages: combine::build(&prompts), ..ask("") };
         let reply = provider(kind, &mock).call(request).await.expect("answer");
-        let answers = combine::split(&reply.text, prompts.len()).expect("reply splits");
-        for (answer, prompt) in answers.iter().zip(prompts) {
-            assert_eq!(answer, &format!("mock answer to: {prompt}"), "{kind:?}");
+        let split = combine::split(&reply.text, prompts.len()).expect("reply splits");
+        for (answer, prompt) in split.answers.iter().zip(prompts) {
+            assert_eq!(answer.as_deref(), Some(format!("mock answer to: {prompt}").as_str()), "{kind:?}");
         }
         assert_eq!(mock.stats().prompts_answered, 3);
         mock.stop().await;
@@ -253,5 +253,19 @@ async fn injected_429_rounds_retry_after_up_to_whole_seconds() {
     assert_eq!(response.status().as_u16(), 429);
     assert_eq!(response.headers()["retry-after"], "2");
     assert_eq!(response.headers()["retry-after-ms"], "1500");
+    mock.stop().await;
+}
+
+#[actix_rt::test]
+async fn mock_upstream_capacity_serves_that_many_at_once_and_queues_the_rest() {
+    let mock = start_mock(MockUpstreamArgs { capacity: 2, latency_ms: 1_000, ..mock_args() });
+    let provider = provider(ProviderKind::Openai, &mock);
+    let calls: Vec<_> = (0..6).map(|i| provider.call(ask(&format!("q{i}")))).collect();
+    for reply in futures_util::future::join_all(calls).await {
+        reply.expect("an answer");
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.most_running, 2, "{stats:?}");
+    assert!(stats.most_waiting >= 1, "six calls at once, two slots: some waited: {stats:?}");
     mock.stop().await;
 }

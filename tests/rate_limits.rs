@@ -145,8 +145,11 @@ async fn refused_connection_gives_its_rate_window_back() {
 async fn rpm_limit_holds_calls_back_over_a_real_socket() {
     // The mock enforces the same limit and would answer 429 to a call past it.
     let mock = start_mock(MockUpstreamArgs { rpm: Some(20), ..mock_args() });
-    let upstream =
-        UpstreamConfig { rpm: Some(20), concurrency: 8, ..fast_upstream("metered", &mock.base_url()) };
+    let upstream = UpstreamConfig {
+        rpm: Some(20),
+        concurrency: ferry::config::Concurrency::Fixed(8),
+        ..fast_upstream("metered", &mock.base_url())
+    };
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 50), vec![upstream])).expect("engine starts");
 
@@ -202,7 +205,7 @@ async fn rpm_limit_holds_over_every_sixty_second_window() {
     const LATENCY: Duration = Duration::from_millis(50);
     let upstream = UpstreamConfig {
         rpm: Some(600),
-        concurrency: 16,
+        concurrency: ferry::config::Concurrency::Fixed(16),
         mock: ferry::config::MockConfig { latency_ms: 50, ..Default::default() },
         ..UpstreamConfig::mock("mock")
     };
@@ -227,7 +230,11 @@ async fn rpm_limit_holds_over_every_sixty_second_window() {
 async fn tpm_limit_counts_reported_usage_not_the_estimate() {
     tokio::time::pause();
     const TPM: u64 = 2_000;
-    let upstream = UpstreamConfig { tpm: Some(TPM), concurrency: 16, ..UpstreamConfig::mock("mock") };
+    let upstream = UpstreamConfig {
+        tpm: Some(TPM),
+        concurrency: ferry::config::Concurrency::Fixed(16),
+        ..UpstreamConfig::mock("mock")
+    };
     // A reply budget of 200 tokens makes each call's estimate ~205; the mock uses ~9.
     let lane = ferry::config::LaneConfig { max_tokens: Some(200), ..quick_lane(Mode::Fanout, 1_000) };
     let engine = Engine::start(&engine_config(lane, vec![upstream])).expect("engine starts");

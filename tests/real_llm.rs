@@ -6,18 +6,20 @@
 //! came up), in which case a missing or unreachable server fails the test.
 //!
 //! What it checks is the protocol, not the text: every item of a `combined` batch of 4 and a
-//! `fanout` batch of 8 ends in `Ok(Answer)` with non-empty text. A small model often does not
-//! follow the combined instruction ("reply with a JSON array of exactly N strings"); the engine
-//! then sends that batch item by item. Either way every item must be answered; the test prints
-//! which of the two happened.
+//! `fanout` batch of 8 ends in `Ok(Answer)` with non-empty text. The combined call carries each
+//! prompt's id and the reply's JSON schema as llama-cpp-python takes it (`json_object` with
+//! `schema`, `structured_output = "json_object_schema"`), so the server's grammar holds the model
+//! to an object with exactly those ids; any item whose id still comes back missing or unusable is
+//! sent alone. The upstream's calls must be 1 plus the items sent alone, and every item answered;
+//! the test prints which items came from the combined call.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferry::config::{Config, LaneConfig, Mode, ProviderKind, UpstreamConfig};
-use ferry::engine::{Engine, MetricsEvent, Outcome, Prompt};
+use ferry::config::{Config, LaneConfig, Mode, ProviderKind, StructuredOutput, UpstreamConfig};
+use ferry::engine::{Engine, MetricsEvent, Outcome, Prompt, UpstreamStatus};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// `eprintln!` straight to the process's stderr. libtest captures `eprintln!` and shows it only
@@ -107,7 +109,7 @@ fn lane(rank: u32, window_ms: u64, max_batch: usize, mode: Mode) -> LaneConfig {
         mode,
         queue_capacity: None,
         model: None,
-        mix_owners: false,
+        ..LaneConfig::default()
     }
 }
 
@@ -118,7 +120,9 @@ fn config(url: &str) -> Config {
         api_key_env: None,
         models: vec![MODEL.to_string()],
         // llama-cpp-python serves one request at a time.
-        concurrency: 1,
+        concurrency: ferry::config::Concurrency::Fixed(1),
+        // llama-cpp-python takes a schema as {"type": "json_object", "schema": …}.
+        structured_output: StructuredOutput::JsonObjectSchema,
         // ~1 s per answer when idle, but the machine may be busy with other builds and tests.
         timeout_ms: 120_000,
         max_retries: 2,
@@ -153,16 +157,16 @@ fn check_answers(lane: &str, texts: &[&str], outcomes: &[Outcome]) {
     }
 }
 
-/// Upstream calls started so far, from the first status report the client makes with nothing
-/// in flight once the batch's answers are in (it reports every 250 ms).
-async fn calls_so_far(events: &mut broadcast::Receiver<MetricsEvent>) -> u64 {
+/// The upstream's status from the first report the client makes with nothing in flight once the
+/// batch's answers are in (it reports every 250 ms).
+async fn status_now(events: &mut broadcast::Receiver<MetricsEvent>) -> UpstreamStatus {
     // Reports queued before the answers came may predate the last calls: skip them.
     while matches!(events.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(MetricsEvent::Upstream(status))) if &*status.name == UPSTREAM && status.in_flight == 0 => {
-                return status.calls;
+                return status;
             }
             Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
             Ok(Err(broadcast::error::RecvError::Closed)) => panic!("the engine's events stopped"),
@@ -176,39 +180,35 @@ async fn run(url: String) {
     let engine = Engine::start(&config(&url)).expect("engine starts");
     let mut events = engine.subscribe();
 
-    // Combined: 4 prompts, one upstream call asking for a JSON array of 4 strings. If the reply
-    // splits, each item's answer comes from that one call (attempts = 1) and the upstream made 1
-    // call; if it does not parse or has the wrong length, the client sends the 4 items one by one
-    // (attempts = 2 each: the combined call plus its own) and the upstream made 1 + 4 calls.
+    // Combined: 4 prompts with ids q1..q4, one upstream call asking for a JSON object keyed by
+    // those ids, with its schema. Each item answered from that call has attempts = 1; an item
+    // whose id came back missing, twice or without text is sent alone (attempts = 2), so the
+    // upstream made 1 call plus one per item sent alone.
     let started = Instant::now();
     let outcomes =
         engine.submit("combined", prompts(&COMBINED_PROMPTS)).await.expect("submit").collect().await;
     let combined_time = started.elapsed();
-    let combined_calls = calls_so_far(&mut events).await;
+    let status = status_now(&mut events).await;
+    let combined_calls = status.calls;
     say!("combined batch of {} in {combined_time:.1?}:", COMBINED_PROMPTS.len());
     check_answers("combined", &COMBINED_PROMPTS, &outcomes);
-    let split_cleanly = outcomes.iter().flatten().all(|a| a.attempts == 1);
-    let fell_back = outcomes.iter().flatten().filter(|a| a.attempts > 1).count();
+    let alone = outcomes.iter().flatten().filter(|a| a.attempts > 1).count() as u64;
     say!(
-        "combined: {} — {combined_calls} upstream call(s) for {} items; {fell_back} item(s) answered one by one",
-        if split_cleanly {
-            "the model's JSON array split cleanly"
-        } else {
-            "the model's reply did not split; the engine fell back to item-by-item"
-        },
-        COMBINED_PROMPTS.len()
+        "combined: {combined_calls} upstream call(s) for {} items; {} answered from the combined call by id, \
+         {alone} sent alone ({} split failure(s))",
+        COMBINED_PROMPTS.len(),
+        COMBINED_PROMPTS.len() as u64 - alone,
+        status.split_failures
     );
-    assert!(
-        combined_calls == 1 || combined_calls == 1 + COMBINED_PROMPTS.len() as u64,
-        "combined: expected 1 call (split) or {} (fallback), got {combined_calls}",
-        1 + COMBINED_PROMPTS.len()
-    );
+    assert_eq!(status.combined_calls, 1, "one combined call: {status:?}");
+    assert_eq!(status.resent_alone, alone, "items sent alone are counted: {status:?}");
+    assert_eq!(combined_calls, 1 + alone, "1 combined call plus one per item sent alone: {status:?}");
 
     // Fanout: 8 prompts, 8 calls, one at a time (concurrency 1).
     let started = Instant::now();
     let outcomes = engine.submit("fanout", prompts(&FANOUT_PROMPTS)).await.expect("submit").collect().await;
     let fanout_time = started.elapsed();
-    let total_calls = calls_so_far(&mut events).await;
+    let total_calls = status_now(&mut events).await.calls;
     say!("fanout batch of {} in {fanout_time:.1?}:", FANOUT_PROMPTS.len());
     check_answers("fanout", &FANOUT_PROMPTS, &outcomes);
     assert!(

@@ -128,8 +128,12 @@ async fn shutdown_answers_every_accepted_item_and_refuses_new_ones() {
     // 600 ms from when the first two calls reached the upstream, so those two finish inside it
     // with time to spare on a loaded machine, and at least four items are cut off.
     let slow = MockUpstreamArgs { latency_ms: 200, ..mock_args() };
-    let (engine, mock) =
-        engine_on(slow, [("bulk", lane(0, Mode::Fanout))], |u| UpstreamConfig { concurrency: 2, ..u }, 3);
+    let (engine, mock) = engine_on(
+        slow,
+        [("bulk", lane(0, Mode::Fanout))],
+        |u| UpstreamConfig { concurrency: ferry::config::Concurrency::Fixed(2), ..u },
+        3,
+    );
     let items = engine.submit("bulk", prompts("late", 10)).await.expect("accepted");
     within(Duration::from_secs(5), "the first two calls under way", async {
         while mock.stats().requests < 2 {
@@ -181,8 +185,12 @@ async fn shutdown_with_time_enough_drains_everything_and_returns_early() {
 async fn a_cut_off_ends_a_long_drain_at_once_and_answers_the_rest() {
     // One call at a time of 2 s each: twenty items need 40 s; the drain's deadline is 60 s.
     let slow = MockUpstreamArgs { latency_ms: 2_000, ..mock_args() };
-    let (engine, mock) =
-        engine_on(slow, [("bulk", lane(0, Mode::Fanout))], |u| UpstreamConfig { concurrency: 1, ..u }, 3);
+    let (engine, mock) = engine_on(
+        slow,
+        [("bulk", lane(0, Mode::Fanout))],
+        |u| UpstreamConfig { concurrency: ferry::config::Concurrency::Fixed(1), ..u },
+        3,
+    );
     let items = engine.submit("bulk", prompts("cut", 20)).await.expect("accepted");
     // The first call is under way at the mock.
     let first_call = async {

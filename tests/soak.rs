@@ -32,7 +32,7 @@ async fn every_item_ends_exactly_once_under_mixed_faults() {
         ..mock_args()
     });
     let upstream = UpstreamConfig {
-        concurrency: 64,
+        concurrency: ferry::config::Concurrency::Fixed(64),
         max_retries: 6,
         timeout_ms: 200,
         backoff_base_ms: 10,

@@ -59,7 +59,8 @@ async fn a_combined_call_carries_one_owners_prompts_with_one_set_of_parameters()
     let mut prompts_seen = 0;
     let mut combined_calls = 0;
     for call in &calls {
-        let prompts = combine::parse_request(&call.messages)
+        let prompts: Vec<String> = combine::parse_request(&call.messages)
+            .map(|packed| packed.into_iter().map(|(_, text)| text).collect())
             .unwrap_or_else(|| vec![call.messages.last().map(|m| m.content.clone()).unwrap_or_default()]);
         prompts_seen += prompts.len();
         combined_calls += usize::from(prompts.len() > 1);

@@ -271,13 +271,16 @@ async fn repeated_failures_put_an_upstream_in_cooldown() {
     let upstreams = vec![
         UpstreamConfig {
             // One call at a time, so the count at cooldown is exact.
-            concurrency: 1,
+            concurrency: ferry::config::Concurrency::Fixed(1),
             max_retries: 0,
             cooldown_failures: 3,
             cooldown_ms: COOLDOWN.as_millis() as u64,
             ..fast_upstream("broken", &broken.base_url())
         },
-        UpstreamConfig { concurrency: 4, ..fast_upstream("healthy", &healthy.base_url()) },
+        UpstreamConfig {
+            concurrency: ferry::config::Concurrency::Fixed(4),
+            ..fast_upstream("healthy", &healthy.base_url())
+        },
     ];
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 100), upstreams)).expect("engine starts");
@@ -309,8 +312,11 @@ async fn repeated_failures_put_an_upstream_in_cooldown() {
 #[actix_rt::test]
 async fn overload_lowers_concurrency_and_items_still_succeed() {
     let mock = start_mock(MockUpstreamArgs { overload_rate: 0.3, latency_ms: 10, ..mock_args() });
-    let upstream =
-        UpstreamConfig { concurrency: 8, max_retries: 10, ..fast_upstream("local", &mock.base_url()) };
+    let upstream = UpstreamConfig {
+        concurrency: ferry::config::Concurrency::Fixed(8),
+        max_retries: 10,
+        ..fast_upstream("local", &mock.base_url())
+    };
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 200), vec![upstream])).expect("engine starts");
     let mut events = engine.subscribe();
@@ -347,8 +353,11 @@ async fn overload_lowers_concurrency_and_items_still_succeed() {
 async fn overload_at_concurrency_one_is_backpressure_not_failure() {
     // llama.cpp with one slot: a 503 there must mean "wait", not use up the item's retries.
     let mock = start_mock(MockUpstreamArgs { overload_rate: 0.5, ..mock_args() });
-    let upstream =
-        UpstreamConfig { concurrency: 1, max_retries: 0, ..fast_upstream("one-slot", &mock.base_url()) };
+    let upstream = UpstreamConfig {
+        concurrency: ferry::config::Concurrency::Fixed(1),
+        max_retries: 0,
+        ..fast_upstream("one-slot", &mock.base_url())
+    };
     let engine =
         Engine::start(&engine_config(quick_lane(Mode::Fanout, 50), vec![upstream])).expect("engine starts");
 
@@ -366,7 +375,11 @@ async fn fallback_upstream_gets_its_own_retries() {
     let flaky = start_mock(MockUpstreamArgs { error_rate: 0.1, seed: 11, ..mock_args() });
     let upstreams = vec![
         // The larger concurrency makes "broken" the least loaded, so most items start there.
-        UpstreamConfig { max_retries: 5, concurrency: 200, ..fast_upstream("broken", &broken.base_url()) },
+        UpstreamConfig {
+            max_retries: 5,
+            concurrency: ferry::config::Concurrency::Fixed(200),
+            ..fast_upstream("broken", &broken.base_url())
+        },
         UpstreamConfig { max_retries: 5, ..fast_upstream("flaky", &flaky.base_url()) },
     ];
     let engine =

@@ -34,7 +34,7 @@ fn server_on_slow_mock() -> (TestServer, MockUpstreamHandle) {
     let mut config: Config = http_config(&dir);
     let mut upstream = upstream_for(ProviderKind::Openai, &mock);
     upstream.models = vec!["mock".into()];
-    upstream.concurrency = CONCURRENCY;
+    upstream.concurrency = ferry::config::Concurrency::Fixed(CONCURRENCY);
     config.upstreams = vec![upstream];
     config.jobs.lane = Some("bulk".into());
     (TestServer::start_with(config, Keys::none(), dir), mock)

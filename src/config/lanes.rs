@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{BatchingConfig, Config, LaneConfig, Mode};
 
 /// What a lane resolves to once `[batching]` defaults are applied; the engine runs on this.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaneSettings {
     /// Higher rank is served first.
     pub rank: u32,
@@ -30,6 +30,18 @@ pub struct LaneSettings {
     pub model: Option<String>,
     /// A combined batch may carry several owners' items.
     pub mix_owners: bool,
+    /// Temperature for items that set none.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling for items that set none.
+    pub top_p: Option<f32>,
+    /// Seed for items that set none.
+    pub seed: Option<i64>,
+    /// Share of combined items also sent alone to measure fidelity.
+    pub verify_share: f64,
+    /// Fidelity under which the lane acts as `on_low_fidelity` says.
+    pub min_fidelity: f64,
+    /// `warn` or `fanout`.
+    pub on_low_fidelity: super::LowFidelity,
     /// The lane sets no `max_batch`, so a live change of the global batch size applies to it.
     pub max_batch_follows_global: bool,
     /// The lane sets no `delay_ms`, so a live change of the global batch delay applies to it.
@@ -50,6 +62,12 @@ impl LaneConfig {
             queue_capacity: self.queue_capacity.unwrap_or(batching.queue_capacity),
             model: self.model.clone(),
             mix_owners: self.mix_owners,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            verify_share: self.verify_share,
+            min_fidelity: self.min_fidelity,
+            on_low_fidelity: self.on_low_fidelity,
             max_batch_follows_global: self.max_batch.is_none(),
             delay_follows_global: self.delay_ms.is_none(),
         }
@@ -79,7 +97,7 @@ mod tests {
             mode: default_mode(),
             queue_capacity: None,
             model: None,
-            mix_owners: false,
+            ..LaneConfig::default()
         }
     }
 
@@ -104,7 +122,7 @@ mod tests {
         let lanes = Config::default().resolved_lanes();
         let high = &lanes["high"];
         assert_eq!((high.rank, high.window_ms, high.max_batch, high.latency_ms), (3, 200, 6, 500));
-        assert_eq!((high.max_tokens, high.mode, high.delay_ms), (Some(1_000), Mode::Combined, 100));
+        assert_eq!((high.max_tokens, high.mode, high.delay_ms), (Some(1_000), Mode::Fanout, 100));
         let bulk = &lanes["bulk"];
         assert_eq!((bulk.rank, bulk.window_ms, bulk.max_batch, bulk.mode), (0, 0, 10, Mode::Fanout));
         assert!(bulk.max_batch_follows_global && bulk.delay_follows_global);

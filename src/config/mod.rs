@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::combine::StructuredOutput;
+
 mod api_key;
 mod lanes;
 mod parse_error;
@@ -290,6 +292,78 @@ pub struct LaneConfig {
     /// owner's prompt could ask the model to repeat the others'). Off by default.
     #[serde(default)]
     pub mix_owners: bool,
+    /// Sampling temperature for items that set none. Absent: the upstream's default.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling for items that set none.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Sampling seed for items that set none.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Share of combined items (0.0–1.0) also sent alone, to measure how often the combined
+    /// answer agrees with the answer alone (fidelity). 0: none.
+    #[serde(default)]
+    pub verify_share: f64,
+    /// Fidelity under which, after enough samples, the lane acts as `on_low_fidelity` says.
+    #[serde(default = "default_min_fidelity")]
+    pub min_fidelity: f64,
+    /// What a lane whose fidelity falls under `min_fidelity` does: `warn` (log it) or `fanout`
+    /// (log it and switch itself to fanout).
+    #[serde(default)]
+    pub on_low_fidelity: LowFidelity,
+}
+
+/// What a combined lane does when its measured fidelity is too low.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LowFidelity {
+    /// Log a warning.
+    #[default]
+    Warn,
+    /// Log a warning and switch the lane to fanout.
+    Fanout,
+}
+
+impl LowFidelity {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            LowFidelity::Warn => "warn",
+            LowFidelity::Fanout => "fanout",
+        }
+    }
+}
+
+/// Fidelity samples a lane needs before `min_fidelity` is acted on.
+pub const FIDELITY_MIN_SAMPLES: u64 = 20;
+
+fn default_min_fidelity() -> f64 {
+    0.8
+}
+
+impl Default for LaneConfig {
+    /// A lane of rank 0 with every key at its default (`rank` is required in a file).
+    fn default() -> Self {
+        Self {
+            rank: 0,
+            window_ms: 0,
+            max_batch: None,
+            delay_ms: None,
+            max_tokens: None,
+            latency_ms: default_latency_ms(),
+            mode: default_mode(),
+            queue_capacity: None,
+            model: None,
+            mix_owners: false,
+            temperature: None,
+            top_p: None,
+            seed: None,
+            verify_share: 0.0,
+            min_fidelity: default_min_fidelity(),
+            on_low_fidelity: LowFidelity::Warn,
+        }
+    }
 }
 
 fn default_latency_ms() -> u64 {
@@ -346,9 +420,12 @@ pub struct UpstreamConfig {
     /// Requests per day (absent: unlimited).
     #[serde(default)]
     pub rpd: Option<u64>,
-    /// Calls in flight at once.
+    /// Calls in flight at once: a fixed number, or `"auto"` to search for the server's.
     #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    pub concurrency: Concurrency,
+    /// How the upstream takes a JSON schema for a combined call's reply.
+    #[serde(default)]
+    pub structured_output: StructuredOutput,
     /// Per-call timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -379,8 +456,96 @@ pub struct UpstreamConfig {
     pub mock: MockConfig,
 }
 
-fn default_concurrency() -> usize {
-    16
+fn default_concurrency() -> Concurrency {
+    Concurrency::Fixed(16)
+}
+
+/// An upstream's `concurrency`: a fixed number of calls in flight, or `"auto"`.
+///
+/// A fixed setting stays fixed, apart from 503 backpressure (lowered by one per 503, raised
+/// again after a run of successes, never above the setting). `auto` lets the client's adaptive
+/// limit ([`crate::core::limits::adaptive`]) search for the calls in flight that give the most
+/// answers per second without raising latency, between 1 and [`Concurrency::AUTO_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// This many calls in flight at most.
+    Fixed(usize),
+    /// Searched for while running.
+    Auto,
+}
+
+impl Concurrency {
+    /// Where `auto` starts.
+    pub const AUTO_START: usize = 2;
+    /// The most calls in flight `auto` will try.
+    pub const AUTO_MAX: usize = 256;
+
+    /// The calls in flight to start with, at least `floor`: the fixed value, or `auto`'s start.
+    /// (Named `max` so `concurrency.max(1)` reads as it did when the setting was a number.)
+    pub fn max(self, floor: usize) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n.max(floor),
+            Concurrency::Auto => Self::AUTO_START.max(floor),
+        }
+    }
+
+    /// The most calls in flight this setting ever allows.
+    pub fn ceiling(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n.max(1),
+            Concurrency::Auto => Self::AUTO_MAX,
+        }
+    }
+
+    /// Whether this is `auto`.
+    pub fn is_auto(self) -> bool {
+        self == Concurrency::Auto
+    }
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(n) => write!(f, "{n}"),
+            Concurrency::Auto => f.write_str("\"auto\""),
+        }
+    }
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Fixed(n) => serializer.serialize_u64(*n as u64),
+            Concurrency::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl serde::de::Visitor<'_> for Setting {
+            type Value = Concurrency;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of calls in flight (e.g. 4) or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Concurrency, E> {
+                usize::try_from(n).map(Concurrency::Fixed).map_err(|_| E::custom("too large"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Concurrency, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("must be at least 1 or \"auto\" (got {n})")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Concurrency, E> {
+                match text {
+                    "auto" => Ok(Concurrency::Auto),
+                    other => Err(E::custom(format!("expected a number or \"auto\", got \"{other}\""))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Setting)
+    }
 }
 fn default_timeout_ms() -> u64 {
     60_000
@@ -420,6 +585,7 @@ impl UpstreamConfig {
             tpm: None,
             rpd: None,
             concurrency: default_concurrency(),
+            structured_output: StructuredOutput::default(),
             timeout_ms: default_timeout_ms(),
             max_retries: default_max_retries(),
             retry_after_send: true,
@@ -464,6 +630,16 @@ pub struct MockConfig {
     /// (prose, or an array of the wrong length), to exercise the item-by-item fallback. Drawn
     /// apart from the fault rates: it does not count toward their sum.
     pub garble_rate: f64,
+    /// Share of successful combined calls whose reply misplaces ids: entries shuffled, an id
+    /// dropped, an id answered twice, or an id renamed (the draw picks which). Drawn apart from
+    /// the fault rates.
+    pub misalign_rate: f64,
+    /// Share of successful combined calls whose answers are moved to the next id: well formed,
+    /// every id present, every answer wrong — only fidelity sampling can tell.
+    pub wrong_answer_rate: f64,
+    /// Calls the mock serves at once at its base latency; further calls queue for a free slot.
+    /// 0: no limit.
+    pub capacity: u32,
     /// `Retry-After` sent with an injected 429.
     pub retry_after_ms: u64,
     /// Seed for the fault draws (same seed, same faults).
@@ -483,6 +659,9 @@ impl Default for MockConfig {
             drop_rate: 0.0,
             timeout_rate: 0.0,
             garble_rate: 0.0,
+            misalign_rate: 0.0,
+            wrong_answer_rate: 0.0,
+            capacity: 0,
             retry_after_ms: 1_000,
             seed: 1,
         }
@@ -518,7 +697,7 @@ impl Config {
     }
 }
 
-/// The four lanes of DESIGN.md: seed 002's high/medium/low and a fanout `bulk` lane.
+/// The four lanes of DESIGN.md: seed 002's high/medium/low and a `bulk` lane, all fanout.
 pub fn default_lanes() -> BTreeMap<String, LaneConfig> {
     let lane = |rank, window_ms, max_batch, max_tokens, latency_ms, mode| LaneConfig {
         rank,
@@ -530,12 +709,14 @@ pub fn default_lanes() -> BTreeMap<String, LaneConfig> {
         mode,
         queue_capacity: None,
         model: None,
-        mix_owners: false,
+        ..LaneConfig::default()
     };
     BTreeMap::from([
-        ("high".to_string(), lane(3, 200, Some(6), Some(1_000), 500, Mode::Combined)),
-        ("medium".to_string(), lane(2, 1_000, Some(4), Some(5_000), 2_000, Mode::Combined)),
-        ("low".to_string(), lane(1, 4_000, Some(4), Some(10_000), 5_000, Mode::Combined)),
+        // Fanout by default: measured on a small model, combined answers were far less accurate
+        // (docs/combined.md); combined is one line to turn on where it pays.
+        ("high".to_string(), lane(3, 200, Some(6), Some(1_000), 500, Mode::Fanout)),
+        ("medium".to_string(), lane(2, 1_000, Some(4), Some(5_000), 2_000, Mode::Fanout)),
+        ("low".to_string(), lane(1, 4_000, Some(4), Some(10_000), 5_000, Mode::Fanout)),
         ("bulk".to_string(), lane(0, 0, None, None, 5_000, Mode::Fanout)),
     ])
 }
@@ -606,6 +787,44 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream_with(line: &str) -> Result<Config, ConfigError> {
+        let text =
+            format!("[lanes.a]\nrank = 1\n\n[[upstreams]]\nname = \"m\"\nprovider = \"mock\"\n{line}\n");
+        Config::parse(&text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn concurrency_is_a_number_or_auto() {
+        let auto = upstream_with("concurrency = \"auto\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(auto.upstreams[0].concurrency, Concurrency::Auto);
+        let four = upstream_with("concurrency = 4").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(four.upstreams[0].concurrency, Concurrency::Fixed(4));
+        for (bad, says) in [("\"many\"", "\"many\""), ("-1", "-1"), ("1.5", "a number of calls")] {
+            let error = upstream_with(&format!("concurrency = {bad}")).expect_err(bad).to_string();
+            assert!(error.contains("upstreams[0].concurrency") && error.contains(says), "{bad}: {error}");
+            assert!(error.contains("line 7"), "{bad}: {error}");
+        }
+        let zero = upstream_with("concurrency = 0").expect_err("0").to_string();
+        assert!(zero.contains("upstreams[0].concurrency: must be at least 1, or \"auto\""), "{zero}");
+        assert_eq!(serde_json::to_value(Concurrency::Auto).ok(), Some(serde_json::json!("auto")));
+        assert_eq!(serde_json::to_value(Concurrency::Fixed(3)).ok(), Some(serde_json::json!(3)));
+    }
+
+    #[test]
+    fn structured_output_takes_the_three_ways() {
+        for (name, style) in [
+            ("json_schema", StructuredOutput::JsonSchema),
+            ("json_object_schema", StructuredOutput::JsonObjectSchema),
+            ("none", StructuredOutput::None),
+        ] {
+            let config =
+                upstream_with(&format!("structured_output = \"{name}\"")).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.upstreams[0].structured_output, style);
+        }
+        let error = upstream_with("structured_output = \"xml\"").expect_err("xml").to_string();
+        assert!(error.contains("structured_output") && error.contains("json_object_schema"), "{error}");
+    }
 
     #[test]
     fn shipped_config_toml_matches_the_defaults() {

@@ -160,7 +160,25 @@ fn render_lanes(config: &Config, out: &mut Render) {
         if lane.mix_owners {
             out.value("mix_owners", true);
         }
+        match lane.temperature {
+            Some(t) => out.value("temperature", float32(t)),
+            None => out.comment("temperature: not set (the item's own, else the upstream's default)"),
+        }
+        if let Some(p) = lane.top_p {
+            out.value("top_p", float32(p));
+        }
+        if let Some(seed) = lane.seed {
+            out.value("seed", seed);
+        }
+        out.value("verify_share", toml::Value::Float(lane.verify_share));
+        out.value("min_fidelity", toml::Value::Float(lane.min_fidelity));
+        out.string("on_low_fidelity", lane.on_low_fidelity.name());
     }
+}
+
+/// An f32 as TOML writes its shortest form (0.7, not 0.699999988079071).
+fn float32(value: f32) -> toml::Value {
+    toml::Value::Float(value.to_string().parse().unwrap_or(f64::from(value)))
 }
 
 /// A lane name as a TOML table key: bare when it can be, quoted otherwise.
@@ -197,6 +215,7 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         }
     }
     out.value("concurrency", upstream.concurrency);
+    out.string("structured_output", upstream.structured_output.name());
     out.value("timeout_ms", upstream.timeout_ms);
     out.value("max_retries", upstream.max_retries);
     out.value("retry_after_send", upstream.retry_after_send);
@@ -218,6 +237,9 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         out.value("drop_rate", toml::Value::Float(mock.drop_rate));
         out.value("timeout_rate", toml::Value::Float(mock.timeout_rate));
         out.value("garble_rate", toml::Value::Float(mock.garble_rate));
+        out.value("misalign_rate", toml::Value::Float(mock.misalign_rate));
+        out.value("wrong_answer_rate", toml::Value::Float(mock.wrong_answer_rate));
+        out.noted("capacity", mock.capacity, "calls served at once; 0: no limit");
         out.value("retry_after_ms", mock.retry_after_ms);
         out.value("seed", mock.seed);
     }
@@ -241,6 +263,17 @@ mod tests {
         assert_eq!(back.resolved_lanes(), config.resolved_lanes());
         assert_eq!(back.upstreams, config.upstreams);
         assert!(text.contains("# max_batch = 10: follows [batching] batch_size"), "{text}");
+    }
+
+    #[test]
+    fn auto_concurrency_renders_and_loads_back() {
+        let mut config = Config::default();
+        config.upstreams[0].concurrency = crate::config::Concurrency::Auto;
+        let text = config.render_with(no_env);
+        assert!(text.contains("concurrency = \"auto\"\n"), "{text}");
+        assert!(text.contains("structured_output = \"json_schema\"\n"), "{text}");
+        let back = Config::parse(&text, Path::new("rendered.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.upstreams, config.upstreams);
     }
 
     #[test]

@@ -175,6 +175,17 @@ fn check_lane(name: &str, lane: &LaneConfig, config: &Config, problems: &mut Vec
         at_least_one(problems, &key("max_tokens"), u64::from(n));
     }
     at_least_one(problems, &key("latency_ms"), lane.latency_ms);
+    for (field, share) in [("verify_share", lane.verify_share), ("min_fidelity", lane.min_fidelity)] {
+        if !(0.0..=1.0).contains(&share) {
+            problems.push(format!("{}: must be between 0.0 and 1.0 (got {share})", key(field)));
+        }
+    }
+    if let Some(t) = lane.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        problems.push(format!("{}: must be between 0.0 and 2.0 (got {t})", key("temperature")));
+    }
+    if let Some(p) = lane.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        problems.push(format!("{}: must be above 0.0 and at most 1.0 (got {p})", key("top_p")));
+    }
     let settings = lane.effective(&config.batching);
     if settings.max_batch > settings.queue_capacity && settings.queue_capacity > 0 {
         problems.push(format!(
@@ -216,7 +227,9 @@ fn check_upstream(index: usize, upstream: &UpstreamConfig, problems: &mut Vec<St
                 .push(format!("{}: must be at least 1 when set (got 0); remove it for no limit", key(field)));
         }
     }
-    at_least_one(problems, &key("concurrency"), upstream.concurrency as u64);
+    if upstream.concurrency == super::Concurrency::Fixed(0) {
+        problems.push(format!("{}: must be at least 1, or \"auto\" (got 0)", key("concurrency")));
+    }
     at_least_one(problems, &key("timeout_ms"), upstream.timeout_ms);
     // A zero base would keep every backoff at zero: retries would hammer a failing upstream.
     at_least_one(problems, &key("backoff_base_ms"), upstream.backoff_base_ms);
@@ -316,7 +329,12 @@ fn check_mock(index: usize, mock: &MockConfig, problems: &mut Vec<String>) {
         ("timeout_rate", mock.timeout_rate),
     ];
     let mut rates_ok = true;
-    for (field, rate) in faults.iter().copied().chain([("garble_rate", mock.garble_rate)]) {
+    let apart = [
+        ("garble_rate", mock.garble_rate),
+        ("misalign_rate", mock.misalign_rate),
+        ("wrong_answer_rate", mock.wrong_answer_rate),
+    ];
+    for (field, rate) in faults.iter().copied().chain(apart) {
         if !(0.0..=1.0).contains(&rate) {
             rates_ok = false;
             problems.push(format!("{}: must be between 0.0 and 1.0 (got {rate})", key(field)));

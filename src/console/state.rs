@@ -442,6 +442,10 @@ mod tests {
             in_flight,
             queued: 0,
             concurrency: 16,
+            concurrency_auto: false,
+            combined_calls: 0,
+            split_failures: 0,
+            resent_alone: 0,
             limits: Default::default(),
             calls: 0,
             ok: 0,
@@ -454,6 +458,7 @@ mod tests {
             completion_tokens: 0,
             limit_waits: 0,
             last_error: None,
+            fidelity: Vec::new(),
         }
     }
 

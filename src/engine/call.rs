@@ -75,6 +75,9 @@ pub(crate) struct Call {
     pub last_error: Option<Box<ItemError>>,
     /// The pool slot it holds on the client it was routed to.
     pub slot: Slot,
+    /// A fidelity sample: the answer a combined call gave this (single) item, to compare with
+    /// the answer alone.
+    pub verify: Option<String>,
 }
 
 impl Call {
@@ -97,6 +100,7 @@ impl Call {
             offered: 0,
             last_error: None,
             slot: Slot::none(),
+            verify: None,
         }
     }
 
@@ -133,6 +137,7 @@ impl Call {
                 offered,
                 last_error: last_error.clone(),
                 slot: slot.take().unwrap_or_else(Slot::none),
+                verify: None,
             })
             .collect()
     }

@@ -60,8 +60,10 @@ pub struct UpstreamView {
     pub tpm: Option<u64>,
     /// Requests per day.
     pub rpd: Option<u64>,
-    /// Concurrency cap.
-    pub concurrency: usize,
+    /// Concurrency cap: a number, or `"auto"`.
+    pub concurrency: crate::config::Concurrency,
+    /// How combined calls send their reply schema.
+    pub structured_output: crate::config::StructuredOutput,
     /// Name of the key's environment variable (never the key).
     pub api_key_env: Option<String>,
 }

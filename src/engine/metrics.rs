@@ -104,8 +104,21 @@ pub struct UpstreamStatus {
     pub in_flight: usize,
     /// Calls waiting in its mailbox.
     pub queued: usize,
-    /// Effective concurrency (lowered by 503 backpressure).
+    /// Effective concurrency (lowered by 503 backpressure; searched for with `auto`).
     pub concurrency: usize,
+    /// Whether `concurrency` is searched for (`concurrency = "auto"`).
+    #[serde(default)]
+    pub concurrency_auto: bool,
+    /// Combined calls started.
+    #[serde(default)]
+    pub combined_calls: u64,
+    /// Combined replies that left items unanswered (no object of answers by id, or ids missing,
+    /// duplicated or not answered with text).
+    #[serde(default)]
+    pub split_failures: u64,
+    /// Items of combined calls sent again alone after a split failure or a failed combined call.
+    #[serde(default)]
+    pub resent_alone: u64,
     /// Used/limit per rate window.
     pub limits: LimitsSnapshot,
     /// Calls started.
@@ -130,6 +143,23 @@ pub struct UpstreamStatus {
     pub limit_waits: u64,
     /// The last error, shortened.
     pub last_error: Option<String>,
+    /// Fidelity samples of combined answers, per lane and model.
+    #[serde(default)]
+    pub fidelity: Vec<FidelityCount>,
+}
+
+/// How often combined answers agreed with the same prompts answered alone, for one lane and model
+/// on one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FidelityCount {
+    /// Lane name.
+    pub lane: Arc<str>,
+    /// Model.
+    pub model: Arc<str>,
+    /// Samples whose answers agreed (normalised text).
+    pub agreed: u64,
+    /// Samples taken.
+    pub samples: u64,
 }
 
 /// An event broadcast to subscribers.

@@ -40,12 +40,13 @@ pub use control::{
 };
 pub use item::{Answer, ItemError, Origin, Outcome, Prompt, Submission, SubmitError, Withdrawal};
 pub use metrics::{
-    BATCH_SECONDS_BUCKETS, BatchRecord, LaneTotals, MetricsEvent, Snapshot, UpstreamState, UpstreamStatus,
+    BATCH_SECONDS_BUCKETS, BatchRecord, FidelityCount, LaneTotals, MetricsEvent, Snapshot, UpstreamState,
+    UpstreamStatus,
 };
 pub use restart::{MAX_RESTARTS, RESTART_WINDOW};
 
 use self::batch_former::{AddLanes, BatchFormer};
-use self::client::{ClientOptions, LlmClient};
+use self::client::{ClientOptions, LaneInfo, LlmClient};
 use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub, Publish};
@@ -120,6 +121,10 @@ impl Engine {
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let share = LowerShare::new(config.batching.lower_share);
+        // The supervisor's address first: a lane whose fidelity falls too low asks it for fanout.
+        let supervisor_ctx = Context::<Supervisor>::new();
+        let lane_infos: Arc<[LaneInfo]> =
+            config.lanes.iter().map(|(name, lane)| LaneInfo::of(name, lane)).collect::<Vec<_>>().into();
         let mut clients = Vec::with_capacity(config.upstreams.len());
         for (index, upstream) in config.upstreams.iter().enumerate() {
             let key = upstream.api_key().map_err(|e| EngineError::Config(e.to_string()))?;
@@ -131,7 +136,12 @@ impl Engine {
                 pool_addr.clone(),
                 metrics.clone(),
                 stop_rx.clone(),
-                ClientOptions { log_payloads: config.logging.log_payloads, share },
+                ClientOptions {
+                    log_payloads: config.logging.log_payloads,
+                    share,
+                    lanes: Arc::clone(&lane_infos),
+                    supervisor: supervisor_ctx.address(),
+                },
             );
             let addr = restart::start(
                 Context::new(),
@@ -192,7 +202,7 @@ impl Engine {
             paused: false,
         };
         let supervisor =
-            restart::start(Context::new(), supervisor, "supervisor".into(), Some(metrics.clone()), &health);
+            restart::start(supervisor_ctx, supervisor, "supervisor".into(), Some(metrics.clone()), &health);
         actix::spawn(bring_home(home_rx, supervisor.clone()));
 
         let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();

@@ -68,6 +68,7 @@ impl Supervisor {
                     tpm: u.tpm,
                     rpd: u.rpd,
                     concurrency: u.concurrency,
+                    structured_output: u.structured_output,
                     api_key_env: u.api_key_env.clone(),
                 })
                 .collect(),

@@ -72,6 +72,7 @@ pub fn render(snapshot: &Snapshot, lanes: &[String], upstreams: &[String]) -> St
     }
     render_histogram(&mut out, &lane_totals);
     render_upstreams(&mut out, snapshot, upstreams);
+    render_fidelity(&mut out, snapshot);
     out.family("ferry_actor_restarts_total", "counter", "Engine actors restarted after a panic.");
     out.sample("ferry_actor_restarts_total", &[], snapshot.restarts as f64);
     out.text
@@ -94,7 +95,7 @@ fn render_histogram(out: &mut Exposition, lanes: &[(&str, LaneTotals)]) {
 type Counter = fn(&UpstreamStatus) -> f64;
 
 fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[String]) {
-    let families: [(&str, &str, &str, Counter); 7] = [
+    let families: [(&str, &str, &str, Counter); 13] = [
         ("ferry_upstream_calls_total", "counter", "Upstream calls started.", |u| u.calls as f64),
         ("ferry_upstream_failures_total", "counter", "Upstream calls that failed.", |u| u.failed as f64),
         ("ferry_upstream_retries_total", "counter", "Upstream calls retried.", |u| u.retries as f64),
@@ -112,6 +113,37 @@ fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[Stri
             |u| u.limit_waits as f64,
         ),
         ("ferry_upstream_in_flight", "gauge", "Upstream calls running now.", |u| u.in_flight as f64),
+        (
+            "ferry_upstream_concurrency",
+            "gauge",
+            "Calls allowed in flight now (lowered by 503s; searched for with concurrency = \"auto\").",
+            |u| u.concurrency as f64,
+        ),
+        ("ferry_upstream_combined_calls_total", "counter", "Combined upstream calls started.", |u| {
+            u.combined_calls as f64
+        }),
+        (
+            "ferry_upstream_split_failures_total",
+            "counter",
+            "Combined replies that left items unanswered (not an object of answers by id, or ids missing, \
+             duplicated or unknown).",
+            |u| u.split_failures as f64,
+        ),
+        (
+            "ferry_upstream_resent_alone_total",
+            "counter",
+            "Items of combined calls sent again alone (split failures and failed combined calls).",
+            |u| u.resent_alone as f64,
+        ),
+        ("ferry_upstream_prompt_tokens_total", "counter", "Prompt tokens the upstream reported.", |u| {
+            u.prompt_tokens as f64
+        }),
+        (
+            "ferry_upstream_completion_tokens_total",
+            "counter",
+            "Completion tokens the upstream reported.",
+            |u| u.completion_tokens as f64,
+        ),
     ];
     for (name, kind, help, value) in families {
         out.family(name, kind, help);
@@ -146,6 +178,40 @@ fn render_upstreams(out: &mut Exposition, snapshot: &Snapshot, upstreams: &[Stri
             .get(upstream)
             .is_some_and(|u| matches!(u.state, crate::engine::UpstreamState::Exhausted { .. }));
         out.sample("ferry_upstream_exhausted", &[("upstream", upstream)], f64::from(u8::from(exhausted)));
+    }
+}
+
+/// Fidelity samples of combined answers, per lane, model and upstream.
+fn render_fidelity(out: &mut Exposition, snapshot: &Snapshot) {
+    let counts = || {
+        snapshot
+            .upstreams
+            .iter()
+            .flat_map(|(upstream, status)| status.fidelity.iter().map(move |f| (upstream, f)))
+    };
+    type Of = fn(&crate::engine::FidelityCount) -> f64;
+    let families: [(&str, &str, &str, Of); 3] = [
+        (
+            "ferry_combined_fidelity_samples_total",
+            "counter",
+            "Combined answers also asked alone (lane verify_share).",
+            |f| f.samples as f64,
+        ),
+        (
+            "ferry_combined_fidelity_agreed_total",
+            "counter",
+            "Sampled combined answers that agreed with the answer alone (normalised text).",
+            |f| f.agreed as f64,
+        ),
+        ("ferry_combined_fidelity", "gauge", "Share of sampled combined answers that agreed.", |f| {
+            if f.samples == 0 { 1.0 } else { f.agreed as f64 / f.samples as f64 }
+        }),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for (upstream, f) in counts() {
+            out.sample(name, &[("lane", &f.lane), ("model", &f.model), ("upstream", upstream)], value(f));
+        }
     }
 }
 
@@ -202,6 +268,10 @@ mod tests {
             in_flight: 0,
             queued: 0,
             concurrency: 1,
+            concurrency_auto: false,
+            combined_calls: 0,
+            split_failures: 0,
+            resent_alone: 0,
             limits,
             calls: 0,
             ok: 0,
@@ -214,6 +284,7 @@ mod tests {
             completion_tokens: 0,
             limit_waits: 0,
             last_error: None,
+            fidelity: Vec::new(),
         };
         snapshot.upstreams.insert("mock".into(), status);
         let text = render(&snapshot, &["bulk".into(), "high".into()], &["mock".into()]);
@@ -231,6 +302,8 @@ mod tests {
             "ferry_batch_duration_seconds_count{lane=\"bulk\"} 2",
             "ferry_upstream_calls_total{upstream=\"mock\"} 0",
             "# TYPE ferry_upstream_in_flight gauge",
+            "ferry_upstream_concurrency{upstream=\"mock\"} 1",
+            "ferry_upstream_split_failures_total{upstream=\"mock\"} 0",
             "ferry_actor_restarts_total 1",
             "ferry_queue_owners{lane=\"bulk\"} 2",
             "ferry_queue_depth_by_owner{lane=\"bulk\",owner=\"a\"} 2",
@@ -244,7 +317,7 @@ mod tests {
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (17, 17));
+        assert_eq!((helps, types), (26, 26));
     }
 
     #[test]

@@ -88,12 +88,11 @@ async fn prompts(
     peer: Peer,
     body: JsonBody<Value>,
 ) -> Result<web::Json<PromptsReply>, ApiError> {
-    let texts = parse_prompts(&body.0)?;
+    let prompts = parse_prompts(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
-    let requests: Vec<Value> = texts.iter().map(|text| json!({ "prompt": text })).collect();
+    let requests: Vec<Value> = prompts.iter().map(request_of).collect();
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
-    let prompts = texts.into_iter().map(Prompt::text).collect();
     let submission = state.engine.submit_from(&meta.lane, &origin, prompts).await?;
     let outcomes = tokio::select! {
         outcomes = submission.collect() => outcomes,
@@ -124,8 +123,21 @@ pub fn parse_prompt(body: &Value) -> Result<String, ApiError> {
     object_prompt(object, "")
 }
 
-/// The texts of `{"prompts": ["…", {"prompt": "…"}, …]}`: 1..=[`MAX_PROMPTS`], each non-empty.
-pub fn parse_prompts(body: &Value) -> Result<Vec<String>, ApiError> {
+/// The chat record of a prompt: its text and the parameters it set.
+fn request_of(prompt: &Prompt) -> Value {
+    let mut request = json!({ "prompt": prompt.last_user_text() });
+    if let Some(t) = prompt.temperature {
+        request["temperature"] = json!(t);
+    }
+    if let Some(n) = prompt.max_tokens {
+        request["max_tokens"] = json!(n);
+    }
+    request
+}
+
+/// The prompts of `{"prompts": ["…", {"prompt": "…", "temperature"?, "max_tokens"?}, …]}`:
+/// 1..=[`MAX_PROMPTS`], each non-empty.
+pub fn parse_prompts(body: &Value) -> Result<Vec<Prompt>, ApiError> {
     let Value::Object(object) = body else {
         return Err(ApiError::bad(
             "prompts",
@@ -155,14 +167,45 @@ pub fn parse_prompts(body: &Value) -> Result<Vec<String>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(text) => non_empty(text, &format!("prompts[{i}]")),
-            Value::Object(object) => object_prompt(object, &format!("prompts[{i}].")),
+            Value::String(text) => non_empty(text, &format!("prompts[{i}]")).map(Prompt::text),
+            Value::Object(object) => object_item(object, &format!("prompts[{i}].")),
             other => Err(ApiError::bad(
                 format!("prompts[{i}]"),
                 format!("must be a string or {{\"prompt\": \"…\"}} (got {})", kind(other)),
             )),
         })
         .collect()
+}
+
+/// An item of `prompts`: its `prompt`, and the `temperature` (0.0–2.0) and `max_tokens` (at
+/// least 1) it may carry; fields named `{prefix}field` in errors.
+fn object_item(object: &Map<String, Value>, prefix: &str) -> Result<Prompt, ApiError> {
+    only_fields(object, prefix, &["prompt", "temperature", "max_tokens"])?;
+    let mut text_only = object.clone();
+    text_only.retain(|key, _| key == "prompt");
+    let mut prompt = Prompt::text(object_prompt(&text_only, prefix)?);
+    if let Some(value) = object.get("temperature") {
+        let param = format!("{prefix}temperature");
+        match value.as_f64() {
+            Some(t) if (0.0..=2.0).contains(&t) => prompt.temperature = Some(t as f32),
+            _ => {
+                return Err(ApiError::bad(&param, format!("must be a number from 0.0 to 2.0 (got {value})")));
+            }
+        }
+    }
+    if let Some(value) = object.get("max_tokens") {
+        let param = format!("{prefix}max_tokens");
+        match value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+            Some(n) => prompt.max_tokens = Some(n),
+            None => {
+                return Err(ApiError::bad(
+                    &param,
+                    format!("must be a whole number of at least 1 (got {value})"),
+                ));
+            }
+        }
+    }
+    Ok(prompt)
 }
 
 /// The `prompt` of an object whose fields are named `{prefix}field` in errors.
@@ -230,7 +273,30 @@ mod tests {
     #[test]
     fn prompts_take_strings_and_objects_in_order() {
         let body = json!({"prompts": ["a", {"prompt": "b"}, "c"]});
-        assert_eq!(parse_prompts(&body).ok(), Some(vec!["a".into(), "b".into(), "c".into()]));
+        let texts = parse_prompts(&body)
+            .map(|p| p.iter().map(|p| p.last_user_text().to_string()).collect::<Vec<_>>());
+        assert_eq!(texts.ok(), Some(vec!["a".into(), "b".into(), "c".into()]));
+    }
+
+    #[test]
+    fn prompts_may_carry_temperature_and_max_tokens() {
+        let body = json!({"prompts": [{"prompt": "b", "temperature": 0.0, "max_tokens": 16}, "c"]});
+        let prompts = parse_prompts(&body).expect("valid");
+        assert_eq!((prompts[0].temperature, prompts[0].max_tokens), (Some(0.0), Some(16)));
+        assert_eq!((prompts[1].temperature, prompts[1].max_tokens), (None, None));
+        for (item, expected) in [
+            (json!({"prompt": "a", "temperature": 3}), "prompts[0].temperature"),
+            (json!({"prompt": "a", "temperature": "hot"}), "prompts[0].temperature"),
+            (json!({"prompt": "a", "max_tokens": 0}), "prompts[0].max_tokens"),
+            (json!({"prompt": "a", "max_tokens": 1.5}), "prompts[0].max_tokens"),
+            (json!({"temperature": 0.1}), "prompts[0].prompt"),
+        ] {
+            assert_eq!(
+                param(parse_prompts(&json!({"prompts": [item]}))).as_deref(),
+                Some(expected),
+                "{item}"
+            );
+        }
     }
 
     #[test]

@@ -60,10 +60,14 @@ pub enum Format {
 }
 
 /// What to do with prompts that need turning into requests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Conversion<'a> {
     /// `{column}` template; None: the `prompt` field or column.
     pub template: Option<&'a str>,
+    /// Temperature for lines that set none.
+    pub temperature: Option<f32>,
+    /// Reply budget for lines that set none.
+    pub max_tokens: Option<u32>,
     /// Model for requests whose line names none.
     pub model: &'a str,
 }
@@ -140,7 +144,7 @@ fn convert_jsonl(input: &Path, how: &Conversion<'_>, out: &mut impl Write) -> Re
             None => format!("line-{number}"),
         };
         let model = fields.get("model").and_then(Value::as_str).unwrap_or(how.model);
-        write_line(out, &custom_id, model, prompt, &fields).map_err(|e| io(input, e))?;
+        write_line(out, &custom_id, model, prompt, &fields, how).map_err(|e| io(input, e))?;
         written += 1;
     }
     Ok(written)
@@ -177,7 +181,7 @@ fn convert_csv(input: &Path, how: &Conversion<'_>, out: &mut impl Write) -> Resu
             Some(id) if !id.is_empty() => id.to_string(),
             _ => format!("row-{row}"),
         };
-        write_line(out, &custom_id, how.model, prompt, &Map::new()).map_err(|e| io(input, e))?;
+        write_line(out, &custom_id, how.model, prompt, &Map::new(), how).map_err(|e| io(input, e))?;
         written += 1;
     }
     Ok(written)
@@ -225,11 +229,17 @@ fn write_line(
     model: &str,
     prompt: String,
     fields: &Map<String, Value>,
+    how: &Conversion<'_>,
 ) -> std::io::Result<()> {
     let mut body = json!({"model": model, "messages": [{"role": "user", "content": prompt}]});
-    for key in ["max_tokens", "temperature"] {
-        if let Some(value) = fields.get(key) {
-            body[key] = value.clone();
+    // The line's own, else the run's (`--max-tokens`, `--temperature`).
+    let defaults = [
+        ("max_tokens", how.max_tokens.map(Value::from)),
+        ("temperature", how.temperature.and_then(|t| t.to_string().parse::<f64>().ok()).map(Value::from)),
+    ];
+    for (key, default) in defaults {
+        if let Some(value) = fields.get(key).cloned().or(default) {
+            body[key] = value;
         }
     }
     let line = json!({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": body});
@@ -256,7 +266,7 @@ mod tests {
         let csv = dir.path().join("in.csv");
         std::fs::write(&csv, "city,custom_id\nOslo,a\n\"Rio, de Janeiro\",\n")?;
         let out = dir.path().join("out.jsonl");
-        let how = Conversion { template: Some("Capital of {city}?"), model: "m" };
+        let how = Conversion { template: Some("Capital of {city}?"), model: "m", ..Conversion::default() };
         assert_eq!(convert(&csv, detect(&csv, how.template)?, &how, &out)?, 2);
         let lines: Vec<Value> =
             std::fs::read_to_string(&out)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
@@ -269,7 +279,7 @@ mod tests {
             &jsonl,
             "{\"prompt\":\"hi\"}\n\n{\"prompt\":\"yo\",\"custom_id\":\"x\",\"max_tokens\":3}\n",
         )?;
-        let how = Conversion { template: None, model: "m" };
+        let how = Conversion { template: None, model: "m", ..Conversion::default() };
         assert_eq!(detect(&jsonl, None)?, Format::Prompts);
         assert_eq!(convert(&jsonl, Format::Prompts, &how, &out)?, 2);
         let text = std::fs::read_to_string(&out)?;
@@ -281,11 +291,36 @@ mod tests {
     }
 
     #[test]
+    fn run_parameters_fill_what_a_line_leaves_unset() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let jsonl = dir.path().join("in.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"prompt\":\"hi\"}\n{\"prompt\":\"yo\",\"temperature\":0.5,\"max_tokens\":3}\n",
+        )?;
+        let out = dir.path().join("out.jsonl");
+        let how =
+            Conversion { model: "m", temperature: Some(0.0), max_tokens: Some(16), ..Conversion::default() };
+        assert_eq!(convert(&jsonl, Format::Prompts, &how, &out)?, 2);
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&out)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(
+            (&lines[0]["body"]["temperature"], &lines[0]["body"]["max_tokens"]),
+            (&json!(0.0), &json!(16))
+        );
+        assert_eq!(
+            (&lines[1]["body"]["temperature"], &lines[1]["body"]["max_tokens"]),
+            (&json!(0.5), &json!(3))
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_prompt_line_without_a_prompt_names_its_line() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let jsonl = dir.path().join("in.jsonl");
         std::fs::write(&jsonl, "{\"prompt\":\"hi\"}\n{\"text\":\"no\"}\n")?;
-        let how = Conversion { template: None, model: "m" };
+        let how = Conversion { template: None, model: "m", ..Conversion::default() };
         match convert(&jsonl, Format::Prompts, &how, &dir.path().join("out.jsonl")) {
             Err(InputError::Line { line: 2, .. }) => Ok(()),
             other => panic!("expected an error on line 2, got {other:?}"),

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::providers::mock::FaultRates;
+use crate::providers::mock::{FaultRates, SpoilRates};
 
 /// `--bind`'s default.
 const DEFAULT_BIND: &str = "127.0.0.1:18080";
@@ -45,6 +45,18 @@ pub struct MockUpstreamArgs {
     /// or an array of the wrong length); drawn apart from the fault rates above.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub garble_rate: f64,
+    /// Share of combined calls answered with ids shuffled, one dropped, one answered twice or one
+    /// renamed (the draw picks which); drawn apart from the fault rates.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub misalign_rate: f64,
+    /// Share of combined calls of two or more prompts answered with every answer under the next
+    /// prompt's id (well formed, all wrong); drawn apart from the fault rates.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub wrong_answer_rate: f64,
+    /// Calls served at once at the base latency; further calls wait in turn for a free slot
+    /// (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub capacity: u32,
     /// Retry delay announced with an injected 429, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub retry_after_ms: u64,
@@ -77,6 +89,9 @@ impl Default for MockUpstreamArgs {
             drop_rate: 0.0,
             timeout_rate: 0.0,
             garble_rate: 0.0,
+            misalign_rate: 0.0,
+            wrong_answer_rate: 0.0,
+            capacity: 0,
             retry_after_ms: 1_000,
             rpm: None,
             seed: 1,
@@ -87,6 +102,11 @@ impl Default for MockUpstreamArgs {
 }
 
 impl MockUpstreamArgs {
+    /// The shares of combined replies spoiled, as the shared mock draws them.
+    pub(super) fn spoil_rates(&self) -> SpoilRates {
+        SpoilRates { garble: self.garble_rate, misalign: self.misalign_rate, wrong: self.wrong_answer_rate }
+    }
+
     /// The fault rates as the shared mock draws them.
     pub(super) fn fault_rates(&self) -> FaultRates {
         FaultRates {

@@ -23,6 +23,16 @@ pub struct MockStats {
     pub max_requests_in_60s: u64,
     /// Calls by how they were answered.
     pub outcomes: Outcomes,
+    /// Combined calls received whose `response_format` carried the reply's JSON schema (either
+    /// way of sending one).
+    #[serde(default)]
+    pub combined_with_schema: u64,
+    /// With `--capacity`: the most calls served at once (never above the capacity).
+    #[serde(default)]
+    pub most_running: u64,
+    /// With `--capacity`: the most calls waiting for a free slot at once.
+    #[serde(default)]
+    pub most_waiting: u64,
 }
 
 /// Calls by how the mock answered them.
@@ -44,8 +54,15 @@ pub struct Outcomes {
     pub dropped: u64,
     /// Injected hang.
     pub timeout: u64,
-    /// Combined calls answered 200 with a garbled answer array (`--garble-rate`).
+    /// Combined calls answered 200 with a garbled reply (`--garble-rate`).
     pub garbled: u64,
+    /// Combined calls answered with ids shuffled, dropped, duplicated or renamed
+    /// (`--misalign-rate`).
+    #[serde(default)]
+    pub misaligned: u64,
+    /// Combined calls answered with every answer under the wrong id (`--wrong-answer-rate`).
+    #[serde(default)]
+    pub wrong: u64,
     /// 400: the request body was not understood.
     pub bad_request: u64,
 }
@@ -94,6 +111,8 @@ pub struct Book {
     /// Arrivals per millisecond inside the last 60 s, so memory stays bounded at any request rate.
     arrivals: VecDeque<(u64, u64)>,
     arrivals_in_window: u64,
+    running: u64,
+    waiting: u64,
 }
 
 impl Book {
@@ -140,6 +159,31 @@ impl Book {
     pub fn answered(&mut self, prompts: u64) {
         self.stats.outcomes.ok += 1;
         self.stats.prompts_answered += prompts;
+    }
+
+    /// A call starts waiting for a slot (`--capacity`).
+    pub fn wait_for_slot(&mut self) {
+        self.waiting += 1;
+        self.stats.most_waiting = self.stats.most_waiting.max(self.waiting);
+    }
+
+    /// A waiting call got its slot (or gave up waiting, `got` false).
+    pub fn stop_waiting(&mut self, got: bool) {
+        self.waiting = self.waiting.saturating_sub(1);
+        if got {
+            self.running += 1;
+            self.stats.most_running = self.stats.most_running.max(self.running);
+        }
+    }
+
+    /// A call gave its slot back.
+    pub fn release_slot(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
+    /// Counts a combined call that carried its reply's JSON schema.
+    pub fn combined_with_schema(&mut self) {
+        self.stats.combined_with_schema += 1;
     }
 
     /// Calls received so far.

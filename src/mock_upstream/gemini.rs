@@ -193,7 +193,10 @@ mod tests {
             "contents": [{"role": "user", "parts": [{"text": messages[1].content}]}]
         });
         let request = parse("g", body.to_string().as_bytes()).unwrap();
-        assert_eq!(combine::parse_request(&request.messages), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            combine::parse_request(&request.messages),
+            Some(vec![("q1".into(), "a".into()), ("q2".into(), "b".into())])
+        );
     }
 
     #[test]

@@ -18,8 +18,11 @@
 //!   unsent). The client sees "connection closed before message completed": sent, no status. The
 //!   server logs this at error level ("Response payload stream error"); that line is expected.
 //! - timeout: the reply is held for an hour, so the client's own timeout fires.
-//! - garble (combined calls only): 200 with a well-formed body whose text is prose or an answer
-//!   array of the wrong length, so ferry must fall back to sending the items one by one.
+//! - misalign and wrong answers (combined calls only): 200 with an object of answers whose ids
+//!   are shuffled, dropped, duplicated or renamed, or whose answers sit under the next id.
+//! - capacity: `--capacity N` serves N calls at once at the base latency; the rest wait in turn.
+//! - garble (combined calls only): 200 with a well-formed body whose text is prose or a bare
+//!   array of answers without ids, so ferry must fall back to sending the items one by one.
 //!
 //! Latency (`--latency-ms` plus jitter) is applied before every reply except 429s, which real
 //! limiters send at once.
@@ -31,7 +34,7 @@ mod openai;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -44,10 +47,11 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 pub use args::MockUpstreamArgs;
 use book::{Book, RpmState};
 pub use book::{MockStats, Outcomes};
+use tokio::sync::Semaphore;
 
 use crate::core::combine;
 use crate::providers::CallRequest;
-use crate::providers::mock::{self, Draws, Fault, FaultRates};
+use crate::providers::mock::{self, Draws, Fault, FaultRates, SpoilRates, Spoiled};
 
 /// How long a `--timeout-rate` call is held: longer than any sane client timeout.
 const HANG: Duration = Duration::from_secs(3600);
@@ -225,10 +229,13 @@ trait Dialect {
 struct Upstream {
     args: MockUpstreamArgs,
     faults: FaultRates,
+    spoils: SpoilRates,
     draws: Draws,
     book: Mutex<Book>,
     recent: Mutex<std::collections::VecDeque<CallRequest>>,
     started: Instant,
+    /// With `--capacity`: the slots a call holds for its latency; calls beyond wait in turn.
+    slots: Option<Arc<Semaphore>>,
 }
 
 /// Calls the in-process handle keeps for [`MockUpstreamHandle::recent_calls`].
@@ -239,6 +246,8 @@ impl Upstream {
         Self {
             args: args.clone(),
             faults: args.fault_rates(),
+            spoils: args.spoil_rates(),
+            slots: (args.capacity > 0).then(|| Arc::new(Semaphore::new(args.capacity as usize))),
             draws: Draws::new(args.seed),
             book: Mutex::new(Book::new(args.rpm)),
             recent: Mutex::new(std::collections::VecDeque::new()),
@@ -302,7 +311,23 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
         recent.push_back(request.clone());
     }
     let (verdict, rpm, serial) = upstream.decide();
+    if combine::parse_request(&request.messages).is_some() && carries_schema(request.response_format.as_ref())
+    {
+        upstream.book().combined_with_schema();
+    }
     tracing::debug!(event = "mock_call", serial, "mock upstream call");
+    // A server with `--capacity` slots: a call that does work waits for one, in turn, and holds
+    // it for its latency (429s are answered at once, a held call takes no slot). The semaphore
+    // is never closed, so acquiring cannot fail.
+    let works = matches!(
+        verdict,
+        Verdict::Answer(..)
+            | Verdict::Fault(Fault::Server | Fault::Overloaded | Fault::Malformed | Fault::Dropped, _)
+    );
+    let _slot = match (&upstream.slots, works) {
+        (Some(slots), true) => Some(Slot::take(upstream, slots).await),
+        _ => None,
+    };
     let mut response = match verdict {
         Verdict::RpmLimited(wait) => {
             dialect.rate_limited(wait, "rate limit reached: --rpm requests per minute")
@@ -334,9 +359,15 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
         Verdict::Answer(delay, bits) => {
             pause(delay).await;
             let mut reply = mock::answer(&request, upstream.args.output_tokens);
-            if let Some(text) = mock::garble(&request, upstream.args.garble_rate, bits) {
+            if let Some((spoiled, text)) = mock::spoil(&request, &upstream.spoils, bits) {
                 reply.text = text;
-                upstream.book().outcomes().garbled += 1;
+                let mut book = upstream.book();
+                let outcomes = book.outcomes();
+                match spoiled {
+                    Spoiled::Garbled => outcomes.garbled += 1,
+                    Spoiled::Misaligned(_) => outcomes.misaligned += 1,
+                    Spoiled::Wrong => outcomes.wrong += 1,
+                }
             } else {
                 let prompts = combine::parse_request(&request.messages).map_or(1, |p| p.len() as u64);
                 upstream.book().answered(prompts);
@@ -348,6 +379,47 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
         add_rpm_headers(&mut response, rpm);
     }
     response
+}
+
+/// A `--capacity` slot held by a call, counted in the book while waited for and held.
+struct Slot<'a> {
+    upstream: &'a Upstream,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<'a> Slot<'a> {
+    async fn take(upstream: &'a Upstream, slots: &Arc<Semaphore>) -> Slot<'a> {
+        upstream.book().wait_for_slot();
+        // Counted as no longer waiting even if the caller goes away mid-wait.
+        struct Waiting<'b>(&'b Upstream, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.book().stop_waiting(self.1);
+            }
+        }
+        let mut waiting = Waiting(upstream, false);
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = Arc::clone(slots).acquire_owned().await.ok();
+        waiting.1 = permit.is_some();
+        drop(waiting);
+        Slot { upstream, _permit: permit }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self._permit.is_some() {
+            self.upstream.book().release_slot();
+        }
+    }
+}
+
+/// Whether a `response_format` carries a JSON schema, as `json_schema` or llama-cpp-python's
+/// `json_object` with `schema`.
+fn carries_schema(format: Option<&serde_json::Value>) -> bool {
+    format.is_some_and(|f| {
+        f.pointer("/json_schema/schema").or_else(|| f.get("schema")).is_some_and(|s| s.is_object())
+    })
 }
 
 async fn pause(delay: Duration) {

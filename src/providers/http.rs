@@ -35,7 +35,7 @@ pub(crate) fn client(upstream: &UpstreamConfig) -> Result<reqwest::Client, Build
         .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         // Idle connections beyond the concurrency cap would never be used at once.
-        .pool_max_idle_per_host(upstream.concurrency.max(1))
+        .pool_max_idle_per_host(upstream.concurrency.ceiling())
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(30))
         // Following a redirect would turn the POST into a GET; a moved API is a config error.

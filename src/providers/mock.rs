@@ -6,8 +6,11 @@
 //! same [`FaultRates`] draws over HTTP. The in-process mock sits on the hot path of a
 //! 100,000 prompts/s benchmark, so a call with zero latency takes no lock and never sleeps.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use super::{CallFuture, CallReply, CallRequest, Provider, ProviderError, RateHints, Role, Usage};
 use crate::config::MockConfig;
@@ -21,8 +24,8 @@ const FILLER: [&str; 8] = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetu
 
 /// The mock's answer to `request`, the same in-process and over HTTP.
 ///
-/// A combined call ([`combine::parse_request`]) gets a JSON array with one
-/// `"mock answer to: {prompt}"` per prompt, in order. Any other call gets
+/// A combined call ([`combine::parse_request`]) gets a JSON object with one
+/// `"mock answer to: {prompt}"` per prompt, keyed by the prompt's id, in order. Any other call gets
 /// `"mock answer to: {last user message}"` padded with filler words to `output_tokens` words
 /// (about one token per word), capped by the request's `max_tokens`. Prompt tokens are estimated
 /// as a quarter of the characters of all messages; completion tokens are the padded length, or
@@ -30,9 +33,9 @@ const FILLER: [&str; 8] = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetu
 pub fn answer(request: &CallRequest, output_tokens: u32) -> CallReply {
     let text = match combine::parse_request(&request.messages) {
         Some(prompts) => {
-            let answers: Vec<String> = prompts.iter().map(|p| format!("{ANSWER_PREFIX}{p}")).collect();
-            // Serializing a Vec<String> cannot fail; an empty array is still a valid reply shape.
-            serde_json::to_string(&answers).unwrap_or_else(|_| "[]".into())
+            let entries: Vec<(String, String)> =
+                prompts.into_iter().map(|(id, p)| (id, format!("{ANSWER_PREFIX}{p}"))).collect();
+            object_text(&entries)
         }
         None => {
             let target = request.max_tokens.map_or(output_tokens, |cap| cap.min(output_tokens));
@@ -48,25 +51,137 @@ pub fn answer(request: &CallRequest, output_tokens: u32) -> CallReply {
     CallReply { text, usage: Some(usage), hints: RateHints::default() }
 }
 
-/// The garbled reply `garble_rate` asks for, when `request` is a combined call and the draw
-/// (`bits`) falls under `rate`: text that is not a valid answer array — by the draw, either prose
-/// or an array with one answer too many. `None` for any other call.
-pub fn garble(request: &CallRequest, rate: f64, bits: u64) -> Option<String> {
+/// A JSON object written from `entries` in their order, duplicates kept (as a model may write).
+fn object_text(entries: &[(String, String)]) -> String {
+    let fields: Vec<String> = entries
+        .iter()
+        .map(|(key, value)| {
+            // Serializing a string cannot fail.
+            let key = serde_json::to_string(key).unwrap_or_default();
+            let value = serde_json::to_string(value).unwrap_or_default();
+            format!("{key}: {value}")
+        })
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// Whether the draw `bits`, hashed with `salt`, falls under `rate`; also returns the hash for
+/// further choices. `bits` also picks the latency jitter, so each use hashes it apart.
+fn roll(bits: u64, salt: u64, rate: f64) -> Option<u64> {
     if rate <= 0.0 {
         return None;
     }
+    let roll = splitmix64(bits ^ salt);
+    (((roll >> 11) as f64 / (1u64 << 53) as f64) < rate).then_some(roll)
+}
+
+/// The garbled reply `garble_rate` asks for, when `request` is a combined call and the draw
+/// (`bits`) falls under `rate`: text that is not an object of answers keyed by id — by the draw,
+/// either prose or a bare array of the answers. `None` for any other call.
+pub fn garble(request: &CallRequest, rate: f64, bits: u64) -> Option<String> {
     let prompts = combine::parse_request(&request.messages)?;
-    // `bits` also picks the latency jitter; a hash of it decides here, independently.
-    let roll = splitmix64(bits);
-    if (roll >> 11) as f64 / (1u64 << 53) as f64 >= rate {
-        return None;
-    }
+    let roll = roll(bits, 0, rate)?;
     if roll & 1 == 0 {
         return Some("I am sorry, I cannot answer these prompts in the requested format.".into());
     }
-    let mut answers: Vec<String> = prompts.iter().map(|p| format!("{ANSWER_PREFIX}{p}")).collect();
-    answers.push(format!("{ANSWER_PREFIX}a prompt nobody sent"));
+    let answers: Vec<String> = prompts.iter().map(|(_, p)| format!("{ANSWER_PREFIX}{p}")).collect();
     serde_json::to_string(&answers).ok()
+}
+
+/// How [`misalign`] spoils a combined reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misalignment {
+    /// The entries in reverse order, each still under its own id.
+    Shuffled,
+    /// The last id left out.
+    Dropped,
+    /// The first id answered twice: its own answer, then the next prompt's.
+    Duplicated,
+    /// The first id renamed to one nobody asked for.
+    Renamed,
+}
+
+/// The misaligned reply `misalign_rate` asks for, when `request` is a combined call and the draw
+/// falls under `rate`: the kind of [`Misalignment`] picked by the draw, with the reply text.
+pub fn misalign(request: &CallRequest, rate: f64, bits: u64) -> Option<(Misalignment, String)> {
+    let prompts = combine::parse_request(&request.messages)?;
+    let roll = roll(bits, 0x5EED_0001, rate)?;
+    let mut entries: Vec<(String, String)> =
+        prompts.iter().map(|(id, p)| (id.clone(), format!("{ANSWER_PREFIX}{p}"))).collect();
+    let kind =
+        [Misalignment::Shuffled, Misalignment::Dropped, Misalignment::Duplicated, Misalignment::Renamed]
+            [(roll % 4) as usize];
+    match kind {
+        Misalignment::Shuffled => entries.reverse(),
+        Misalignment::Dropped => drop(entries.pop()),
+        Misalignment::Duplicated => {
+            if let Some(next) = entries.get(1).map(|(_, answer)| answer.clone()) {
+                entries.insert(1, (entries[0].0.clone(), next));
+            }
+        }
+        Misalignment::Renamed => {
+            if let Some(first) = entries.first_mut() {
+                first.0 = "answer_1".into();
+            }
+        }
+    }
+    Some((kind, object_text(&entries)))
+}
+
+/// The wrong reply `wrong_answer_rate` asks for, when `request` is a combined call of two or more
+/// prompts and the draw falls under `rate`: every id present, each with the next prompt's answer.
+pub fn wrong_answers(request: &CallRequest, rate: f64, bits: u64) -> Option<String> {
+    let prompts = combine::parse_request(&request.messages)?;
+    if prompts.len() < 2 {
+        return None;
+    }
+    roll(bits, 0x5EED_0002, rate)?;
+    let n = prompts.len();
+    let entries: Vec<(String, String)> = (0..n)
+        .map(|i| (prompts[i].0.clone(), format!("{ANSWER_PREFIX}{}", prompts[(i + 1) % n].1)))
+        .collect();
+    Some(object_text(&entries))
+}
+
+/// A combined reply spoiled as the rates ask, if the draw says so: garbled first, then
+/// misaligned, then wrong answers. `None`: answer as asked.
+pub fn spoil(request: &CallRequest, rates: &SpoilRates, bits: u64) -> Option<(Spoiled, String)> {
+    if let Some(text) = garble(request, rates.garble, bits) {
+        return Some((Spoiled::Garbled, text));
+    }
+    if let Some((kind, text)) = misalign(request, rates.misalign, bits) {
+        return Some((Spoiled::Misaligned(kind), text));
+    }
+    wrong_answers(request, rates.wrong, bits).map(|text| (Spoiled::Wrong, text))
+}
+
+/// The shares of combined replies the mock spoils, each drawn apart from the fault rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpoilRates {
+    /// Not an object of answers by id.
+    pub garble: f64,
+    /// Ids shuffled, dropped, duplicated or renamed.
+    pub misalign: f64,
+    /// Answers moved to the next id.
+    pub wrong: f64,
+}
+
+impl SpoilRates {
+    /// True when no reply is spoiled.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How a combined reply was spoiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spoiled {
+    /// See [`garble`].
+    Garbled,
+    /// See [`misalign`].
+    Misaligned(Misalignment),
+    /// See [`wrong_answers`].
+    Wrong,
 }
 
 /// The text of the last user message (empty when there is none).
@@ -192,7 +307,10 @@ pub fn latency(base_ms: u64, jitter_ms: u64, bits: u64) -> Duration {
 pub struct MockProvider {
     config: MockConfig,
     faults: FaultRates,
+    spoils: SpoilRates,
     draws: Draws,
+    /// With `capacity`: the slots a call holds for its latency; calls beyond wait in turn.
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl MockProvider {
@@ -207,20 +325,27 @@ impl MockProvider {
             timeout: config.timeout_rate,
         };
         let draws = Draws::new(config.seed);
-        Self { config, faults, draws }
+        let spoils = SpoilRates {
+            garble: config.garble_rate,
+            misalign: config.misalign_rate,
+            wrong: config.wrong_answer_rate,
+        };
+        let slots = (config.capacity > 0).then(|| Arc::new(Semaphore::new(config.capacity as usize)));
+        Self { config, faults, spoils, draws, slots }
     }
 }
 
 impl Provider for MockProvider {
     fn call(&self, request: CallRequest) -> CallFuture {
         let needs_draw =
-            !self.faults.is_zero() || self.config.latency_jitter_ms > 0 || self.config.garble_rate > 0.0;
+            !self.faults.is_zero() || self.config.latency_jitter_ms > 0 || !self.spoils.is_zero();
         let (draw, bits) = if needs_draw { self.draws.next() } else { (1.0, 0) };
         let fault = self.faults.pick(draw);
         let delay = latency(self.config.latency_ms, self.config.latency_jitter_ms, bits);
         let output_tokens = self.config.output_tokens;
         let retry_after = Duration::from_millis(self.config.retry_after_ms);
-        let garble_rate = self.config.garble_rate;
+        let spoils = self.spoils;
+        let slots = self.slots.clone();
         Box::pin(async move {
             // A 429 comes back at once, as real rate limiters answer before doing any work.
             if fault == Some(Fault::RateLimited) {
@@ -229,6 +354,12 @@ impl Provider for MockProvider {
                     hints: Box::default(),
                 });
             }
+            // A server with `capacity` slots: the call waits for one (in turn), then runs its
+            // latency holding it. The semaphore is never closed, so acquiring cannot fail.
+            let _slot = match &slots {
+                Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+                None => None,
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -249,7 +380,7 @@ impl Provider for MockProvider {
                 Some(Fault::Timeout) => Err(ProviderError::Timeout),
                 Some(Fault::RateLimited) | None => {
                     let mut reply = answer(&request, output_tokens);
-                    if let Some(text) = garble(&request, garble_rate, bits) {
+                    if let Some((_, text)) = spoil(&request, &spoils, bits) {
                         reply.text = text;
                     }
                     Ok(reply)
@@ -286,10 +417,62 @@ mod tests {
     }
 
     #[test]
-    fn combined_call_gets_one_answer_per_prompt() {
+    fn combined_call_gets_one_answer_per_prompt_by_id() {
         let reply = answer(&request(combine::build(&["first", "second \"q\""])), 8);
-        let answers = combine::split(&reply.text, 2).expect("combined reply splits");
-        assert_eq!(answers, vec!["mock answer to: first", "mock answer to: second \"q\""]);
+        assert!(reply.text.starts_with("{\"q1\": "), "{}", reply.text);
+        let split = combine::split(&reply.text, 2).expect("combined reply splits");
+        let want = ["mock answer to: first", "mock answer to: second \"q\""];
+        assert_eq!(split.answers, want.map(|a| Some(a.to_string())));
+    }
+
+    #[test]
+    fn misaligned_replies_are_never_read_as_wrong_answers() {
+        let request = request(combine::build(&["a", "b", "c"]));
+        let mut kinds = std::collections::HashSet::new();
+        for bits in 0..200 {
+            let Some((kind, text)) = misalign(&request, 1.0, bits) else { panic!("rate 1.0 misaligns") };
+            kinds.insert(format!("{kind:?}"));
+            let split = combine::split(&text, 3).expect("still an object");
+            for (answer, prompt) in split.answers.iter().zip(["a", "b", "c"]) {
+                if let Some(answer) = answer {
+                    assert_eq!(answer, &format!("{ANSWER_PREFIX}{prompt}"), "{kind:?}: {text}");
+                }
+            }
+            let unanswered = split.unanswered();
+            match kind {
+                Misalignment::Shuffled => assert_eq!(unanswered, 0, "{text}"),
+                _ => assert_eq!(unanswered, 1, "{kind:?}: {text}"),
+            }
+        }
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+    }
+
+    #[test]
+    fn wrong_answers_keep_every_id() {
+        let request = request(combine::build(&["a", "b"]));
+        let text = wrong_answers(&request, 1.0, 7).expect("rate 1.0");
+        let split = combine::split(&text, 2).expect("an object");
+        assert_eq!(split.answers, vec![Some(format!("{ANSWER_PREFIX}b")), Some(format!("{ANSWER_PREFIX}a"))]);
+        assert_eq!(wrong_answers(&request, 0.0, 7), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capacity_queues_calls_beyond_it() {
+        let mock =
+            Arc::new(MockProvider::new(MockConfig { latency_ms: 200, capacity: 2, ..MockConfig::default() }));
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..5)
+            .map(|i| {
+                let call = mock.call(request(vec![ChatMessage::user(format!("{i}"))]));
+                tokio::spawn(async move { call.await.map(|_| start.elapsed().as_millis()) })
+            })
+            .collect();
+        let mut ended = Vec::new();
+        for call in calls {
+            ended.push(call.await.expect("no panic").expect("an answer"));
+        }
+        // Two at a time, each 200 ms: 200, 200, 400, 400, 600.
+        assert_eq!(ended, [200, 200, 400, 400, 600]);
     }
 
     #[test]
@@ -374,8 +557,8 @@ mod tests {
         for _ in 0..50 {
             let reply = mock.call(request(combine::build(&["a", "b"]))).await.expect("a 200 reply");
             match combine::split(&reply.text, 2) {
-                Err(combine::SplitError::NotAnArray) => prose += 1,
-                Err(combine::SplitError::WrongCount { got: 3, want: 2 }) => too_long += 1,
+                Err(combine::SplitError::NotAnObject) if reply.text.starts_with('[') => too_long += 1,
+                Err(combine::SplitError::NotAnObject) => prose += 1,
                 other => panic!("a garbled reply split as {other:?}"),
             }
         }

@@ -99,7 +99,7 @@ pub fn quick_lane(mode: Mode, max_batch: usize) -> LaneConfig {
         mode,
         queue_capacity: None,
         model: None,
-        mix_owners: false,
+        ..LaneConfig::default()
     }
 }
 
@@ -150,7 +150,7 @@ mod engine_helpers {
             mode,
             queue_capacity: None,
             model: None,
-            mix_owners: false,
+            ..LaneConfig::default()
         }
     }
 

@@ -1,5 +1,7 @@
-//! Upstreams: calls in flight, RPM and TPM used against their limits, 429s and retries, state (ok,
-//! backing off until …, cooling down until …) and the last error.
+//! Upstreams: calls in flight of the concurrency (` a` when it is `auto`), RPM and TPM used
+//! against their limits, 429s and retries, state (ok, backing off until …, cooling down until …),
+//! the last error, and for combined calls how many there were, how many replies left items
+//! unanswered and how many items were sent again alone.
 
 use std::time::SystemTime;
 
@@ -30,17 +32,32 @@ pub fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         rows.push(Row::new(vec![
             Cell::from(name.clone()),
             Cell::from(text).style(Style::new().fg(colour)),
-            Cell::from(format!("{}/{}", s.in_flight, s.concurrency)),
+            // `a`: the concurrency is searched for (`concurrency = "auto"`).
+            Cell::from(format!(
+                "{}/{}{}",
+                s.in_flight,
+                s.concurrency,
+                if s.concurrency_auto { " a" } else { "" }
+            )),
             Cell::from(used_of(s.limits.rpm_used, s.limits.rpm_limit)),
             Cell::from(used_of(s.limits.tpm_used, s.limits.tpm_limit)),
             Cell::from(s.rate_limited.to_string()),
             Cell::from(s.retries.to_string()),
             Cell::from(s.failed.to_string()),
         ]));
-        let (text, style) = match &s.last_error {
+        let (mut text, style) = match &s.last_error {
             Some(error) => (format!("{name} last error: {error}"), Style::new().fg(Color::Red)),
             None => (format!("{name} last error: none"), Style::new().fg(Color::DarkGray)),
         };
+        for f in &s.fidelity {
+            text = format!("{name} fidelity {}/{} {}/{} · {text}", f.lane, f.model, f.agreed, f.samples);
+        }
+        if s.combined_calls > 0 {
+            text = format!(
+                "{name} combined calls {}, split failures {}, re-sent alone {} · {text}",
+                s.combined_calls, s.split_failures, s.resent_alone
+            );
+        }
         errors.push(Line::styled(text, style));
     }
     let widths = [

@@ -12,8 +12,11 @@
 
 use std::time::Duration;
 
+pub mod adaptive;
 mod upstream;
 mod window;
+
+pub use adaptive::AdaptiveLimit;
 
 pub use upstream::{Limit, Limits, LimitsSnapshot, Permit};
 pub use window::{SlidingWindow, Taken};

@@ -90,7 +90,8 @@ impl LlmClient {
     fn on_overloaded(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError, now: Instant) {
         self.counters.backpressure += 1;
         self.success_streak = 0;
-        if self.concurrency > 1 {
+        // With `auto` the limit has taken the 503 as a drop already (see `adapt`).
+        if self.limiter.is_none() && self.concurrency > 1 {
             self.concurrency -= 1;
             tracing::info!(event = "backpressure", upstream = %self.name, concurrency = self.concurrency);
             self.report_state();
@@ -143,7 +144,8 @@ impl LlmClient {
     /// a single call goes back to the pool, which tries another upstream (with `fallback`) or
     /// reports the error.
     fn give_up(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError, fallback: bool) {
-        if matches!(call.items, CallItems::Combined(_)) {
+        if let CallItems::Combined(items) = &call.items {
+            self.counters.resent_alone += items.len() as u64;
             tracing::warn!(event = "combined_failed", upstream = %self.name, error = error.kind(), "sending the batch item by item");
             for single in call.into_singles() {
                 self.mailbox.push(Instant::now(), single.rank, single);

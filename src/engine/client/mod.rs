@@ -18,15 +18,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::call::{Call, CallItems, Slot};
+use super::control::LanePatch;
 use super::item::{Answer, Item, ItemError, Withdrawal};
 use super::mailbox::Mailbox;
-use super::metrics::{MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
+use super::metrics::{FidelityCount, MetricsEvent, MetricsHub, Publish, UpstreamState, UpstreamStatus};
 use super::pool::{ClientPool, ClientState, Released};
+use super::supervisor::{PatchLane, Supervisor};
 use super::wake::Wake;
-use crate::config::UpstreamConfig;
+use crate::config::{Concurrency, FIDELITY_MIN_SAMPLES, LaneConfig, LowFidelity, Mode, UpstreamConfig};
 use crate::core::batching::LowerShare;
 use crate::core::fair::JobId;
-use crate::core::limits::{Limit, Limits, Permit};
+use crate::core::limits::{AdaptiveLimit, Limit, Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
 
@@ -54,6 +56,9 @@ struct Counters {
     prompt_tokens: u64,
     completion_tokens: u64,
     limit_waits: u64,
+    combined_calls: u64,
+    split_failures: u64,
+    resent_alone: u64,
 }
 
 /// Engine-wide settings a client follows.
@@ -62,6 +67,46 @@ pub(crate) struct ClientOptions {
     pub log_payloads: bool,
     /// The share of starts a waiting lower lane gets (`[batching] lower_share`).
     pub share: LowerShare,
+    /// Each lane, by index: its parameter defaults and fidelity sampling.
+    pub lanes: Arc<[LaneInfo]>,
+    /// Where a lane whose fidelity is too low asks for fanout.
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// What a client needs of a lane (as configured at start): the parameters it gives items that
+/// set none, and how its combined answers are sampled for fidelity.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneInfo {
+    name: Arc<str>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    verify_share: f64,
+    min_fidelity: f64,
+    on_low_fidelity: LowFidelity,
+}
+
+impl LaneInfo {
+    pub(crate) fn of(name: &str, lane: &LaneConfig) -> Self {
+        Self {
+            name: Arc::from(name),
+            temperature: lane.temperature,
+            top_p: lane.top_p,
+            seed: lane.seed,
+            verify_share: lane.verify_share,
+            min_fidelity: lane.min_fidelity,
+            on_low_fidelity: lane.on_low_fidelity,
+        }
+    }
+}
+
+/// Fidelity samples of one lane and model.
+#[derive(Default)]
+struct Fidelity {
+    agreed: u64,
+    samples: u64,
+    /// Already fell under the lane's `min_fidelity` (it is acted on once).
+    low: bool,
 }
 
 /// The client actor.
@@ -76,6 +121,8 @@ pub struct LlmClient {
     mailbox: Mailbox<Call>,
     running: usize,
     concurrency: usize,
+    /// With `concurrency = "auto"`: the limit that sets `concurrency`.
+    limiter: Option<AdaptiveLimit>,
     success_streak: u32,
     limits: Limits,
     paused_until: Option<Instant>,
@@ -93,6 +140,9 @@ pub struct LlmClient {
     log_payloads: bool,
     #[cfg(feature = "fault-injection")]
     panic_on_next_batch: bool,
+    lanes: Arc<[LaneInfo]>,
+    supervisor: Addr<Supervisor>,
+    fidelity: std::collections::BTreeMap<(usize, Arc<str>), Fidelity>,
 }
 
 impl LlmClient {
@@ -116,6 +166,10 @@ impl LlmClient {
             mailbox: Mailbox::new(options.share),
             running: 0,
             concurrency: config.concurrency.max(1),
+            limiter: config
+                .concurrency
+                .is_auto()
+                .then(|| AdaptiveLimit::new(Concurrency::AUTO_START, 1, Concurrency::AUTO_MAX)),
             success_streak: 0,
             limits: Limits::new(config.rpm, config.tpm, config.rpd),
             paused_until: None,
@@ -131,32 +185,43 @@ impl LlmClient {
             log_payloads: options.log_payloads,
             #[cfg(feature = "fault-injection")]
             panic_on_next_batch: false,
+            lanes: options.lanes,
+            supervisor: options.supervisor,
+            fidelity: std::collections::BTreeMap::new(),
             config,
         }
     }
 
     fn request_for(&self, call: &Call) -> CallRequest {
-        let messages: Vec<ChatMessage> = match &call.items {
-            CallItems::One(item) => item.prompt.messages.clone(),
+        let (messages, combined_format): (Vec<ChatMessage>, _) = match &call.items {
+            CallItems::One(item) => (item.prompt.messages.clone(), None),
             CallItems::Combined(items) => {
                 let prompts: Vec<&str> = items.iter().map(|i| i.prompt.last_user_text()).collect();
-                combine::build(&prompts)
+                // The reply's schema, the way this upstream takes one (none: the prompt only).
+                (
+                    combine::build(&prompts),
+                    combine::response_format(self.config.structured_output, items.len()),
+                )
             }
         };
         // A combined call packs only items whose parameters agree, so the first speaks for all.
-        let first = match &call.items {
-            CallItems::One(item) => Some(&item.prompt),
-            CallItems::Combined(items) => items.first().map(|i| &i.prompt),
+        let first_item = match &call.items {
+            CallItems::One(item) => Some(item),
+            CallItems::Combined(items) => items.first(),
         };
+        let first = first_item.map(|i| &i.prompt);
+        // The lane's defaults for what the item leaves unset.
+        let lane = first_item.and_then(|i| self.lanes.get(i.lane));
         CallRequest {
             model: call.model.clone().unwrap_or_else(|| self.default_model.to_string()),
             messages,
             max_tokens: call.max_tokens,
-            temperature: first.and_then(|p| p.temperature),
-            top_p: first.and_then(|p| p.top_p),
+            temperature: first.and_then(|p| p.temperature).or(lane.and_then(|l| l.temperature)),
+            top_p: first.and_then(|p| p.top_p).or(lane.and_then(|l| l.top_p)),
             stop: first.map(|p| p.stop.clone()).unwrap_or_default(),
-            seed: first.and_then(|p| p.seed),
-            response_format: first.and_then(|p| p.response_format.clone()),
+            seed: first.and_then(|p| p.seed).or(lane.and_then(|l| l.seed)),
+            // Combined items have no format of their own (they would not be combinable).
+            response_format: combined_format.or_else(|| first.and_then(|p| p.response_format.clone())),
         }
     }
 
@@ -245,7 +310,10 @@ impl LlmClient {
         self.counters.calls += 1;
         match &mut call.items {
             CallItems::One(item) => item.attempts += 1,
-            CallItems::Combined(items) => items.iter_mut().for_each(|item| item.attempts += 1),
+            CallItems::Combined(items) => {
+                self.counters.combined_calls += 1;
+                items.iter_mut().for_each(|item| item.attempts += 1);
+            }
         }
         if self.log_payloads {
             tracing::debug!(event = "llm_request", upstream = %self.name, messages = ?request.messages);
@@ -343,7 +411,8 @@ impl LlmClient {
         self.counters.prompt_tokens += u64::from(usage.prompt_tokens);
         self.counters.completion_tokens += u64::from(usage.completion_tokens);
         self.consecutive_failures = 0;
-        if self.concurrency < self.config.concurrency {
+        // A fixed setting lowered by 503s comes back step by step; `auto` has its own limit.
+        if self.limiter.is_none() && self.concurrency < self.config.concurrency.ceiling() {
             self.success_streak += 1;
             if self.success_streak >= RECOVER_AFTER {
                 self.success_streak = 0;
@@ -359,29 +428,121 @@ impl LlmClient {
             Some(model) => Arc::from(model.as_str()),
             None => Arc::clone(&self.default_model),
         };
+        let verify = call.verify.take();
         match call.items {
             CallItems::One(item) => {
                 self.release(ctx, &mut call.slot);
+                if let Some(combined) = verify {
+                    // A fidelity sample: the answer alone is the one the item gets.
+                    self.record_fidelity(item.lane, &model, combine::agrees(&combined, &reply.text));
+                }
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
             }
-            CallItems::Combined(items) => match combine::split(&reply.text, items.len()) {
-                Ok(texts) => {
-                    self.release(ctx, &mut call.slot);
-                    let share = share_usage(usage, items.len());
-                    for (item, text) in items.into_iter().zip(texts) {
-                        let answer = self.answer(&item, text, share, Arc::clone(&model));
-                        item.finish(Ok(answer));
+            CallItems::Combined(items) => {
+                let n = items.len();
+                let (answers, reason) = match combine::split(&reply.text, n) {
+                    Ok(split) => {
+                        let reason = format!(
+                            "{} id(s) missing, {} answered twice, {} unknown",
+                            split.missing, split.duplicated, split.unknown
+                        );
+                        (split.answers, reason)
+                    }
+                    Err(error) => (vec![None; n], error.to_string()),
+                };
+                // The call's usage is shared by the items it answered; the rest get their own.
+                let answered = answers.iter().filter(|a| a.is_some()).count();
+                let mut shares = share_usage(usage, answered).into_iter();
+                // Items to send alone: unanswered ones, and fidelity samples with the combined
+                // answer to compare.
+                let mut alone: Vec<(Item, Option<String>)> = Vec::new();
+                let mut unanswered = 0;
+                for (item, answer) in items.into_iter().zip(answers) {
+                    let share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
+                    match answer {
+                        Some(text) if share > 0.0 && fastrand::f64() < share => {
+                            alone.push((item, Some(text)))
+                        }
+                        Some(text) => {
+                            let share = shares.next().unwrap_or_default();
+                            let answer = self.answer(&item, text, share, Arc::clone(&model));
+                            item.finish(Ok(answer));
+                        }
+                        None => {
+                            unanswered += 1;
+                            alone.push((item, None));
+                        }
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = items.len(), reason = %error);
+                if unanswered > 0 {
+                    self.counters.split_failures += 1;
+                    self.counters.resent_alone += unanswered as u64;
+                    tracing::warn!(event = "combined_split_failed", upstream = %self.name, items = n, resent = unanswered, reason = %reason, "sending the unanswered items alone");
+                }
+                if alone.is_empty() {
+                    self.release(ctx, &mut call.slot);
+                } else {
+                    let (items, verify): (Vec<Item>, Vec<Option<String>>) = alone.into_iter().unzip();
                     let call = Call { items: CallItems::Combined(items), ..call };
-                    for single in call.into_singles() {
+                    for (mut single, verify) in call.into_singles().into_iter().zip(verify) {
+                        single.verify = verify;
                         self.mailbox.push(Instant::now(), single.rank, single);
                     }
                 }
-            },
+            }
+        }
+    }
+
+    /// With `auto`: feeds the call's outcome to the limit and follows it. Answers count with
+    /// their latency; 429, 503 and timeouts count as drops; other failures say nothing about load.
+    fn adapt(&mut self, result: &Result<CallReply, ProviderError>, latency: Duration) {
+        let in_flight = self.running;
+        let Some(limiter) = &mut self.limiter else { return };
+        let changed = match result {
+            Ok(_) => limiter.on_answer(latency, in_flight),
+            Err(
+                ProviderError::RateLimited { .. } | ProviderError::Overloaded { .. } | ProviderError::Timeout,
+            ) => limiter.on_drop(in_flight),
+            Err(_) => false,
+        };
+        if changed {
+            let (from, to) = (self.concurrency, limiter.limit());
+            self.concurrency = to;
+            let level = if to < from { "lowered" } else { "raised" };
+            tracing::debug!(event = "concurrency_changed", upstream = %self.name, from, to, change = level);
+            self.report_state();
+        }
+    }
+
+    /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
+    /// and, with `on_low_fidelity = "fanout"`, asks the supervisor to switch the lane to fanout.
+    fn record_fidelity(&mut self, lane: usize, model: &Arc<str>, agreed: bool) {
+        let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
+        entry.samples += 1;
+        entry.agreed += u64::from(agreed);
+        let Some(info) = self.lanes.get(lane) else { return };
+        tracing::debug!(event = "fidelity_sample", upstream = %self.name, lane = %info.name, model = %model, agreed);
+        let low = entry.samples >= FIDELITY_MIN_SAMPLES
+            && (entry.agreed as f64) < info.min_fidelity * entry.samples as f64;
+        if !low || entry.low {
+            return;
+        }
+        entry.low = true;
+        tracing::warn!(
+            event = "low_fidelity",
+            upstream = %self.name,
+            lane = %info.name,
+            model = %model,
+            agreed = entry.agreed,
+            samples = entry.samples,
+            min_fidelity = info.min_fidelity,
+            action = info.on_low_fidelity.name(),
+            "combined answers agree with the answers alone too rarely"
+        );
+        if info.on_low_fidelity == LowFidelity::Fanout {
+            let patch = LanePatch { mode: Some(Mode::Fanout), ..LanePatch::default() };
+            self.supervisor.do_send(PatchLane(info.name.to_string(), patch));
         }
     }
 
@@ -444,6 +605,10 @@ impl LlmClient {
             in_flight: self.running,
             queued: self.mailbox.len(),
             concurrency: self.concurrency,
+            concurrency_auto: self.limiter.is_some(),
+            combined_calls: c.combined_calls,
+            split_failures: c.split_failures,
+            resent_alone: c.resent_alone,
             limits: self.limits.snapshot(now),
             calls: c.calls,
             ok: c.ok,
@@ -456,17 +621,34 @@ impl LlmClient {
             completion_tokens: c.completion_tokens,
             limit_waits: c.limit_waits,
             last_error: self.last_error.clone(),
+            fidelity: self
+                .fidelity
+                .iter()
+                .map(|((lane, model), f)| FidelityCount {
+                    lane: self.lanes.get(*lane).map_or_else(|| Arc::from("?"), |l| Arc::clone(&l.name)),
+                    model: Arc::clone(model),
+                    agreed: f.agreed,
+                    samples: f.samples,
+                })
+                .collect(),
         }
     }
 }
 
-/// A combined call's usage spread over its items (rounded up, so no item shows zero).
-fn share_usage(usage: Usage, n: usize) -> Usage {
-    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    Usage {
-        prompt_tokens: usage.prompt_tokens.div_ceil(n),
-        completion_tokens: usage.completion_tokens.div_ceil(n),
+/// A combined call's usage spread over the `n` items it answered, so the shares add up to the
+/// call's usage: each gets the even part, and the first items one token more of the remainder.
+fn share_usage(usage: Usage, n: usize) -> Vec<Usage> {
+    let Ok(count) = u32::try_from(n) else { return vec![Usage::default(); n] };
+    if count == 0 {
+        return Vec::new();
     }
+    let part = |total: u32, i: u32| total / count + u32::from(i < total % count);
+    (0..count)
+        .map(|i| Usage {
+            prompt_tokens: part(usage.prompt_tokens, i),
+            completion_tokens: part(usage.completion_tokens, i),
+        })
+        .collect()
 }
 
 impl Actor for LlmClient {
@@ -583,6 +765,7 @@ impl Handler<Calls> for LlmClient {
 impl Handler<CallDone> for LlmClient {
     type Result = ();
     fn handle(&mut self, msg: CallDone, ctx: &mut Context<Self>) {
+        self.adapt(&msg.result, msg.latency);
         self.running = self.running.saturating_sub(1);
         match msg.result {
             Ok(reply) => self.on_success(ctx, msg.call, msg.permit, reply, msg.latency),
@@ -615,5 +798,98 @@ impl Handler<PanicOnNextBatch> for LlmClient {
     type Result = ();
     fn handle(&mut self, _: PanicOnNextBatch, _: &mut Context<Self>) {
         self.panic_on_next_batch = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MockConfig, StructuredOutput};
+    use crate::engine::item::{Origin, Prompt, Reply, Shared};
+    use crate::providers::mock::MockProvider;
+
+    fn client(upstream: UpstreamConfig, lane: LaneConfig) -> LlmClient {
+        let (_, stop) = watch::channel(false);
+        LlmClient::new(
+            0,
+            upstream,
+            Arc::new(MockProvider::new(MockConfig::default())),
+            Context::<ClientPool>::new().address(),
+            Context::<MetricsHub>::new().address(),
+            stop,
+            ClientOptions {
+                log_payloads: false,
+                share: LowerShare::new(0.1),
+                lanes: vec![LaneInfo::of("test", &lane)].into(),
+                supervisor: Context::<Supervisor>::new().address(),
+            },
+        )
+    }
+
+    fn items(prompts: Vec<Prompt>) -> Vec<Item> {
+        let (home, _) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Shared::new(home);
+        prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let origin = Origin::new(Origin::LOCAL, "test");
+                Item::new(i as u64, 0, &origin, p, Reply::One(tokio::sync::oneshot::channel().0), &shared)
+            })
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn lane_parameters_fill_what_an_item_leaves_unset() {
+        let lane =
+            LaneConfig { temperature: Some(0.0), top_p: Some(0.9), seed: Some(7), ..LaneConfig::default() };
+        let client = client(UpstreamConfig::mock("m"), lane);
+        let mut own = Prompt::text("b");
+        own.temperature = Some(1.0);
+        let mut batch = items(vec![Prompt::text("a"), own]).into_iter();
+        let plain = Call::new(CallItems::One(batch.next().expect("a")), 1, None, None);
+        let request = client.request_for(&plain);
+        assert_eq!((request.temperature, request.top_p, request.seed), (Some(0.0), Some(0.9), Some(7)));
+        let own = Call::new(CallItems::One(batch.next().expect("b")), 1, None, None);
+        assert_eq!(client.request_for(&own).temperature, Some(1.0), "the item's own wins");
+    }
+
+    #[actix_rt::test]
+    async fn a_combined_call_sends_its_schema_as_the_upstream_takes_it() {
+        for (style, kind) in [
+            (StructuredOutput::JsonSchema, Some("json_schema")),
+            (StructuredOutput::JsonObjectSchema, Some("json_object")),
+            (StructuredOutput::None, None),
+        ] {
+            let client = client(
+                UpstreamConfig { structured_output: style, ..UpstreamConfig::mock("m") },
+                LaneConfig::default(),
+            );
+            let call = Call::new(
+                CallItems::Combined(items(vec![Prompt::text("a"), Prompt::text("b")])),
+                1,
+                None,
+                Some(32),
+            );
+            let request = client.request_for(&call);
+            assert_eq!(request.response_format.as_ref().and_then(|f| f["type"].as_str()), kind, "{style}");
+            assert_eq!(request.response_format, combine::response_format(style, 2), "{style}");
+            assert_eq!(combine::parse_request(&request.messages).map(|p| p.len()), Some(2));
+            // The combined budget is the items' (32 each, the lane's); alone again, each gets its own.
+            assert_eq!(call.max_tokens, Some(64));
+            for single in call.into_singles() {
+                assert_eq!(single.max_tokens, Some(32));
+            }
+        }
+    }
+
+    #[test]
+    fn usage_shares_add_up_to_the_call() {
+        let usage = Usage { prompt_tokens: 10, completion_tokens: 7 };
+        let shares = share_usage(usage, 3);
+        assert_eq!(shares.iter().map(|u| u.prompt_tokens).collect::<Vec<_>>(), [4, 3, 3]);
+        assert_eq!(shares.iter().map(|u| u.completion_tokens).collect::<Vec<_>>(), [3, 2, 2]);
+        assert_eq!(share_usage(usage, 1), vec![usage]);
+        assert!(share_usage(usage, 0).is_empty());
     }
 }

@@ -1,0 +1,100 @@
+//! Fidelity sampling over a real socket: a lane's `verify_share` of combined items is also sent
+//! alone; agreement is counted per lane and model; a lane whose combined answers disagree too often
+//! warns and, with `on_low_fidelity = "fanout"`, switches itself to fanout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
+use ferry::config::{LaneConfig, LowFidelity, Mode};
+use ferry::engine::{Engine, Outcome, Prompt, UpstreamStatus};
+use ferry::mock_upstream::MockUpstreamArgs;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn sampled_lane(on_low_fidelity: LowFidelity) -> LaneConfig {
+    LaneConfig { verify_share: 1.0, min_fidelity: 0.8, on_low_fidelity, ..quick_lane(Mode::Combined, 4) }
+}
+
+/// A mock whose single answers are not padded (one word of output at most), so a right combined
+/// answer and the answer alone are the same text.
+fn mock(wrong_answer_rate: f64) -> ferry::mock_upstream::MockUpstreamHandle {
+    start_mock(MockUpstreamArgs { output_tokens: 1, wrong_answer_rate, ..mock_args() })
+}
+
+async fn run(engine: &Engine, from: usize, n: usize) -> Vec<Outcome> {
+    let prompts = (from..from + n).map(|i| Prompt::text(format!("question {i}"))).collect();
+    let submission = engine.submit(LANE, prompts).await.expect("submission accepted");
+    timeout(WAIT, submission.collect()).await.expect("every item ends in time")
+}
+
+fn assert_right(outcomes: &[Outcome], from: usize) {
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let answer = outcome.as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+        assert_eq!(answer.text, format!("mock answer to: question {}", from + i));
+    }
+}
+
+async fn status_when(engine: &Engine, done: impl Fn(&UpstreamStatus) -> bool) -> UpstreamStatus {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let snapshot = engine.snapshot().await.expect("snapshot");
+        if let Some(status) = snapshot.upstreams.get("mock").filter(|s| done(s)) {
+            return status.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no such status in {WAIT:?}: {snapshot:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn right_combined_answers_agree_and_the_lane_stays_combined() {
+    let mock = mock(0.0);
+    let config =
+        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    assert_right(&run(&engine, 0, 40).await, 0);
+
+    let status = status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 40)).await;
+    assert_eq!(status.fidelity[0].agreed, 40, "{status:?}");
+    assert_eq!((&*status.fidelity[0].lane, &*status.fidelity[0].model), (LANE, "default"));
+    assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Combined);
+    // 10 combined calls, and each item once more alone.
+    assert_eq!(mock.stats().requests, 10 + 40);
+}
+
+#[actix_rt::test]
+async fn wrong_combined_answers_are_measured_and_the_lane_switches_to_fanout() {
+    let mock = mock(1.0);
+    let config =
+        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    // Every combined answer is wrong, but every sampled item is answered alone: all right.
+    assert_right(&run(&engine, 0, 40).await, 0);
+    let status = status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 40)).await;
+    assert_eq!(status.fidelity[0].agreed, 0, "{status:?}");
+    assert_eq!(mock.stats().outcomes.wrong, 10);
+
+    // After 20 samples agreeing under 80% the lane asked for fanout: new items go one call each.
+    let lanes = engine.config().await.expect("config").lanes;
+    assert_eq!(lanes[LANE].mode, Mode::Fanout, "{lanes:?}");
+    let before = mock.stats().requests;
+    assert_right(&run(&engine, 100, 8).await, 100);
+    let stats = mock.stats();
+    assert_eq!((stats.requests - before, stats.outcomes.wrong), (8, 10), "{stats:?}");
+}
+
+#[actix_rt::test]
+async fn with_warn_the_lane_stays_combined() {
+    let mock = mock(1.0);
+    let config =
+        engine_config(sampled_lane(LowFidelity::Warn), vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+    assert_right(&run(&engine, 0, 40).await, 0);
+    status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 40)).await;
+    assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Combined);
+}
