@@ -52,7 +52,7 @@ fi
 build() {
     local exe
     exe=$(cd "$1" && cargo bench --bench engine --no-run --message-format=json 2>/dev/null |
-        grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/"executable":"//; s/"$//')
+        grep -o '"executable":"[^"]*/deps/engine-[^"]*"' | tail -n 1 | sed 's/"executable":"//; s/"$//')
     if [[ -z $exe || ! -x $exe ]]; then
         echo "building the engine bench in $1 failed:" >&2
         (cd "$1" && cargo bench --bench engine --no-run) >&2 || true
