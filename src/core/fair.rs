@@ -91,6 +91,17 @@ impl<T> FairQueue<T> {
     /// Adds an item at the end of its job (or at its place by acceptance, if it was accepted
     /// before items already waiting in that job: a requeue).
     pub fn push(&mut self, owner: &OwnerId, job: &JobId, id: u64, at: Instant, value: T) {
+        self.extend(owner, job, std::iter::once((id, at, value)));
+    }
+
+    /// Adds items `(id, accepted at, value)` of one owner and job, each as [`push`](Self::push)
+    /// would, finding the owner and job once.
+    pub fn extend(
+        &mut self,
+        owner: &OwnerId,
+        job: &JobId,
+        items: impl IntoIterator<Item = (u64, Instant, T)>,
+    ) {
         let entry = match self.owners.entry(Arc::clone(owner)) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -106,17 +117,22 @@ impl<T> FairQueue<T> {
                 queue.insert(VecDeque::new())
             }
         };
-        let place = if queue.back().is_none_or(|last| last.at <= at) {
-            queue.len()
-        } else {
-            queue.iter().position(|waiting| waiting.at > at).unwrap_or(queue.len())
-        };
-        queue.insert(place, Waiting { id, at, value });
-        if place == 0 {
-            self.heads.push((Reverse(at), Reverse(id), Arc::clone(owner), Arc::clone(job)));
+        let items = items.into_iter();
+        queue.reserve(items.size_hint().0);
+        for (id, at, value) in items {
+            let place = if queue.back().is_none_or(|last| last.at <= at) {
+                queue.len()
+            } else {
+                queue.iter().position(|waiting| waiting.at > at).unwrap_or(queue.len())
+            };
+            queue.insert(place, Waiting { id, at, value });
+            if place == 0 {
+                // A new head (a new job, or a requeued item going first): the heap must know it.
+                self.heads.push((Reverse(at), Reverse(id), Arc::clone(owner), Arc::clone(job)));
+            }
+            entry.len += 1;
+            self.len += 1;
         }
-        entry.len += 1;
-        self.len += 1;
     }
 
     /// Takes the next item in turn: the front owner's front job's first item; both go to the
@@ -155,15 +171,9 @@ impl<T> FairQueue<T> {
         let queue = owner.jobs.get_mut(&job_id)?;
         let waiting = queue.pop_front()?;
         match queue.front() {
-            Some(next) => {
-                self.heads.push((
-                    Reverse(next.at),
-                    Reverse(next.id),
-                    Arc::clone(owner_id),
-                    Arc::clone(&job_id),
-                ));
-                owner.ring.push_back(job_id);
-            }
+            // The heap keeps the job's older head; `oldest` brings it up to date when it
+            // surfaces, so a pop costs no heap work.
+            Some(_) => owner.ring.push_back(job_id),
             None => {
                 owner.jobs.remove(&job_id);
                 self.jobs -= 1;
@@ -174,19 +184,22 @@ impl<T> FairQueue<T> {
         if owner.len == 0 {
             self.owners.remove(owner_id);
         }
-        self.trim_heads();
         Some(waiting.value)
     }
 
     /// When the oldest waiting item was accepted.
-    pub fn oldest(&self) -> Option<Instant> {
+    pub fn oldest(&mut self) -> Option<Instant> {
+        self.refresh_heads();
         self.heads.peek().map(|(Reverse(at), ..)| *at)
     }
 
-    /// Drops stale heads from the top of the heap, so [`oldest`](Self::oldest) is exact; and
-    /// rebuilds the heap from the live heads when stale ones below the top outnumber them
-    /// (an old job at the top would otherwise keep every later head's stale entry alive).
-    fn trim_heads(&mut self) {
+    /// Brings the top of the heap up to date, so [`oldest`](Self::oldest) is exact. Every job
+    /// with items has an entry no newer than its head (one is pushed when a job starts or gets
+    /// a new first item, and heads only get newer as items leave), so the heap's least entry,
+    /// once it is a job's current head, is the oldest item. An entry whose job is gone is
+    /// dropped; one whose job has moved on is replaced by the job's current head. The heap is
+    /// rebuilt from the live heads when stale entries outnumber them.
+    fn refresh_heads(&mut self) {
         if self.heads.len() > 2 * self.jobs + 64 {
             self.heads = self
                 .owners
@@ -202,16 +215,19 @@ impl<T> FairQueue<T> {
             return;
         }
         while let Some((_, Reverse(id), owner, job)) = self.heads.peek() {
-            let live = self
-                .owners
-                .get(owner)
-                .and_then(|o| o.jobs.get(job))
-                .and_then(VecDeque::front)
-                .is_some_and(|head| head.id == *id);
-            if live {
-                return;
+            let head = self.owners.get(owner).and_then(|o| o.jobs.get(job)).and_then(VecDeque::front);
+            match head {
+                Some(head) if head.id == *id => return,
+                Some(head) => {
+                    let (at, id) = (head.at, head.id);
+                    if let Some((_, _, owner, job)) = self.heads.pop() {
+                        self.heads.push((Reverse(at), Reverse(id), owner, job));
+                    }
+                }
+                None => {
+                    self.heads.pop();
+                }
             }
-            self.heads.pop();
         }
     }
 
@@ -235,7 +251,6 @@ impl<T> FairQueue<T> {
             self.owners.remove(&owner);
             self.ring.retain(|o| *o != owner);
         }
-        self.trim_heads();
         out
     }
 

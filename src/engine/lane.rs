@@ -185,8 +185,13 @@ impl Handler<Enqueue> for LaneQueue {
             self.panic_on_next_batch = false;
             panic!("fault injection: lane `{}` panics holding {asked} items", self.name);
         }
-        for item in items {
-            self.push(item);
+        // A submission's items share one origin: the queue finds their owner and job once.
+        match items.first().map(|item| Arc::clone(&item.origin)) {
+            Some(origin) if items.iter().all(|item| Arc::ptr_eq(&item.origin, &origin)) => {
+                let entries = items.into_iter().map(|item| (item.id, item.accepted_at, item));
+                self.queue.extend(&origin.owner, &origin.job, entries);
+            }
+            _ => items.into_iter().for_each(|item| self.push(item)),
         }
         tracing::debug!(event = "enqueue", lane = %self.name, count = asked, depth = self.queue.len());
         self.report(ctx, None, false);
