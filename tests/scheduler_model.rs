@@ -56,8 +56,10 @@ fn random_arrivals_across_lanes_and_owners_keep_every_invariant() {
                 }
             }
             // One dispatch.
-            let waiting =
-                lanes.iter_mut().enumerate().filter_map(|(i, q)| q.oldest().map(|oldest| (i, LANES[i], oldest)));
+            let waiting = lanes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, q)| q.oldest().map(|oldest| (i, LANES[i], oldest)));
             let Some(choice) = turns.choose(waiting, share) else { continue };
             turns.served(choice);
             let top_waiting =
