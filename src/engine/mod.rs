@@ -59,6 +59,7 @@ use self::supervisor::{
 };
 use crate::config::Config;
 use crate::core::batching::LowerShare;
+use crate::core::fair::JobId;
 use crate::providers;
 
 /// Subscriber queue length; a subscriber further behind skips events.
@@ -328,18 +329,7 @@ impl Engine {
         if !origin.mark_withdrawn(why) {
             return 0;
         }
-        let job = &origin.job;
-        let lanes =
-            self.inner.lanes.iter().map(|(_, lane)| lane.send(lane::Withdraw { job: Arc::clone(job), why }));
-        let clients = self.inner.clients.iter().map(|client| client.send(client::Withdraw(Arc::clone(job))));
-        let (lanes, clients) = futures_util::future::join(
-            futures_util::future::join_all(lanes),
-            futures_util::future::join_all(clients),
-        )
-        .await;
-        let n: usize = lanes.into_iter().chain(clients).map(|r| r.unwrap_or(0)).sum();
-        self.count_withdrawn(why, n);
-        n
+        self.take_out(Arc::clone(&origin.job), why).await
     }
 
     /// [`withdraw`](Engine::withdraw) without waiting: for a door that is being dropped (the
@@ -351,21 +341,23 @@ impl Engine {
         let engine = self.clone();
         let job = Arc::clone(&origin.job);
         actix::spawn(async move {
-            let lanes = engine
-                .inner
-                .lanes
-                .iter()
-                .map(|(_, lane)| lane.send(lane::Withdraw { job: Arc::clone(&job), why }));
-            let clients =
-                engine.inner.clients.iter().map(|client| client.send(client::Withdraw(Arc::clone(&job))));
-            let (lanes, clients) = futures_util::future::join(
-                futures_util::future::join_all(lanes),
-                futures_util::future::join_all(clients),
-            )
-            .await;
-            let n: usize = lanes.into_iter().chain(clients).map(|r| r.unwrap_or(0)).sum();
-            engine.count_withdrawn(why, n);
+            engine.take_out(job, why).await;
         });
+    }
+
+    /// Takes a withdrawn job's waiting items out of every lane and client mailbox; counts them.
+    async fn take_out(&self, job: JobId, why: Withdrawal) -> usize {
+        let lanes =
+            self.inner.lanes.iter().map(|(_, lane)| lane.send(lane::Withdraw { job: Arc::clone(&job), why }));
+        let clients = self.inner.clients.iter().map(|client| client.send(client::Withdraw(Arc::clone(&job))));
+        let (lanes, clients) = futures_util::future::join(
+            futures_util::future::join_all(lanes),
+            futures_util::future::join_all(clients),
+        )
+        .await;
+        let n: usize = lanes.into_iter().chain(clients).map(|r| r.unwrap_or(0)).sum();
+        self.count_withdrawn(why, n);
+        n
     }
 
     fn count_withdrawn(&self, why: Withdrawal, n: usize) {
