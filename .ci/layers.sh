@@ -3,7 +3,7 @@
 #
 #   4  doors      http, console, run, daemon, main (the binary), progress
 #   3  jobs       jobs, chat_format            (batch jobs and their line format, used by doors)
-#   2  engine     engine, mock_upstream, logging
+#   2  engine     engine, tenants, mock_upstream, logging
 #   1  providers  providers, store             (store sits beside: SQLite, used by jobs and doors)
 #   0  core       core, config, private_fs, request_json  (pure rules, the typed config, owner-only
 #                 files, parsing request bodies without echoing them)
@@ -21,7 +21,7 @@ layer_of() {
   case $1 in
     core | config | private_fs | request_json) echo 0 ;;
     providers | store) echo 1 ;;
-    engine | mock_upstream | logging) echo 2 ;;
+    engine | tenants | mock_upstream | logging) echo 2 ;;
     jobs | chat_format) echo 3 ;;
     http | console | run | daemon | main | progress | lib) echo 4 ;;
     *) echo "" ;;

@@ -34,7 +34,7 @@ pub enum DaemonError {
     Unprotected(#[from] Unprotected),
     /// A configured key is too short.
     #[error(transparent)]
-    ShortKey(#[from] crate::http::auth::ShortKey),
+    Keys(#[from] crate::http::auth::KeyError),
     /// The engine did not start.
     #[error("starting the engine: {0}")]
     Engine(#[from] EngineError),
@@ -90,7 +90,7 @@ where
     F: FnOnce(Started) -> Fut,
     Fut: Future<Output = T>,
 {
-    let keys = Keys::from_env(&config.server)?;
+    let keys = Keys::from_env(&config.server, &config.tenants)?;
     check_exposure(&config.server, &keys)?;
     let auth = if keys.is_empty() { "off" } else { "bearer" };
     let config = Arc::new(config);

@@ -30,5 +30,6 @@ pub mod providers;
 pub mod request_json;
 pub mod run;
 pub mod store;
+pub mod tenants;
 
 pub use engine::Engine;

@@ -22,11 +22,13 @@ mod lanes;
 mod parse_error;
 mod render;
 mod shipped;
+mod tenants;
 mod validate;
 
 pub use api_key::mask_secret;
 pub use lanes::LaneSettings;
 pub use shipped::{SHIPPED, SHIPPED_NAME, user_data_dir};
+pub use tenants::{MAX_TENANT_NAME, TenantConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[jobs]`: batch jobs (`/v1/batches`, `ferry run`).
     pub jobs: JobsConfig,
+    /// `[[tenants]]`: named groups of keys with limits of their own (none: every key is its own
+    /// owner, unlimited).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<TenantConfig>,
 }
 
 /// `[jobs]`: how batch jobs (`/v1/batches` and `ferry run`) go through the engine.
@@ -679,6 +685,7 @@ impl Default for Config {
             lanes: default_lanes(),
             upstreams: vec![UpstreamConfig::mock("mock")],
             jobs: JobsConfig::default(),
+            tenants: Vec::new(),
         }
     }
 }

@@ -20,6 +20,9 @@ impl Config {
         for upstream in &self.upstreams {
             render_upstream(upstream, &lookup, &mut out);
         }
+        for tenant in &self.tenants {
+            render_tenant(tenant, &lookup, &mut out);
+        }
         out.text
     }
 }
@@ -187,6 +190,29 @@ fn table_key(name: &str) -> String {
     if bare { name.to_string() } else { quote(name) }
 }
 
+fn render_tenant(tenant: &super::TenantConfig, lookup: &impl Fn(&str) -> Option<String>, out: &mut Render) {
+    out.table("[[tenants]]");
+    out.string("name", &tenant.name);
+    let keys = lookup(&tenant.keys_env)
+        .map_or(0, |value| value.split(',').filter(|key| !key.trim().is_empty()).count());
+    out.noted("keys_env", quote(&tenant.keys_env), &format!("{keys} key(s) set"));
+    let limits =
+        [("rpm", tenant.rpm), ("tpm", tenant.tpm), ("max_queued", tenant.max_queued.map(|n| n as u64))];
+    for (key, value) in limits {
+        match value {
+            Some(value) => out.value(key, value),
+            None => out.comment(&format!("{key}: no limit")),
+        }
+    }
+    match &tenant.lanes {
+        Some(lanes) => {
+            let quoted: Vec<String> = lanes.iter().map(|lane| quote(lane)).collect();
+            out.value("lanes", format!("[{}]", quoted.join(", ")));
+        }
+        None => out.comment("lanes: all"),
+    }
+}
+
 fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<String>, out: &mut Render) {
     out.table("[[upstreams]]");
     out.string("name", &upstream.name);
@@ -263,6 +289,26 @@ mod tests {
         assert_eq!(back.resolved_lanes(), config.resolved_lanes());
         assert_eq!(back.upstreams, config.upstreams);
         assert!(text.contains("# max_batch = 10: follows [batching] batch_size"), "{text}");
+    }
+
+    #[test]
+    fn tenants_render_and_load_back_with_their_key_count_only() {
+        let mut config = Config::default();
+        config.tenants.push(crate::config::TenantConfig {
+            name: "acme".into(),
+            keys_env: "FERRY_TENANT_ACME_KEYS".into(),
+            rpm: Some(60),
+            tpm: None,
+            max_queued: Some(500),
+            lanes: Some(vec!["low".into()]),
+        });
+        let text = config.render_with(|name| {
+            (name == "FERRY_TENANT_ACME_KEYS").then(|| "tenant-key-000000001,tenant-key-000000002".into())
+        });
+        assert!(text.contains("keys_env = \"FERRY_TENANT_ACME_KEYS\"  # 2 key(s) set"), "{text}");
+        assert!(!text.contains("tenant-key-0000"), "keys are not shown: {text}");
+        let back = Config::parse(&text, Path::new("rendered.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.tenants, config.tenants);
     }
 
     #[test]

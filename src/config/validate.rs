@@ -46,6 +46,7 @@ impl Config {
                 names.join(", ")
             ));
         }
+        super::tenants::check_tenants(self, &mut problems);
         if self.jobs.max_in_flight == 0 {
             problems.push("jobs.max_in_flight: must be at least 1 (e.g. 1000)".into());
         }
@@ -90,7 +91,7 @@ fn check_server(server: &ServerConfig, problems: &mut Vec<String>) {
 }
 
 /// Whether `name` can be an environment variable: a letter or '_' first, then letters, digits, '_'.
-fn is_env_name(name: &str) -> bool {
+pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

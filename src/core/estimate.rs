@@ -9,6 +9,9 @@ use crate::core::chat::ChatMessage;
 /// What each message costs beyond its text (role and separators; OpenAI's counting guide gives 3-4).
 const MESSAGE_OVERHEAD: u64 = 4;
 
+/// Reply budget assumed for the token estimate when a call sets no `max_tokens`.
+pub const DEFAULT_REPLY_TOKENS: u32 = 256;
+
 /// Tokens a text is likely to take: about 4 characters per token, at least 1 for a non-empty text.
 ///
 /// Counts bytes (`str::len`), rounded up; saturates at `u32::MAX`.

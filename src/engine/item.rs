@@ -147,6 +147,16 @@ impl Prompt {
         self.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.as_str()).unwrap_or("")
     }
 
+    /// Tokens the prompt is likely to take, prompt and reply budget (for tokens-per-minute
+    /// limits before it is sent).
+    pub fn estimated_tokens(&self) -> u64 {
+        crate::core::estimate::call_tokens(
+            &self.messages,
+            self.max_tokens,
+            crate::core::estimate::DEFAULT_REPLY_TOKENS,
+        )
+    }
+
     /// Whether this prompt can share a combined call: a single user message and no reply format
     /// of its own (a combined reply has the format that packs the answers).
     pub fn combinable(&self) -> bool {

@@ -32,6 +32,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::tenants::Tenants;
+
 pub use batch::BatchId;
 #[cfg(feature = "fault-injection")]
 pub use control::FaultTarget;
@@ -99,6 +101,8 @@ struct Inner {
     health: Arc<Health>,
     next_id: AtomicU64,
     accepting: AtomicBool,
+    /// `[[tenants]]` and their budgets, for every door that admits work.
+    tenants: Tenants,
 }
 
 impl Engine {
@@ -226,6 +230,7 @@ impl Engine {
                 health,
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
+                tenants: Tenants::new(&config.tenants),
             }),
         })
     }
@@ -234,6 +239,11 @@ impl Engine {
     /// in [`restart::RESTART_WINDOW`]); while any is, the engine takes no new work.
     pub fn failed_actors(&self) -> Vec<String> {
         self.inner.health.failed()
+    }
+
+    /// The configured tenants: what the doors admit a tenant's work by.
+    pub fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
     }
 
     /// The configured lane names.

@@ -13,6 +13,7 @@
 //! extractor.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -23,21 +24,36 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TenantConfig};
 use crate::store::{OwnerSecret, legacy_key_id};
+use crate::tenants::owner_of;
 
 /// Shortest key accepted from the environment, in characters.
 pub const MIN_KEY_CHARS: usize = 16;
 
-/// A key from the environment is too short to resist guessing.
+/// A key set in the environment that ferry refuses to start with.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "a key in the environment variable {var} is shorter than {MIN_KEY_CHARS} characters; \
-     use long random keys (e.g. `openssl rand -hex 24`)"
-)]
-pub struct ShortKey {
-    /// The variable holding it.
-    pub var: String,
+pub enum KeyError {
+    /// A key is too short to resist guessing.
+    #[error(
+        "a key in the environment variable {var} is shorter than {MIN_KEY_CHARS} characters; \
+         use long random keys (e.g. `openssl rand -hex 24`)"
+    )]
+    Short {
+        /// The variable holding it.
+        var: String,
+    },
+    /// A tenant's key is also set in another variable, so whose it is would be a guess.
+    #[error(
+        "a key in the environment variable {var} is also in {other}; a tenant's keys must be its \
+         own (give each tenant and the server keys of their own)"
+    )]
+    Shared {
+        /// The tenant's variable.
+        var: String,
+        /// The other variable holding the same key.
+        other: String,
+    },
 }
 
 /// Domain separation: the id shown in logs and stores is not the digest used for comparison.
@@ -51,6 +67,8 @@ pub struct Caller {
     pub key_id: Option<String>,
     /// Whether the caller may use the admin endpoints.
     pub admin: bool,
+    /// The tenant the key belongs to (`[[tenants]]`), whose name its work is owned by.
+    pub tenant: Option<Arc<str>>,
 }
 
 impl FromRequest for Caller {
@@ -70,6 +88,10 @@ fn check_digest(key: &str) -> [u8; 32] {
 
 struct Key {
     digest: [u8; 32],
+    /// The tenant the key belongs to; its owner id is then the tenant's, not the key's.
+    tenant: Option<Arc<str>>,
+    /// A tenant key's own owner id (what it owned before it joined the tenant), once identified.
+    key_owner: Option<String>,
     /// The owner id: the legacy id until [`Keys::identify`] keys it with the store's secret.
     id: String,
     legacy_id: String,
@@ -109,19 +131,21 @@ impl Keys {
         keys
     }
 
-    /// The keys in the environment variables `server` names; refuses a key shorter than
-    /// [`MIN_KEY_CHARS`], naming its variable.
-    pub fn from_env(server: &ServerConfig) -> Result<Keys, ShortKey> {
-        Keys::from_lookup(server, |name| std::env::var(name).ok())
+    /// The keys in the environment variables `server` and each of `tenants` name; refuses a key
+    /// shorter than [`MIN_KEY_CHARS`], or a tenant's key found in another variable too, naming the
+    /// variables (never the key).
+    pub fn from_env(server: &ServerConfig, tenants: &[TenantConfig]) -> Result<Keys, KeyError> {
+        Keys::from_lookup(server, tenants, |name| std::env::var(name).ok())
     }
 
     /// [`Keys::from_env`] with the environment lookup injected. Each variable holds keys separated
     /// by commas; blanks around them are ignored, empty entries skipped.
     pub fn from_lookup(
         server: &ServerConfig,
+        tenants: &[TenantConfig],
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Keys, ShortKey> {
-        let split = |var: &str| -> Result<Vec<String>, ShortKey> {
+    ) -> Result<Keys, KeyError> {
+        let split = |var: &str| -> Result<Vec<String>, KeyError> {
             let keys: Vec<String> = lookup(var)
                 .unwrap_or_default()
                 .split(',')
@@ -130,11 +154,56 @@ impl Keys {
                 .map(str::to_string)
                 .collect();
             if keys.iter().any(|k| k.chars().count() < MIN_KEY_CHARS) {
-                return Err(ShortKey { var: var.to_string() });
+                return Err(KeyError::Short { var: var.to_string() });
             }
             Ok(keys)
         };
-        Ok(Keys::new(&split(&server.api_keys_env)?, &split(&server.admin_keys_env)?))
+        let mut seen: Vec<([u8; 32], &str)> = Vec::new();
+        let mut keys = Keys::new(&split(&server.api_keys_env)?, &split(&server.admin_keys_env)?);
+        for (key, var) in keys
+            .keys
+            .iter()
+            .map(|k| (k.digest, if k.admin { &server.admin_keys_env } else { &server.api_keys_env }))
+        {
+            seen.push((key, var));
+        }
+        for tenant in tenants {
+            for key in split(&tenant.keys_env)? {
+                let digest = check_digest(&key);
+                if let Some((_, other)) = seen.iter().find(|(d, var)| *d == digest && *var != tenant.keys_env)
+                {
+                    return Err(KeyError::Shared { var: tenant.keys_env.clone(), other: other.to_string() });
+                }
+                seen.push((digest, &tenant.keys_env));
+                keys.add_tenant_key(&key, &tenant.name);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Adds `keys` as keys of tenant `name` (tests, embedding).
+    pub fn with_tenant<S: AsRef<str>>(mut self, name: &str, keys: &[S]) -> Keys {
+        for key in keys {
+            self.add_tenant_key(key.as_ref(), name);
+        }
+        self
+    }
+
+    fn add_tenant_key(&mut self, key: &str, tenant: &str) {
+        let digest = check_digest(key);
+        if !self.keys.iter().any(|k| k.digest == digest) {
+            let legacy_id = legacy_key_id(key);
+            let tenant: Arc<str> = Arc::from(tenant);
+            self.keys.push(Key {
+                digest,
+                id: owner_of(&tenant),
+                legacy_id,
+                admin: false,
+                tenant: Some(tenant),
+                key_owner: None,
+            });
+            self.plain.push(key.to_string());
+        }
     }
 
     fn add(&mut self, key: &str, admin: bool) {
@@ -142,7 +211,14 @@ impl Keys {
         // A key listed as both stays an admin key (admins are added first).
         if !self.keys.iter().any(|k| k.digest == digest) {
             let legacy_id = legacy_key_id(key);
-            self.keys.push(Key { digest, id: legacy_id.clone(), legacy_id, admin });
+            self.keys.push(Key {
+                digest,
+                id: legacy_id.clone(),
+                legacy_id,
+                admin,
+                tenant: None,
+                key_owner: None,
+            });
             self.plain.push(key.to_string());
         }
     }
@@ -151,20 +227,32 @@ impl Keys {
     /// does this when it binds, with the store's secret.
     pub fn identify(mut self, secret: &OwnerSecret) -> Keys {
         for (key, plain) in self.keys.iter_mut().zip(&self.plain) {
-            key.id = secret.owner_id(plain);
+            let own = secret.owner_id(plain);
+            match key.tenant {
+                // A tenant key's earlier rows (from before it joined the tenant) become the
+                // tenant's: see [`Keys::legacy_pairs`].
+                Some(_) => key.key_owner = Some(own),
+                None => key.id = own,
+            }
         }
         self.plain = Vec::new();
         self
     }
 
-    /// `(legacy id, owner id)` of every key, to re-own rows of a database written before keyed
-    /// owner ids (call after [`Keys::identify`]).
+    /// `(earlier id, owner id)` of every key, to re-own rows written under an id the key no
+    /// longer has: the legacy id of a database written before keyed owner ids, and a tenant
+    /// key's own id from before it joined its tenant (call after [`Keys::identify`]).
     pub fn legacy_pairs(&self) -> Vec<(String, String)> {
-        self.keys
-            .iter()
-            .filter(|k| k.id != k.legacy_id)
-            .map(|k| (k.legacy_id.clone(), k.id.clone()))
-            .collect()
+        let mut pairs = Vec::new();
+        for key in &self.keys {
+            if key.id != key.legacy_id {
+                pairs.push((key.legacy_id.clone(), key.id.clone()));
+            }
+            if let Some(own) = &key.key_owner {
+                pairs.push((own.clone(), key.id.clone()));
+            }
+        }
+        pairs
     }
 
     /// Whether no key is configured (authentication off).
@@ -182,7 +270,7 @@ impl Keys {
                 found = Some(key);
             }
         }
-        found.map(|key| Caller { key_id: Some(key.id.clone()), admin: key.admin })
+        found.map(|key| Caller { key_id: Some(key.id.clone()), admin: key.admin, tenant: key.tenant.clone() })
     }
 }
 
@@ -234,7 +322,7 @@ pub async fn authenticate(
     let decision = match req.app_data::<web::Data<Keys>>() {
         _ if is_public(&req, &path) => Ok(None),
         None => Err(ApiError::Internal("authentication is not configured".into())),
-        Some(keys) if keys.is_empty() => Ok(Some(Caller { key_id: None, admin: true })),
+        Some(keys) if keys.is_empty() => Ok(Some(Caller { key_id: None, admin: true, tenant: None })),
         Some(keys) => match bearer(&req) {
             Err(error) => Err(error),
             Ok(token) => match keys.caller(token) {
@@ -280,7 +368,7 @@ mod tests {
     #[test]
     fn short_keys_are_refused_naming_the_variable() {
         let server = ServerConfig::default();
-        let refused = Keys::from_lookup(&server, |name| match name {
+        let refused = Keys::from_lookup(&server, &[], |name| match name {
             "FERRY_ADMIN_KEYS" => Some("long-enough-admin-key, tiny-1".into()),
             _ => None,
         });
@@ -292,7 +380,7 @@ mod tests {
     #[test]
     fn keys_are_read_from_the_named_variables() {
         let server = ServerConfig::default();
-        let keys = Keys::from_lookup(&server, |name| match name {
+        let keys = Keys::from_lookup(&server, &[], |name| match name {
             "FERRY_API_KEYS" => Some(" inference-key-01 , ,inference-key-02".into()),
             "FERRY_ADMIN_KEYS" => Some("admin-key-000001".into()),
             _ => None,
@@ -303,7 +391,57 @@ mod tests {
         assert_eq!(keys.caller("admin-key-000001").map(|c| c.admin), Some(true));
         assert!(keys.caller("inference-key-03").is_none());
         assert!(keys.caller("").is_none());
-        assert!(Keys::from_lookup(&server, |_| None).is_ok_and(|k| k.is_empty()));
+        assert!(Keys::from_lookup(&server, &[], |_| None).is_ok_and(|k| k.is_empty()));
+    }
+
+    fn tenant(name: &str, var: &str) -> TenantConfig {
+        TenantConfig {
+            name: name.into(),
+            keys_env: var.into(),
+            rpm: None,
+            tpm: None,
+            max_queued: None,
+            lanes: None,
+        }
+    }
+
+    #[test]
+    fn tenant_keys_act_as_their_tenant_and_bring_their_earlier_rows() {
+        let server = ServerConfig::default();
+        let tenants = [tenant("acme", "FERRY_TENANT_ACME_KEYS")];
+        let keys = Keys::from_lookup(&server, &tenants, |name| match name {
+            "FERRY_API_KEYS" => Some("inference-key-01".into()),
+            "FERRY_TENANT_ACME_KEYS" => Some("acme-key-0000001,acme-key-0000002".into()),
+            _ => None,
+        })
+        .map(|keys| keys.identify(&OwnerSecret::from_bytes([5; 32])));
+        let Ok(keys) = keys else { panic!("tenant keys load") };
+        for key in ["acme-key-0000001", "acme-key-0000002"] {
+            let caller = keys.caller(key);
+            assert_eq!(caller.as_ref().and_then(|c| c.key_id.as_deref()), Some("tenant:acme"));
+            assert_eq!(caller.and_then(|c| c.tenant).as_deref(), Some("acme"));
+        }
+        assert_eq!(keys.caller("inference-key-01").and_then(|c| c.tenant), None);
+        let own = OwnerSecret::from_bytes([5; 32]).owner_id("acme-key-0000001");
+        assert!(keys.legacy_pairs().contains(&(own, "tenant:acme".to_string())));
+    }
+
+    #[test]
+    fn a_tenant_key_in_another_variable_is_refused_naming_both() {
+        let server = ServerConfig::default();
+        let tenants = [tenant("acme", "FERRY_TENANT_ACME_KEYS"), tenant("beta", "FERRY_TENANT_BETA_KEYS")];
+        for (other, value) in
+            [("FERRY_API_KEYS", "shared-key-000001"), ("FERRY_TENANT_ACME_KEYS", "shared-key-000001")]
+        {
+            let refused = Keys::from_lookup(&server, &tenants, |name| match name {
+                "FERRY_TENANT_BETA_KEYS" => Some("shared-key-000001".into()),
+                name if name == other => Some(value.into()),
+                _ => None,
+            });
+            let message = refused.map(|_| ()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains("FERRY_TENANT_BETA_KEYS") && message.contains(other), "{message}");
+            assert!(!message.contains("shared-key"), "{message}");
+        }
     }
 
     #[test]

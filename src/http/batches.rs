@@ -154,6 +154,10 @@ async fn create(
         check_metadata(metadata)?;
     }
     let key = idempotency_key(&http)?;
+    let lane = state.config.jobs_lane().to_string();
+    if let Some(tenant) = super::tenant::tenant_of(&state.engine, &caller) {
+        tenant.check_lane(&lane).map_err(super::tenant::refused)?;
+    }
     let file = state
         .store
         .file(caller.key_id.clone(), request.input_file_id.clone())
@@ -176,7 +180,7 @@ async fn create(
         output_path: None,
         endpoint: request.endpoint,
         completion_window: request.completion_window,
-        lane: state.config.jobs_lane().to_string(),
+        lane,
         metadata: request.metadata,
         idempotency_key: key,
         request_hash: Some(request_hash),

@@ -105,17 +105,18 @@ mod tests {
 
     #[test]
     fn the_owner_is_always_the_callers_key() -> Result<(), ApiError> {
-        let caller = Caller { key_id: Some("abc".into()), admin: true };
+        let caller = Caller { key_id: Some("abc".into()), admin: true, tenant: None };
         let query = chat_query(&caller, ChatParams::default())?;
         assert_eq!((query.owner.as_deref(), query.limit, query.before), (Some("abc"), DEFAULT_LIMIT, None));
-        let open = chat_query(&Caller { key_id: None, admin: true }, params(Some("7"), Some("12")))?;
+        let open =
+            chat_query(&Caller { key_id: None, admin: true, tenant: None }, params(Some("7"), Some("12")))?;
         assert_eq!((open.owner, open.limit, open.before), (None, 7, Some(ChatId(12))));
         Ok(())
     }
 
     #[test]
     fn bad_paging_names_the_parameter() {
-        let caller = Caller { key_id: None, admin: true };
+        let caller = Caller { key_id: None, admin: true, tenant: None };
         for limit in ["0", "1001", "abc", "-1", "2.5"] {
             assert_eq!(param(chat_query(&caller, params(Some(limit), None))).as_deref(), Some("limit"));
         }

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, web};
 
 use super::{ApiError, AppState, Caller};
 use crate::engine::{BATCH_SECONDS_BUCKETS, LaneTotals, Snapshot, UpstreamStatus};
+use crate::tenants::{Cost, Tenant};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -22,7 +23,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn metrics(state: web::Data<AppState>, _: Caller) -> Result<HttpResponse, ApiError> {
     let snapshot = state.engine.snapshot().await?;
     let upstreams: Vec<String> = state.config.upstreams.iter().map(|u| u.name.clone()).collect();
-    let body = render(&snapshot, &state.engine.lanes(), &upstreams);
+    let mut body = render(&snapshot, &state.engine.lanes(), &upstreams);
+    let tenants = state.engine.tenants();
+    if !tenants.is_empty() {
+        let mut figures = Vec::new();
+        for tenant in tenants.all() {
+            figures.push(TenantFigures::of(tenant, tenants.used(tenant).await));
+        }
+        body.push_str(&render_tenants(&figures));
+    }
     Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, CONTENT_TYPE)).body(body))
 }
 
@@ -215,6 +224,100 @@ fn render_fidelity(out: &mut Exposition, snapshot: &Snapshot) {
     }
 }
 
+/// One tenant's figures, as [`render_tenants`] shows them.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFigures {
+    /// The tenant's name.
+    pub name: String,
+    /// Prompts accepted and not yet answered.
+    pub queued: usize,
+    /// Prompts accepted since start.
+    pub accepted: u64,
+    /// Requests refused since start, per reason.
+    pub refused: Vec<(&'static str, u64)>,
+    /// Times a batch job of the tenant waited for room.
+    pub paced: u64,
+    /// Used of the current windows.
+    pub used: Cost,
+    /// The limits: `rpm`, `tpm`, `max_queued`.
+    pub limits: [(&'static str, Option<u64>); 3],
+}
+
+impl TenantFigures {
+    /// The figures of `tenant` with `used` of its windows.
+    pub fn of(tenant: &Tenant, used: Cost) -> TenantFigures {
+        let config = tenant.config();
+        TenantFigures {
+            name: tenant.name().to_string(),
+            queued: tenant.queued(),
+            accepted: tenant.accepted(),
+            refused: tenant.refused().collect(),
+            paced: tenant.paced(),
+            used,
+            limits: [
+                ("rpm", config.rpm),
+                ("tpm", config.tpm),
+                ("max_queued", config.max_queued.map(|n| n as u64)),
+            ],
+        }
+    }
+}
+
+/// The exposition text of every tenant's figures.
+pub fn render_tenants(tenants: &[TenantFigures]) -> String {
+    let mut out = Exposition::default();
+    out.family("ferry_tenant_queued", "gauge", "Prompts of a tenant accepted and not yet answered.");
+    for t in tenants {
+        out.sample("ferry_tenant_queued", &[("tenant", &t.name)], t.queued as f64);
+    }
+    out.family("ferry_tenant_accepted_total", "counter", "Prompts of a tenant admitted.");
+    for t in tenants {
+        out.sample("ferry_tenant_accepted_total", &[("tenant", &t.name)], t.accepted as f64);
+    }
+    out.family(
+        "ferry_tenant_refused_total",
+        "counter",
+        "Requests of a tenant refused, by the limit that refused them.",
+    );
+    for t in tenants {
+        for (reason, n) in &t.refused {
+            out.sample("ferry_tenant_refused_total", &[("tenant", &t.name), ("reason", reason)], *n as f64);
+        }
+    }
+    out.family(
+        "ferry_tenant_paced_total",
+        "counter",
+        "Times a tenant's batch job waited for its budget or queue room.",
+    );
+    for t in tenants {
+        out.sample("ferry_tenant_paced_total", &[("tenant", &t.name)], t.paced as f64);
+    }
+    out.family(
+        "ferry_tenant_window_used",
+        "gauge",
+        "Prompts and estimated tokens a tenant used in the last minute.",
+    );
+    for t in tenants {
+        out.sample(
+            "ferry_tenant_window_used",
+            &[("tenant", &t.name), ("window", "rpm")],
+            t.used.prompts as f64,
+        );
+        out.sample(
+            "ferry_tenant_window_used",
+            &[("tenant", &t.name), ("window", "tpm")],
+            t.used.tokens as f64,
+        );
+    }
+    out.family("ferry_tenant_limit", "gauge", "A tenant's configured limits (absent: none).");
+    for t in tenants {
+        for (limit, value) in t.limits.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
+            out.sample("ferry_tenant_limit", &[("tenant", &t.name), ("limit", limit)], value as f64);
+        }
+    }
+    out.text
+}
+
 /// Exposition text built family by family.
 #[derive(Default)]
 struct Exposition {
@@ -318,6 +421,32 @@ mod tests {
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!((helps, types), (26, 26));
+    }
+
+    #[test]
+    fn tenant_figures_are_labelled_by_tenant() {
+        let figures = TenantFigures {
+            name: "acme".into(),
+            queued: 3,
+            accepted: 40,
+            refused: vec![("rpm", 2), ("lane", 0)],
+            paced: 5,
+            used: Cost { prompts: 7, tokens: 900 },
+            limits: [("rpm", Some(60)), ("tpm", None), ("max_queued", Some(100))],
+        };
+        let text = render_tenants(&[figures]);
+        for line in [
+            "ferry_tenant_queued{tenant=\"acme\"} 3",
+            "ferry_tenant_accepted_total{tenant=\"acme\"} 40",
+            "ferry_tenant_refused_total{tenant=\"acme\",reason=\"rpm\"} 2",
+            "ferry_tenant_paced_total{tenant=\"acme\"} 5",
+            "ferry_tenant_window_used{tenant=\"acme\",window=\"tpm\"} 900",
+            "ferry_tenant_limit{tenant=\"acme\",limit=\"rpm\"} 60",
+            "ferry_tenant_limit{tenant=\"acme\",limit=\"max_queued\"} 100",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("limit=\"tpm\""), "{text}");
     }
 
     #[test]

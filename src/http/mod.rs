@@ -26,6 +26,7 @@ pub mod record;
 pub mod server;
 pub mod settings;
 pub mod stats;
+pub mod tenant;
 
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use super::body::JsonBody;
 use super::peer::Peer;
 use super::priority::{WithdrawOnDrop, caller_gone};
 use super::record::{ChatMeta, record, record_all};
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, tenant};
 use crate::config::Config;
 use crate::engine::{Origin, Outcome, Prompt};
 
@@ -71,10 +71,14 @@ async fn prompt(
     let text = parse_prompt(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
+    let prompt = Prompt::text(text);
+    let _held =
+        tenant::admit(&state.engine, meta.tenant.as_deref(), &meta.lane, std::slice::from_ref(&prompt))
+            .await?;
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
     let outcome = tokio::select! {
-        outcome = state.engine.submit_one_from(&meta.lane, &origin, Prompt::text(text)) => outcome?,
+        outcome = state.engine.submit_one_from(&meta.lane, &origin, prompt) => outcome?,
         () = peer.gone() => return Err(caller_gone()),
     };
     pending.origin = None;
@@ -91,6 +95,7 @@ async fn prompts(
     let prompts = parse_prompts(&body.0)?;
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let requests: Vec<Value> = prompts.iter().map(request_of).collect();
+    let _held = tenant::admit(&state.engine, meta.tenant.as_deref(), &meta.lane, &prompts).await?;
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
     let submission = state.engine.submit_from(&meta.lane, &origin, prompts).await?;

@@ -17,8 +17,10 @@ use crate::store::{NewChat, Store, StoreError};
 /// What a door knows about an item apart from its request and outcome.
 #[derive(Debug, Clone)]
 pub struct ChatMeta {
-    /// The caller's key id (`None` when keys are off).
+    /// The caller's key id, or its tenant's owner (`None` when keys are off).
     pub owner: Option<String>,
+    /// The caller's tenant, whose limits its prompts are admitted under.
+    pub tenant: Option<std::sync::Arc<str>>,
     /// The username the request gave (`/v1/query` only).
     pub username: Option<String>,
     /// The request id the caller gave (`/v1/query` only).
@@ -36,6 +38,7 @@ impl ChatMeta {
     pub fn new(caller: &Caller, lane: &str) -> ChatMeta {
         ChatMeta {
             owner: caller.key_id.clone(),
+            tenant: caller.tenant.clone(),
             username: None,
             request_id: None,
             lane: lane.to_string(),
@@ -120,6 +123,13 @@ pub async fn answer_one(
     peer: &Peer,
 ) -> Result<Answer, ApiError> {
     let owner = meta.owner.as_deref();
+    let _held = super::tenant::admit(
+        &state.engine,
+        meta.tenant.as_deref(),
+        &meta.lane,
+        std::slice::from_ref(&prompt),
+    )
+    .await?;
     let outcome = match priority::outcome_within(&state.engine, &meta.lane, owner, prompt, peer).await {
         Ok(outcome) => outcome,
         Err(error @ ApiError::Timeout(_)) => {

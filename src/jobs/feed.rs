@@ -20,6 +20,7 @@ use super::output::Done;
 use super::worker::{Finalize, GetJob, JobWorker, Pending, Record, SetStatus, Validate};
 use super::{JobProgress, Signal, unix_now};
 use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, SubmitError, Withdrawal};
+use crate::tenants::{Cost, Held, Refused};
 
 /// Outcomes stored per transaction.
 const FLUSH_LOT: usize = 512;
@@ -96,6 +97,11 @@ impl Feed {
         // expiry withdraw what the engine still holds of it.
         let owner = job.owner.clone().unwrap_or_else(|| Origin::LOCAL.to_string());
         let origin = Origin::with_deadline(owner, job.id.clone(), expires);
+        // A tenant's job is paced to its budget and `max_queued` instead of refused: it holds
+        // room for what it has in the engine and takes from the budget per submission.
+        let tenants = self.engine.tenants().clone();
+        let tenant = job.owner.as_deref().and_then(|owner| tenants.by_owner(owner)).cloned();
+        let mut held: Option<Held> = None;
         let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
@@ -121,7 +127,20 @@ impl Feed {
                 if lot.len() >= FLUSH_LOT {
                     self.flush(job, &mut lot).await?;
                 }
-                let limit = chunk.min(self.max_in_flight - in_flight);
+                let mut limit = chunk.min(self.max_in_flight - in_flight);
+                let mut room = None;
+                if let Some(tenant) = &tenant {
+                    let rpm =
+                        tenant.config().rpm.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                    let hold = tenants.hold_up_to(tenant, limit.min(rpm));
+                    if hold.count() == 0 {
+                        tenants.count_paced(tenant);
+                        retry_at = Some(Instant::now() + FULL_LANE_WAIT);
+                        break;
+                    }
+                    limit = hold.count();
+                    room = Some(hold);
+                }
                 let pending = Pending { job: job.clone(), after: cursor, limit };
                 let items = self.worker.send(pending).await??;
                 let Some(last) = items.last().map(|item| item.line) else {
@@ -135,9 +154,38 @@ impl Feed {
                     continue;
                 }
                 let count = prompts.len();
+                if let (Some(tenant), Some(hold)) = (&tenant, room.as_mut()) {
+                    hold.release(hold.count().saturating_sub(count));
+                    let tokens = prompts.iter().map(Prompt::estimated_tokens).sum();
+                    let max_tokens = tenant.config().tpm.unwrap_or(u64::MAX);
+                    if tokens > max_tokens && count > 1 {
+                        // More than a minute of the tenant's tokens: offer a part that fits.
+                        cursor = before;
+                        chunk = usize::try_from(max_tokens.saturating_mul(count as u64) / tokens)
+                            .unwrap_or(1)
+                            .max(1);
+                        continue;
+                    }
+                    if let Err(refused) = tenants.take(tenant, Cost { prompts: count as u64, tokens }).await {
+                        let wait = match refused {
+                            Refused::Over { retry_after, .. } => retry_after.max(FULL_LANE_WAIT),
+                            Refused::Unavailable(_) => Duration::from_secs(1),
+                        };
+                        tracing::debug!(event = "batch_job_paced", batch = %job.id, tenant = tenant.name(), wait_ms = wait.as_millis() as u64);
+                        cursor = before;
+                        retry_at = Some(Instant::now() + wait);
+                        break;
+                    }
+                }
                 match self.engine.submit_from(&job.lane, &origin, prompts).await {
                     Ok(mut submission) => {
                         in_flight += count;
+                        if let Some(hold) = room.take() {
+                            match held.as_mut() {
+                                Some(held) => held.absorb(hold),
+                                None => held = Some(hold),
+                            }
+                        }
                         let tx = tx.clone();
                         actix::spawn(async move {
                             while let Some((index, outcome)) = submission.next().await {
@@ -195,6 +243,9 @@ impl Feed {
             tokio::select! {
                 Some((line, custom_id, outcome)) = rx.recv() => {
                     in_flight = in_flight.saturating_sub(1);
+                    if let Some(held) = held.as_mut() {
+                        held.release(1);
+                    }
                     match outcome {
                         // Not the item's fault: it stays pending and runs on the next start.
                         Err(ItemError::ShuttingDown) => stopping = Some(Signal::Stop),

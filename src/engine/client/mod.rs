@@ -32,8 +32,7 @@ use crate::core::limits::{AdaptiveLimit, Limit, Limits, Permit};
 use crate::core::{combine, estimate};
 use crate::providers::{CallReply, CallRequest, ChatMessage, Provider, ProviderError, Usage};
 
-/// Reply budget assumed for the token estimate when a call sets no `max_tokens`.
-const DEFAULT_REPLY_TOKENS: u32 = 256;
+use estimate::DEFAULT_REPLY_TOKENS;
 /// 429s (or 503s at concurrency 1) one call may receive on an upstream before it gives up
 /// there, so a call cannot wait forever.
 const PATIENCE: u32 = 20;
