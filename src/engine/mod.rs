@@ -212,7 +212,12 @@ impl Engine {
 
         let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
         let client_addrs = clients.iter().map(|(a, _)| a.clone()).collect();
-        tracing::info!(event = "engine_started", lanes = lanes.len(), upstreams = config.upstreams.len());
+        tracing::info!(
+            event = "engine_started",
+            lanes = lanes.len(),
+            upstreams = config.upstreams.len(),
+            tenants = config.tenants.len()
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
                 supervisor,
