@@ -84,6 +84,41 @@ async fn a_database_with_legacy_owner_ids_keeps_working() {
     server.stop().await;
 }
 
+#[actix_rt::test]
+async fn a_key_that_joins_a_tenant_brings_its_chats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = http_config(&dir);
+    // First the key works on its own and records a chat under its own owner id.
+    let server = TestServer::start_with(config.clone(), Keys::new(&[KEY], &[] as &[&str]), dir);
+    let (status, _) =
+        call(&server.base, "POST", "/api/v1/prompt", Some(KEY), Some(json!({"prompt": "before"}))).await;
+    assert_eq!(status, 200);
+    let dir = server.stop_keeping_dir().await;
+
+    // Then it joins tenant `acme` beside another key: both see the chat, now the tenant's.
+    let mut config = config;
+    config.tenants.push(ferry::config::TenantConfig {
+        name: "acme".into(),
+        keys_env: "FERRY_OWNER_TEST_ACME_KEYS".into(),
+        rpm: None,
+        tpm: None,
+        max_queued: None,
+        lanes: None,
+    });
+    let keys = Keys::new(&[] as &[&str], &[] as &[&str]).with_tenant("acme", &[KEY, OTHER]);
+    let server = TestServer::start_with(config, keys, dir);
+    for key in [KEY, OTHER] {
+        let (status, chats) = call(&server.base, "GET", "/v1/chat", Some(key), None).await;
+        assert_eq!(status, 200, "{chats}");
+        assert_eq!(chats["count"], 1, "{chats}");
+        assert_eq!(chats["chats"][0]["request"]["prompt"], "before");
+    }
+    let conn = rusqlite::Connection::open(server.dir().join("data/ferry.db")).expect("open db");
+    let owner: String = conn.query_row("SELECT owner FROM chats", [], |r| r.get(0)).expect("owner");
+    assert_eq!(owner, "tenant:acme");
+    server.stop().await;
+}
+
 #[test]
 fn a_short_key_is_refused_at_start_naming_its_variable() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -355,6 +355,13 @@ mod http_helpers {
             self.handle.stop(false).await;
             self.engine.shutdown(Duration::from_millis(100)).await;
         }
+
+        /// Stops the server and the engine and hands back its folder, to start again on it.
+        pub async fn stop_keeping_dir(self) -> TempDir {
+            self.handle.stop(false).await;
+            self.engine.shutdown(Duration::from_millis(100)).await;
+            self.dir
+        }
     }
 
     /// A client that opens a fresh connection per request, so a connection the server closed
