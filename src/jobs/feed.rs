@@ -102,6 +102,9 @@ impl Feed {
         let tenants = self.engine.tenants().clone();
         let tenant = job.owner.as_deref().and_then(|owner| tenants.by_owner(owner)).cloned();
         let mut held: Option<Held> = None;
+        // Budget taken for prompts a full lane then refused: spent first on the next submission,
+        // so offering a chunk again and again to a full lane does not use the budget up.
+        let mut paid = Cost::default();
         let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
@@ -129,6 +132,7 @@ impl Feed {
                 }
                 let mut limit = chunk.min(self.max_in_flight - in_flight);
                 let mut room = None;
+                let mut room_cost = None;
                 if let Some(tenant) = &tenant {
                     let rpm =
                         tenant.config().rpm.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -166,7 +170,14 @@ impl Feed {
                             .max(1);
                         continue;
                     }
-                    if let Err(refused) = tenants.take(tenant, Cost { prompts: count as u64, tokens }).await {
+                    let cost = Cost { prompts: count as u64, tokens };
+                    let owed = Cost {
+                        prompts: cost.prompts.saturating_sub(paid.prompts),
+                        tokens: cost.tokens.saturating_sub(paid.tokens),
+                    };
+                    let taken =
+                        if owed == Cost::default() { Ok(()) } else { tenants.take(tenant, owed).await };
+                    if let Err(refused) = taken {
                         let wait = match refused {
                             Refused::Over { retry_after, .. } => retry_after.max(FULL_LANE_WAIT),
                             Refused::Unavailable(_) => Duration::from_secs(1),
@@ -176,6 +187,11 @@ impl Feed {
                         retry_at = Some(Instant::now() + wait);
                         break;
                     }
+                    paid = Cost {
+                        prompts: paid.prompts.saturating_sub(cost.prompts),
+                        tokens: paid.tokens.saturating_sub(cost.tokens),
+                    };
+                    room_cost = Some(cost);
                 }
                 match self.engine.submit_from(&job.lane, &origin, prompts).await {
                     Ok(mut submission) => {
@@ -200,6 +216,10 @@ impl Feed {
                         // least one item) after a short wait, so a small lane still drains.
                         cursor = before;
                         chunk = capacity.saturating_sub(held).clamp(1, READ_CHUNK);
+                        if let Some(cost) = room_cost {
+                            paid.prompts += cost.prompts;
+                            paid.tokens += cost.tokens;
+                        }
                         retry_at = Some(Instant::now() + FULL_LANE_WAIT);
                     }
                     Err(SubmitError::UnknownLane { .. }) => {
