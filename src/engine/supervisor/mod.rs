@@ -1,9 +1,24 @@
-//! Supervisor: owns every actor, applies live changes, brings lost items home, shuts down.
+//! Supervisor: starts and owns every actor, restarts one that panics (within the restart
+//! policy), applies live changes, brings lost items home, shuts down.
 //!
-//! Every actor runs under [`restart`](super::restart), so a panic restarts it in place; items the
-//! dead handler held come back here (see `item.rs`) and go back to their lane, up to
-//! `max_requeues` times. Live changes (batch size, delay, lane settings, pause) arrive here and
-//! are pushed to the lanes and the former, which apply them from the next batch on.
+//! - [`start`]: the start order (which actor first, and why); the [`Engine`] handle only holds
+//!   what it returns.
+//! - [`restart`]: the restart policy. Every actor runs under it, so a panic restarts it in
+//!   place, and one that panics again after [`MAX_RESTARTS`] restarts in [`RESTART_WINDOW`] is
+//!   declared failed: the engine then takes no new work.
+//! - here: the supervisor actor. Items a dead handler held come back here (see `item.rs`) and go
+//!   back to their lane, up to `max_requeues` times. Live changes (batch size, delay, lane
+//!   settings, pause) arrive here, are checked against the engine's bounds (`control.rs`), and
+//!   are pushed to the lanes and the former, which apply them from the next batch on.
+//!
+//! [`Engine`]: crate::engine::Engine
+//! [`MAX_RESTARTS`]: restart::MAX_RESTARTS
+//! [`RESTART_WINDOW`]: restart::RESTART_WINDOW
+
+pub(crate) mod restart;
+mod start;
+
+pub(crate) use start::start;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +27,19 @@ use actix::prelude::*;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
-use super::client::{self, FailWaiting, LlmClient};
-#[cfg(feature = "fault-injection")]
-use super::control::FaultTarget;
-use super::control::{
-    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
-    in_range,
-};
-use super::item::{Item, ItemError, Shared};
-use super::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
-use super::metrics::{MetricsEvent, MetricsHub, Publish};
-use super::pool::ClientPool;
 use crate::config::Config;
+use crate::engine::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
+use crate::engine::client::{self, FailWaiting, LlmClient};
+#[cfg(feature = "fault-injection")]
+use crate::engine::control::FaultTarget;
+use crate::engine::control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, MAX_LATENCY_MS, RuntimeConfig,
+    ShutdownReport, UpstreamView, in_range,
+};
+use crate::engine::item::{Item, ItemError, Shared};
+use crate::engine::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
+use crate::engine::metrics::{MetricsEvent, MetricsHub, Publish};
+use crate::engine::pool::ClientPool;
 use crate::providers;
 
 /// The supervisor actor.
@@ -231,6 +246,9 @@ impl Handler<PatchLane> for Supervisor {
         if let Some(v) = patch.delay_ms {
             in_range("delay_ms", v, 0, MAX_BATCH_DELAY_MS)?;
         }
+        if let Some(v) = patch.latency_ms {
+            in_range("latency_ms", v, 1, MAX_LATENCY_MS)?;
+        }
         let known = self.known_lanes();
         let lane = self
             .config
@@ -299,12 +317,12 @@ impl Handler<InjectPanic> for Supervisor {
     type Result = Result<(), ControlError>;
     fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> Self::Result {
         match msg.0 {
-            FaultTarget::Pool => self.pool.do_send(super::pool::PanicOnNextBatch),
+            FaultTarget::Pool => self.pool.do_send(crate::engine::pool::PanicOnNextBatch),
             FaultTarget::Lane(name) => {
                 let i = self.lane_names.iter().position(|n| n.as_ref() == name).ok_or_else(|| {
                     ControlError::UnknownLane { lane: name.clone(), known: self.known_lanes() }
                 })?;
-                self.lanes[i].do_send(super::lane::PanicOnNextBatch);
+                self.lanes[i].do_send(crate::engine::lane::PanicOnNextBatch);
             }
             FaultTarget::Client(name) => {
                 let i = self
