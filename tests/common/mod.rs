@@ -458,8 +458,8 @@ pub use store_helpers::*;
 mod store_helpers {
     use std::time::Duration;
 
-    use ferry::config::Config;
     use ferry::app::AppError;
+    use ferry::config::Config;
     use ferry::daemon;
     use ferry::engine::ShutdownReport;
     use serde_json::Value;
