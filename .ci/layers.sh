@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Fails on an upward import between ferry's layers (see docs/architecture.md):
 #
-#   4  doors      http, console, run, daemon, main (the binary), progress
-#   3  jobs       jobs, chat_format            (batch jobs and their line format, used by doors)
+#   5  doors      http, console, run, daemon, main (the binary), progress
+#   4  app        app                          (the composition root and the use-cases the doors
+#                                               share; knows no door)
+#   3  jobs       jobs, chat_format            (batch jobs and their line format, used by the app
+#                                               and the doors)
 #   2  engine     engine, tenants, mock_upstream, logging
 #   1  providers  providers, store             (store sits beside: SQLite, used by jobs and doors)
 #   0  core       core, config, private_fs, request_json  (pure rules, the typed config, owner-only
 #                 files, parsing request bodies without echoing them)
 #
-# A module may import its own layer or a lower one. Doors may use each other (the console
-# starts the daemon's server). Only code counts: `crate::x` (or `ferry::x` in the binary) on a
+# A module may import its own layer or a lower one, so nothing below the app imports the app
+# or a door. Doors may use each other (the console starts the daemon's server) and any layer
+# below them (the `Engine` handle is every door's way to the engine). Only code counts: `crate::x` (or `ferry::x` in the binary) on a
 # line that is not a comment.
 #
 #   bash .ci/layers.sh [SRC_DIR]
@@ -23,7 +27,8 @@ layer_of() {
     providers | store) echo 1 ;;
     engine | tenants | mock_upstream | logging) echo 2 ;;
     jobs | chat_format) echo 3 ;;
-    http | console | run | daemon | main | progress | lib) echo 4 ;;
+    app) echo 4 ;;
+    http | console | run | daemon | main | progress | lib) echo 5 ;;
     *) echo "" ;;
   esac
 }

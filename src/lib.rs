@@ -8,13 +8,17 @@
 //! - [`core`]: pure rules (batching, rate windows, retry timing, combined prompts).
 //! - [`providers`]: the upstream APIs behind one trait (OpenAI, Gemini, mock).
 //! - [`engine`]: the actix actors and the [`Engine`] handle every door goes through.
+//! - [`app`]: the application layer: [`app::App::start`] starts everything from a config (the
+//!   one composition root), and the use-cases the doors share (batches, runs, settings).
 //! - [`mock_upstream`]: the mock served over HTTP as an OpenAI-compatible server.
 //! - [`http`]: the HTTP API over the engine.
 //! - [`daemon`]: `ferry serve`, the engine and the API as a headless daemon.
+//! - [`run`]: `ferry run FILE`, a file of prompts as a resumable job.
 //! - [`logging`]: `tracing` to files made for `tail -F`.
 //! - [`console`]: the operator console (ratatui), in process or attached to a daemon.
 //! - [`private_fs`]: owner-only files and folders, for everything that may hold prompts or keys.
 
+pub mod app;
 pub mod chat_format;
 pub mod config;
 pub mod console;

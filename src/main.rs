@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ferry::app::config::Source;
 use ferry::config::Config;
 use ferry::daemon;
 use ferry::engine::{Engine, Prompt};
@@ -173,23 +174,15 @@ fn one_line(error: &anyhow::Error) -> String {
 /// built-in config.toml with its files under the per-user data directory (said once, on
 /// stderr).
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<(Config, String)> {
-    let default = Path::new("config.toml");
-    let path = match path {
-        Some(path) => path,
-        None if default.exists() => default.to_path_buf(),
-        None => {
-            let dir = ferry::config::user_data_dir()?;
-            let config = Config::shipped_in(&dir)?;
-            eprintln!(
-                "ferry: no ./config.toml: running on the built-in config.toml, data and logs under {} \
-                 (`ferry config init` writes the file out for editing)",
-                dir.display()
-            );
-            return Ok((config, ferry::config::SHIPPED_NAME.to_string()));
-        }
-    };
-    let config = Config::load(&path)?;
-    Ok((config, path.display().to_string()))
+    let (config, source) = ferry::app::config::load(path)?;
+    if let Source::Shipped(dir) = &source {
+        eprintln!(
+            "ferry: no ./config.toml: running on the built-in config.toml, data and logs under {} \
+             (`ferry config init` writes the file out for editing)",
+            dir.display()
+        );
+    }
+    Ok((config, source.name()))
 }
 
 fn check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -12,7 +12,9 @@ use common::{
     start_mock, upstream_for, within,
 };
 use ferry::config::{LaneConfig, Mode, ProviderKind, UpstreamConfig};
-use ferry::engine::{ControlError, Engine, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, Prompt};
+use ferry::engine::{
+    ControlError, Engine, EngineError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, MAX_LATENCY_MS, Prompt,
+};
 use ferry::mock_upstream::{MockUpstreamArgs, MockUpstreamHandle};
 use tokio::time::Instant;
 
@@ -262,6 +264,8 @@ async fn invalid_live_changes_are_refused_naming_the_field_or_lane() {
         (LanePatch { max_batch: Some(too_big), ..LanePatch::default() }, "max_batch"),
         (LanePatch { window_ms: Some(MAX_BATCH_DELAY_MS + 1), ..LanePatch::default() }, "window_ms"),
         (LanePatch { delay_ms: Some(MAX_BATCH_DELAY_MS + 1), ..LanePatch::default() }, "delay_ms"),
+        (LanePatch { latency_ms: Some(0), ..LanePatch::default() }, "latency_ms"),
+        (LanePatch { latency_ms: Some(MAX_LATENCY_MS + 1), ..LanePatch::default() }, "latency_ms"),
     ] {
         let error = engine.update_lane("only", patch).await.expect_err("out of bounds");
         assert!(matches!(error, ControlError::Invalid { field: f, .. } if f == field), "{error:?}");
@@ -333,4 +337,30 @@ async fn a_fanout_backlog_goes_in_batches_of_a_quarter_of_the_slots_not_of_one()
     assert!(body.iter().all(|&size| size >= 4), "a batch under the floor of 4 went early: {sizes:?}");
     assert!(*tail >= 1);
     assert!(sizes.len() <= 100, "{} batches for 400 items: {sizes:?}", sizes.len());
+}
+
+#[actix_rt::test]
+async fn a_config_outside_the_engine_bounds_does_not_start_and_names_every_value() {
+    let mut config = config_with([("only", lane(1, Mode::Fanout))], Vec::new());
+    config.batching.batch_size = MAX_BATCH_SIZE as usize + 1;
+    if let Some(only) = config.lanes.get_mut("only") {
+        only.window_ms = MAX_BATCH_DELAY_MS + 1;
+    }
+    match Engine::start(&config) {
+        Err(EngineError::OutOfBounds(problems)) => {
+            let expected = [
+                format!(
+                    "batching.batch_size: must be an integer from 1 to {MAX_BATCH_SIZE} (got {})",
+                    MAX_BATCH_SIZE + 1
+                ),
+                format!(
+                    "lanes.only.window_ms: must be an integer from 0 to {MAX_BATCH_DELAY_MS} (got {})",
+                    MAX_BATCH_DELAY_MS + 1
+                ),
+            ];
+            assert_eq!(problems, expected);
+        }
+        Err(other) => panic!("expected OutOfBounds, got {other}"),
+        Ok(_) => panic!("a batch size past MAX_BATCH_SIZE started"),
+    }
 }

@@ -142,3 +142,29 @@ fn config_init_writes_the_shipped_file_and_overwrites_only_with_force() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(std::fs::read_to_string(&edited).expect("replaced"), SHIPPED);
 }
+
+#[test]
+fn values_past_the_engine_bounds_are_refused_at_load_by_every_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&path).expect("read config");
+    text.push_str("[batching]\nbatch_size = 20000\n");
+    std::fs::write(&path, text).expect("write config");
+    let config = path.to_str().expect("utf-8 path");
+    std::fs::write(dir.path().join("in.jsonl"), "{\"prompt\": \"one\"}\n").expect("write input");
+    for args in [
+        &["check", "--config", config][..],
+        &["serve", "--config", config],
+        &["run", "in.jsonl", "--config", config],
+        &["--config", config],
+    ] {
+        let output = ferry(dir.path(), args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        let text = stderr(&output);
+        assert!(
+            text.contains("batching.batch_size: must be an integer from 1 to 10000 (got 20000)"),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!dir.path().join("in.results.jsonl").exists(), "nothing ran");
+}

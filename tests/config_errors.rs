@@ -1,9 +1,16 @@
 //! Every bad config in `tests/invalid_configs/` is refused with a message that names the key,
-//! says why, and (for parse errors) gives the line.
+//! says why, and (for parse errors) gives the line. Files are loaded as every command loads
+//! them ([`ferry::app::config::load`]): parsed, validated, and checked against the engine's
+//! bounds.
 
 use std::path::{Path, PathBuf};
 
 use ferry::config::{Config, ConfigError};
+
+/// `path` loaded as a command loads its `--config`.
+fn load(path: &Path) -> Result<Config, ConfigError> {
+    ferry::app::config::load(Some(path.to_path_buf())).map(|(config, _)| config)
+}
 
 fn invalid_config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs").join(name)
@@ -116,6 +123,19 @@ const CASES: &[(&str, bool, &[&str])] = &[
         &["server.cors_origins[1]: \"https://app.example.com/\" must be an origin"],
     ),
     ("same_key_variables.toml", false, &["server.admin_keys_env: must differ from server.api_keys_env"]),
+    // Values past the engine's bounds, which a live change would be refused too.
+    (
+        "over_engine_bounds.toml",
+        false,
+        &[
+            "batching.batch_size: must be an integer from 1 to 10000 (got 20000)",
+            "batching.batch_delay_ms: must be an integer from 0 to 600000 (got 600001)",
+            "lanes.high.max_batch: must be an integer from 1 to 10000 (got 10001)",
+            "lanes.high.window_ms: must be an integer from 0 to 600000 (got 900000)",
+            "lanes.high.delay_ms: must be an integer from 0 to 600000 (got 700000)",
+            "lanes.high.latency_ms: must be an integer from 1 to 86400000 (got 86400001)",
+        ],
+    ),
 ];
 
 #[test]
@@ -123,7 +143,7 @@ fn every_invalid_config_is_refused_with_its_key_and_reason() {
     let mut failures = Vec::new();
     for &(file, is_parse_error, fragments) in CASES {
         let path = invalid_config(file);
-        let message = match Config::load(&path) {
+        let message = match load(&path) {
             Ok(_) => {
                 failures.push(format!("{file}: loaded, but should have been refused"));
                 continue;
@@ -163,8 +183,7 @@ fn every_file_in_invalid_configs_has_a_case() {
 
 #[test]
 fn several_problems_are_reported_at_once() {
-    let Err(ConfigError::Invalid { problems, .. }) = Config::load(&invalid_config("several_problems.toml"))
-    else {
+    let Err(ConfigError::Invalid { problems, .. }) = load(&invalid_config("several_problems.toml")) else {
         panic!("several_problems.toml should fail validation");
     };
     let expected = [
@@ -183,20 +202,20 @@ fn several_problems_are_reported_at_once() {
 
 #[test]
 fn a_secret_in_an_unknown_key_is_not_echoed() {
-    let message = Config::load(&invalid_config("unknown_upstream_key.toml")).unwrap_err().to_string();
+    let message = load(&invalid_config("unknown_upstream_key.toml")).unwrap_err().to_string();
     assert!(!message.contains("sk-do-not-put-keys-here"), "{message}");
 }
 
 #[test]
 fn a_key_pasted_as_the_key_variable_is_not_echoed() {
-    let message = Config::load(&invalid_config("bad_api_keys_env.toml")).unwrap_err().to_string();
+    let message = load(&invalid_config("bad_api_keys_env.toml")).unwrap_err().to_string();
     assert!(!message.contains("sk-123"), "{message}");
 }
 
 #[test]
 fn a_missing_file_is_a_read_error_naming_the_path() {
     let path = invalid_config("there_is_no_such_file.toml");
-    let err = Config::load(&path).unwrap_err();
+    let err = load(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     assert!(err.to_string().contains("there_is_no_such_file.toml"), "{err}");
 }
@@ -204,7 +223,7 @@ fn a_missing_file_is_a_read_error_naming_the_path() {
 #[test]
 fn shipped_config_toml_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.upstreams.iter().all(|u| u.api_key_env.is_none()), "must run with no key");
     assert_eq!(config.validate(), Ok(()));
 }

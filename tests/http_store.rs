@@ -314,7 +314,7 @@ async fn a_store_that_cannot_open_stops_the_daemon_with_its_path() {
     config.server.admin_keys_env = "FERRY_HTTP_STORE_TEST_UNSET_ADMIN_KEYS".into();
     config.storage.path = blocker.join("ferry.db");
     match ferry::daemon::run(config, std::future::pending()).await {
-        Err(error @ ferry::daemon::DaemonError::Store { .. }) => {
+        Err(error @ ferry::app::AppError::Store { .. }) => {
             let message = error.to_string();
             assert!(message.contains("[storage] path") && message.contains("not-a-dir"), "{message}");
         }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::app::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 use crate::engine::{Engine, LanePatch, Prompt};
-use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 
 use super::error::ConsoleError;
 use super::remote::RemoteClient;

@@ -45,8 +45,9 @@ pub use log_feed::LogFeed;
 pub use source::Update;
 pub use state::Dashboard;
 
+use crate::app::AppError;
 use crate::config::Config;
-use crate::daemon::{self, DaemonError, Started};
+use crate::daemon::{self, Started};
 use crate::engine::ShutdownReport;
 
 /// Updates buffered between their sources and the console loop.
@@ -61,9 +62,9 @@ pub fn channel() -> (mpsc::Sender<Update>, mpsc::Receiver<Update>) {
 /// Why the local console stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    /// The engine or the API did not start, or failed.
+    /// ferry or its API did not start, or failed.
     #[error(transparent)]
-    Daemon(#[from] DaemonError),
+    App(#[from] AppError),
     /// The dashboard failed.
     #[error(transparent)]
     Console(#[from] ConsoleError),

@@ -1,17 +1,19 @@
-//! The engine's control vocabulary: live changes, the configuration view, shutdown reports and
+//! The engine's control vocabulary: its bounds, live changes, the configuration view, shutdown reports and
 //! fault-injection targets — what doors send to and get back from the Supervisor.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{LaneSettings, Mode, ProviderKind};
+use crate::config::{Config, LaneSettings, Mode, ProviderKind};
 
-/// Largest batch size the engine takes live, for `[batching]` and for a lane's `max_batch` (the
-/// prompts endpoints take at most 1000 per request).
+/// Largest batch size the engine takes, for `[batching] batch_size` and a lane's `max_batch`,
+/// at start and live (the prompts endpoints take at most 1000 per request).
 pub const MAX_BATCH_SIZE: u64 = 10_000;
-/// Longest batch delay, or lane window, the engine takes live: ten minutes.
+/// Longest batch delay, or lane window, the engine takes, at start and live: ten minutes.
 pub const MAX_BATCH_DELAY_MS: u64 = 600_000;
+/// Longest latency target (a lane's `latency_ms`) the engine takes, at start and live: one day.
+pub const MAX_LATENCY_MS: u64 = 86_400_000;
 
 /// `value` when it lies in `min..=max`; otherwise the refusal naming `field` and the range.
 pub(crate) fn in_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ControlError> {
@@ -23,6 +25,36 @@ pub(crate) fn in_range(field: &'static str, value: u64, min: u64, max: u64) -> R
             message: format!("must be an integer from {min} to {max} (got {value})"),
         })
     }
+}
+
+/// Checks `config`'s batching values against the engine's bounds, as a live change is
+/// checked: `[batching] batch_size` and `batch_delay_ms`, and each lane's `max_batch`,
+/// `window_ms`, `delay_ms` and `latency_ms`. Every value out of bounds is listed, by its key,
+/// with the range that would be valid. (The config's own `validate` cannot see these bounds:
+/// the config sits below the engine; the app checks both at load, and [`Engine::start`] again.)
+///
+/// [`Engine::start`]: super::Engine::start
+pub fn check_bounds(config: &Config) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut check = |key: String, value: u64, min: u64, max: u64| {
+        if let Err(ControlError::Invalid { message, .. }) = in_range("", value, min, max) {
+            problems.push(format!("{key}: {message}"));
+        }
+    };
+    let batching = &config.batching;
+    check("batching.batch_size".into(), batching.batch_size as u64, 1, MAX_BATCH_SIZE);
+    check("batching.batch_delay_ms".into(), batching.batch_delay_ms, 0, MAX_BATCH_DELAY_MS);
+    for (name, lane) in &config.lanes {
+        if let Some(n) = lane.max_batch {
+            check(format!("lanes.{name}.max_batch"), n as u64, 1, MAX_BATCH_SIZE);
+        }
+        check(format!("lanes.{name}.window_ms"), lane.window_ms, 0, MAX_BATCH_DELAY_MS);
+        if let Some(ms) = lane.delay_ms {
+            check(format!("lanes.{name}.delay_ms"), ms, 0, MAX_BATCH_DELAY_MS);
+        }
+        check(format!("lanes.{name}.latency_ms"), lane.latency_ms, 1, MAX_LATENCY_MS);
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 /// A change to one lane; absent fields stay as they are.

@@ -20,7 +20,6 @@ mod lane;
 mod mailbox;
 pub mod metrics;
 mod pool;
-mod restart;
 mod supervisor;
 mod wake;
 
@@ -30,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::tenants::Tenants;
 
@@ -38,47 +37,48 @@ pub use batch::BatchId;
 #[cfg(feature = "fault-injection")]
 pub use control::FaultTarget;
 pub use control::{
-    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, MAX_LATENCY_MS, RuntimeConfig,
+    ShutdownReport, UpstreamView, check_bounds,
 };
 pub use item::{Answer, ItemError, Origin, Outcome, Prompt, Submission, SubmitError, Withdrawal};
 pub use metrics::{
     BATCH_SECONDS_BUCKETS, BatchRecord, FidelityCount, LaneTotals, MetricsEvent, Snapshot, UpstreamState,
     UpstreamStatus,
 };
-pub use restart::{MAX_RESTARTS, RESTART_WINDOW};
+pub use supervisor::restart::{MAX_RESTARTS, RESTART_WINDOW};
 
-use self::batch_former::{AddLanes, BatchFormer};
-use self::client::{ClientOptions, LaneInfo, LlmClient};
+use self::client::LlmClient;
 use self::item::{Item, Reply, Shared};
 use self::lane::{Enqueue, LaneQueue};
 use self::metrics::{GetSnapshot, MetricsHub, Publish};
-use self::pool::{AddClients, ClientPool};
-use self::restart::Health;
 #[cfg(feature = "fault-injection")]
 use self::supervisor::InjectPanic;
+use self::supervisor::restart::Health;
 use self::supervisor::{
-    GetConfig, Orphan, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown, Supervisor,
+    GetConfig, PatchLane, Pause, SetBatchDelay, SetBatchSize, SetUpstreamKey, Shutdown, Supervisor,
 };
 use crate::config::Config;
-use crate::core::batching::LowerShare;
 use crate::core::fair::JobId;
-use crate::providers;
 
-/// Subscriber queue length; a subscriber further behind skips events.
-const EVENT_BUFFER: usize = 4096;
+/// Most upstreams the engine tracks per item (an item remembers the upstreams it tried in a
+/// 64-bit set).
+pub const MAX_UPSTREAMS: usize = 64;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// An upstream's provider could not be built.
     #[error(transparent)]
-    Provider(#[from] providers::BuildError),
+    Provider(#[from] crate::providers::BuildError),
     /// An upstream's API key is missing or unreadable.
     #[error("{0}")]
     Config(String),
     /// More upstreams than the engine tracks per item.
-    #[error("at most 64 upstreams are supported (got {0})")]
+    #[error("at most {MAX_UPSTREAMS} upstreams are supported (got {0})")]
     TooManyUpstreams(usize),
+    /// Batching values outside the engine's bounds, each naming its key and the bound.
+    #[error("{}", .0.join("; "))]
+    OutOfBounds(Vec<String>),
 }
 
 /// The handle every door uses: submit prompts, steer batching, watch metrics, shut down.
@@ -106,133 +106,30 @@ struct Inner {
 }
 
 impl Engine {
-    /// Starts the actors on the current actix arbiter (call it inside a running `actix::System`).
-    /// API keys are read from the environment variables the config names.
+    /// Starts the actors on the current actix arbiter (call it inside a running `actix::System`),
+    /// in the supervisor's start order (see `supervisor/start.rs`). API keys are read from the
+    /// environment variables the config names. A config whose batching values lie outside the
+    /// engine's bounds ([`check_bounds`]) is refused, every such value named.
     pub fn start(config: &Config) -> Result<Engine, EngineError> {
-        if config.upstreams.len() > 64 {
-            return Err(EngineError::TooManyUpstreams(config.upstreams.len()));
-        }
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let health = Arc::new(Health::default());
-        let metrics =
-            restart::start(Context::new(), MetricsHub::new(events.clone()), "metrics".into(), None, &health);
-
-        let former_ctx = Context::<BatchFormer>::new();
-        let pool_ctx = Context::<ClientPool>::new();
-        let (former_addr, pool_addr) = (former_ctx.address(), pool_ctx.address());
-
-        let (home_tx, home_rx) = mpsc::unbounded_channel::<Item>();
-        let shared = Shared::new(home_tx);
-        let (stop_tx, stop_rx) = watch::channel(false);
-
-        let share = LowerShare::new(config.batching.lower_share);
-        // The supervisor's address first: a lane whose fidelity falls too low asks it for fanout.
-        let supervisor_ctx = Context::<Supervisor>::new();
-        let lane_infos: Arc<[LaneInfo]> =
-            config.lanes.iter().map(|(name, lane)| LaneInfo::of(name, lane)).collect::<Vec<_>>().into();
-        let mut clients = Vec::with_capacity(config.upstreams.len());
-        for (index, upstream) in config.upstreams.iter().enumerate() {
-            let key = upstream.api_key().map_err(|e| EngineError::Config(e.to_string()))?;
-            let provider = providers::build(upstream, key)?;
-            let client = LlmClient::new(
-                index,
-                upstream.clone(),
-                provider,
-                pool_addr.clone(),
-                metrics.clone(),
-                stop_rx.clone(),
-                ClientOptions {
-                    log_payloads: config.logging.log_payloads,
-                    share,
-                    lanes: Arc::clone(&lane_infos),
-                    supervisor: supervisor_ctx.address(),
-                },
-            );
-            let addr = restart::start(
-                Context::new(),
-                client,
-                format!("client:{}", upstream.name),
-                Some(metrics.clone()),
-                &health,
-            );
-            clients.push((addr, upstream.clone()));
-        }
-
-        let mut lanes = Vec::with_capacity(config.lanes.len());
-        let mut lane_views = Vec::with_capacity(config.lanes.len());
-        for (index, (name, lane)) in config.lanes.iter().enumerate() {
-            let name: Arc<str> = Arc::from(name.as_str());
-            let settings = lane.effective(&config.batching);
-            let queue = LaneQueue::new(
-                index,
-                Arc::clone(&name),
-                settings.clone(),
-                former_addr.clone(),
-                metrics.clone(),
-            );
-            let addr =
-                restart::start(Context::new(), queue, format!("lane:{name}"), Some(metrics.clone()), &health);
-            lane_views.push((addr.clone(), settings));
-            lanes.push((name, addr));
-        }
-
-        restart::start(
-            former_ctx,
-            BatchFormer::new(pool_addr.clone(), share),
-            "former".into(),
-            Some(metrics.clone()),
-            &health,
-        );
-        restart::start(
-            pool_ctx,
-            ClientPool::new(former_addr.clone()),
-            "pool".into(),
-            Some(metrics.clone()),
-            &health,
-        );
-        former_addr.do_send(AddLanes(lane_views));
-        pool_addr.do_send(AddClients(clients.clone()));
-
-        let supervisor = Supervisor {
-            config: config.clone(),
-            lane_names: lanes.iter().map(|(n, _)| Arc::clone(n)).collect(),
-            lanes: lanes.iter().map(|(_, a)| a.clone()).collect(),
-            former: former_addr,
-            pool: pool_addr,
-            clients: clients.iter().map(|(a, _)| a.clone()).collect(),
-            metrics: metrics.clone(),
-            shared: Arc::clone(&shared),
-            stop: stop_tx,
-            shutting_down: false,
-            paused: false,
-        };
-        let supervisor =
-            restart::start(supervisor_ctx, supervisor, "supervisor".into(), Some(metrics.clone()), &health);
-        actix::spawn(bring_home(home_rx, supervisor.clone()));
-
-        let lane_index = lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
-        let client_addrs = clients.iter().map(|(a, _)| a.clone()).collect();
-        tracing::info!(
-            event = "engine_started",
-            lanes = lanes.len(),
-            upstreams = config.upstreams.len(),
-            tenants = config.tenants.len()
-        );
+        check_bounds(config).map_err(EngineError::OutOfBounds)?;
+        let running = supervisor::start(config)?;
+        let lane_index = running.lanes.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect();
+        let lane_latency_ms = config
+            .lanes
+            .values()
+            .map(|lane| AtomicU64::new(lane.effective(&config.batching).latency_ms))
+            .collect();
         Ok(Engine {
             inner: Arc::new(Inner {
-                supervisor,
-                lanes,
+                supervisor: running.supervisor,
+                lanes: running.lanes,
                 lane_index,
-                lane_latency_ms: config
-                    .lanes
-                    .values()
-                    .map(|lane| AtomicU64::new(lane.effective(&config.batching).latency_ms))
-                    .collect(),
-                clients: client_addrs,
-                metrics,
-                events,
-                shared,
-                health,
+                lane_latency_ms,
+                clients: running.clients,
+                metrics: running.metrics,
+                events: running.events,
+                shared: running.shared,
+                health: running.health,
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
                 tenants: Tenants::new(&config.tenants),
@@ -240,8 +137,8 @@ impl Engine {
         })
     }
 
-    /// The actors declared failed (they panicked again after [`restart::MAX_RESTARTS`] restarts
-    /// in [`restart::RESTART_WINDOW`]); while any is, the engine takes no new work.
+    /// The actors declared failed (they panicked again after [`MAX_RESTARTS`] restarts
+    /// in [`RESTART_WINDOW`]); while any is, the engine takes no new work.
     pub fn failed_actors(&self) -> Vec<String> {
         self.inner.health.failed()
     }
@@ -475,17 +372,5 @@ impl Engine {
     #[cfg(feature = "fault-injection")]
     pub async fn inject_panic(&self, target: FaultTarget) -> Result<(), ControlError> {
         self.inner.supervisor.send(InjectPanic(target)).await.map_err(|_| ControlError::Stopped)?
-    }
-}
-
-/// Forwards items dropped unanswered to the Supervisor. A task of its own, not an actor
-/// stream, so a Supervisor restart cannot lose the channel.
-async fn bring_home(mut home: mpsc::UnboundedReceiver<Item>, supervisor: Addr<Supervisor>) {
-    while let Some(item) = home.recv().await {
-        if supervisor.connected() {
-            supervisor.do_send(Orphan(item));
-        } else {
-            item.finish(Err(ItemError::ShuttingDown));
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! The OpenAI Batch API (seed 001, which self-hosted gateways answer with 501): create, retrieve,
-//! list, cancel, and `GET /v1/batches/{id}/results`.
+//! list, cancel, and `GET /v1/batches/{id}/results`. Creating one is the app's use-case
+//! ([`crate::app::batches`]); the rest reads and steers the job machinery.
 //!
 //! Create answers only once the job is committed to the store, with status `validating`; the
 //! JobRunner then checks the input file and runs it. A batch belongs to the key that created
@@ -10,14 +11,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::body::JsonBody;
+use super::error::job_error;
 use super::{ApiError, AppState, Caller};
-use crate::jobs::line::CHAT_ENDPOINT;
-use crate::jobs::{Created, Job, JobError, JobKind, NewJob};
+use crate::app::batches::BatchRequest;
+use crate::jobs::{Job, JobKind};
 
 /// Batches per page when `limit` is absent (OpenAI's default).
 const DEFAULT_LIMIT: usize = 20;
@@ -25,8 +26,6 @@ const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 /// Result lines fetched from the store per read while streaming `/results`.
 const RESULTS_PAGE: usize = 1000;
-/// Longest completion window accepted: a week.
-const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -36,87 +35,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/batches/{id}/results").route(web::get().to(results)));
 }
 
-/// The create body; other fields OpenAI clients send are ignored. Serialized again (keys in
-/// order) for the idempotency hash, so two bodies that mean the same hash the same.
-#[derive(Debug, Deserialize, Serialize)]
-struct CreateBody {
-    input_file_id: String,
-    endpoint: String,
-    completion_window: String,
-    metadata: Option<Map<String, Value>>,
-}
-
 /// The list query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     limit: Option<String>,
     after: Option<String>,
-}
-
-fn job_error(what: &'static str) -> impl Fn(JobError) -> ApiError {
-    move |error| match error {
-        JobError::NotFound(id) => ApiError::NotFound(format!("no batch `{id}`")),
-        JobError::IdempotencyConflict { existing } => ApiError::Conflict(format!(
-            "Idempotency-Key was already used with a different request body (batch {existing}); \
-             use a new key for a new request"
-        )),
-        JobError::Stopped => ApiError::Unavailable("the job runner has stopped".into()),
-        JobError::ResultsGone { id, file } => ApiError::NotFound(format!(
-            "the results of batch {id} are kept in its output and error files, and {file} was deleted"
-        )),
-        other => {
-            tracing::warn!(event = "store_failed", what, error = %other);
-            ApiError::Internal("the job store is unavailable; see the server log".into())
-        }
-    }
-}
-
-/// Seconds in a completion window like `24h`, `90m` or `30s`.
-fn window_secs(window: &str) -> Result<u64, ApiError> {
-    let bad = || {
-        ApiError::bad(
-            "completion_window",
-            format!(
-                "completion_window (a string of {} bytes) is not a duration like \"24h\", \"90m\" or \"30s\" (1 s to 168 h)",
-                window.len()
-            ),
-        )
-    };
-    let (number, unit) = match window.strip_suffix('s') {
-        Some(number) => (number, 1u64),
-        None => match window.strip_suffix('m') {
-            Some(number) => (number, 60),
-            None => (window.strip_suffix('h').ok_or_else(bad)?, 3600),
-        },
-    };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let secs = number.saturating_mul(unit);
-    if secs == 0 || secs > MAX_WINDOW_SECS {
-        return Err(bad());
-    }
-    Ok(secs)
-}
-
-fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
-    if metadata.len() > 16 {
-        return Err(ApiError::bad("metadata", "metadata holds at most 16 pairs"));
-    }
-    for (key, value) in metadata {
-        if key.len() > 64 {
-            return Err(ApiError::bad("metadata", "metadata keys are at most 64 characters"));
-        }
-        match value {
-            Value::String(text) if text.len() <= 512 => {}
-            _ => {
-                return Err(ApiError::bad(
-                    format!("metadata.{}", crate::request_json::shown_name(key)),
-                    "metadata values are strings of at most 512 characters",
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn idempotency_key(http: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -135,65 +59,14 @@ async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
-    body: JsonBody<CreateBody>,
+    body: JsonBody<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner();
-    let canonical = serde_json::to_vec(&request).map_err(|_| ApiError::Internal("unhashable body".into()))?;
-    let request_hash: String = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
-    if request.endpoint != CHAT_ENDPOINT {
-        return Err(ApiError::bad(
-            "endpoint",
-            format!(
-                "endpoint (a string of {} bytes) is not supported; ferry runs {CHAT_ENDPOINT} batches",
-                request.endpoint.len()
-            ),
-        ));
-    }
-    let window = window_secs(&request.completion_window)?;
-    if let Some(metadata) = &request.metadata {
-        check_metadata(metadata)?;
-    }
     let key = idempotency_key(&http)?;
-    let lane = state.config.jobs_lane().to_string();
+    // A tenant's batch runs in the jobs lane, which must be one of its lanes.
     if let Some(tenant) = super::tenant::tenant_of(&state.engine, &caller) {
-        tenant.check_lane(&lane).map_err(super::tenant::refused)?;
+        tenant.check_lane(state.config.jobs_lane()).map_err(super::tenant::refused)?;
     }
-    let file = state
-        .store
-        .file(caller.key_id.clone(), request.input_file_id.clone())
-        .await
-        .map_err(super::record::store_unavailable("get_file"))?
-        .ok_or_else(|| ApiError::bad("input_file_id", "no such file of this key's"))?;
-    if file.purpose != "batch" {
-        return Err(ApiError::bad(
-            "input_file_id",
-            format!("file `{}` has purpose `{}`; upload it with purpose=batch", file.id, file.purpose),
-        ));
-    }
-    let now = crate::jobs::unix_now();
-    let new = NewJob {
-        id: format!("batch_{}", ulid::Ulid::new()),
-        kind: JobKind::Api,
-        owner: caller.key_id.clone(),
-        input_file_id: file.id.clone(),
-        input_path: state.store.file_path(&file.id),
-        output_path: None,
-        endpoint: request.endpoint,
-        completion_window: request.completion_window,
-        lane,
-        metadata: request.metadata,
-        idempotency_key: key,
-        request_hash: Some(request_hash),
-        created_at: now,
-        expires_at: Some(now.saturating_add(i64::try_from(window).unwrap_or(i64::MAX))),
-    };
-    let job = match state.jobs.create(new).await.map_err(job_error("create_batch"))? {
-        Created::New(job) => {
-            tracing::info!(event = "batch_job_created", batch = %job.id, input_file = %job.input_file_id);
-            job
-        }
-        Created::Existing(job) => job,
-    };
+    let job = state.create_batch(caller.key_id.clone(), body.into_inner(), key).await?;
     Ok(HttpResponse::Ok().json(job.to_openai()))
 }
 
@@ -301,22 +174,4 @@ async fn results(
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl")))
         .streaming(pages))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn completion_windows_parse_and_bad_ones_name_the_field() {
-        assert_eq!(window_secs("24h").ok(), Some(86_400));
-        assert_eq!(window_secs("90m").ok(), Some(5_400));
-        assert_eq!(window_secs("2s").ok(), Some(2));
-        for bad in ["", "h", "0h", "24", "1d", "-1h", "169h", "1.5h", "1é", "éh"] {
-            match window_secs(bad) {
-                Err(ApiError::BadRequest { param: Some(p), .. }) => assert_eq!(p, "completion_window"),
-                other => panic!("{bad}: expected a 400, got {other:?}"),
-            }
-        }
-    }
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::body::JsonBody;
 use super::prompts::{kind, only_fields};
 use super::{ApiError, AppState, Caller};
-use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig};
+use crate::app::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
+use crate::engine::RuntimeConfig;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::body::JsonBody;
 use super::config_api::integer_field;
 use super::{ApiError, AppState, Caller};
+use crate::app::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 use crate::engine::{LanePatch, RuntimeConfig};
-use crate::engine::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -12,7 +12,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::app::AppError;
 use crate::engine::{ControlError, SubmitError};
+use crate::jobs::JobError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +202,43 @@ impl From<ControlError> for ApiError {
             ControlError::UnknownLane { .. } => ApiError::bad("lane", error.to_string()),
             ControlError::UnknownUpstream(_) => ApiError::bad("upstream", error.to_string()),
             ControlError::Stopped => ApiError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Invalid { field, message } => ApiError::bad(field, message),
+            AppError::Control(error) => error.into(),
+            AppError::Job(error) => job_error("batch_job")(error),
+            AppError::StoreFailed { what, source } => {
+                tracing::warn!(event = "store_failed", what, error = %source);
+                ApiError::Internal("the store is unavailable; see the server log".into())
+            }
+            other => {
+                tracing::warn!(event = "request_failed", error = %other);
+                ApiError::Internal("ferry could not do this; see the server log".into())
+            }
+        }
+    }
+}
+
+/// A batch job's failure as an answer; `what` names the operation in the log.
+pub fn job_error(what: &'static str) -> impl Fn(JobError) -> ApiError {
+    move |error| match error {
+        JobError::NotFound(id) => ApiError::NotFound(format!("no batch `{id}`")),
+        JobError::IdempotencyConflict { existing } => ApiError::Conflict(format!(
+            "Idempotency-Key was already used with a different request body (batch {existing}); \
+             use a new key for a new request"
+        )),
+        JobError::Stopped => ApiError::Unavailable("the job runner has stopped".into()),
+        JobError::ResultsGone { id, file } => ApiError::NotFound(format!(
+            "the results of batch {id} are kept in its output and error files, and {file} was deleted"
+        )),
+        other => {
+            tracing::warn!(event = "store_failed", what, error = %other);
+            ApiError::Internal("the job store is unavailable; see the server log".into())
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP door: actix-web handlers over the [`Engine`].
 //!
-//! Handlers only validate, turn requests into engine calls and shape replies; errors are mapped
-//! to statuses in one place ([`error`]). One file per resource; [`server`] binds them with the
+//! Handlers only validate, turn requests into engine calls or the app's use-cases
+//! ([`crate::app`]) and shape replies; errors are mapped to statuses in one place ([`error`]). One file per resource; [`server`] binds them with the
 //! limits and middleware, [`auth`] decides who may call what.
 
 pub mod analytics;
@@ -28,31 +28,15 @@ pub mod settings;
 pub mod stats;
 pub mod tenant;
 
-use std::sync::Arc;
-
 use actix_web::web;
-
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::jobs::Jobs;
-use crate::store::Store;
 
 pub use auth::{Caller, Keys};
 pub use error::ApiError;
 pub use server::build;
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// The engine, the only way to the upstreams.
-    pub engine: Engine,
-    /// The configuration ferry started with.
-    pub config: Arc<Config>,
-    /// Chats, settings and files.
-    pub store: Store,
-    /// Batch jobs.
-    pub jobs: Jobs,
-}
+/// What every handler can reach: the [`App`](crate::app::App) — engine, config, store and
+/// batch jobs, started together by [`App::start`](crate::app::App::start) — and its use-cases.
+pub use crate::app::App as AppState;
 
 /// Every endpoint, each resource file adding its own.
 pub fn routes(cfg: &mut web::ServiceConfig) {

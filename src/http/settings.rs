@@ -4,80 +4,26 @@
 //! Reply (both methods): `{"api_key": "***last4" | null, "high_priority": {"tokens",
 //! "latency_ms"}, "medium_priority": …, "low_priority": …}` with the values in effect: the stored
 //! override, else the lane's current settings (a priority whose lane does not exist is `null`).
-//! `PUT` takes any subset, even one field of a priority; what is given is validated (every error
-//! names the field, e.g. `high_priority.tokens`), merged with what is stored, saved, and applied
-//! to the engine: the key to the default upstream, the budgets to the lanes `high`, `medium`,
-//! `low`. The key is never echoed, logged or written to the database.
+//! `PUT` takes any subset, even one field of a priority; what is given is validated here (every
+//! error names the field, e.g. `high_priority.tokens`), then merged, saved and applied by the app
+//! ([`crate::app::settings`]). The key is never echoed, logged or written to the database.
 
 use actix_web::web;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::body::JsonBody;
 use super::prompts::{kind, only_fields};
-use super::record::store_unavailable;
 use super::{ApiError, AppState, Caller};
-use crate::config::mask_secret;
-use crate::engine::{ControlError, Engine, LanePatch, RuntimeConfig};
-use crate::store::{LaneBudget, StoredSettings};
-
-/// Longest latency target the API sets: one day.
-pub const MAX_LATENCY_MS: u64 = 86_400_000;
-
-/// Each priority's field in the body and the lane it steers.
-const PRIORITIES: [(&str, &str); 3] =
-    [("high_priority", "high"), ("medium_priority", "medium"), ("low_priority", "low")];
+use crate::app::MAX_LATENCY_MS;
+use crate::app::settings::{PRIORITIES, SettingsUpdate, SettingsView};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/settings").route(web::get().to(get)).route(web::put().to(put)));
 }
 
-/// A priority's budget as shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BudgetView {
-    /// Max output tokens per item; `null` when the lane has no cap.
-    pub tokens: Option<u32>,
-    /// Latency target.
-    pub latency_ms: u64,
-}
-
-/// The reply body (seed 002's settings, key masked).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SettingsView {
-    /// `***` and the last four characters of the key in effect, or `null` when there is none.
-    pub api_key: Option<String>,
-    /// HIGH's budget.
-    pub high_priority: Option<BudgetView>,
-    /// MEDIUM's budget.
-    pub medium_priority: Option<BudgetView>,
-    /// LOW's budget.
-    pub low_priority: Option<BudgetView>,
-}
-
-/// A validated `PUT` body: only what was given.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Update {
-    api_key: Option<String>,
-    /// Per priority, in [`PRIORITIES`] order: (tokens, latency_ms) as given.
-    budgets: [(Option<u32>, Option<u64>); 3],
-}
-
-fn budget_slot(settings: &mut StoredSettings, index: usize) -> &mut Option<LaneBudget> {
-    match index {
-        0 => &mut settings.high,
-        1 => &mut settings.medium,
-        _ => &mut settings.low,
-    }
-}
-
-fn budget_of(settings: &StoredSettings, index: usize) -> Option<LaneBudget> {
-    [settings.high, settings.medium, settings.low][index]
-}
-
 async fn get(state: web::Data<AppState>, _: Caller) -> Result<web::Json<SettingsView>, ApiError> {
-    let stored = state.store.settings().await.map_err(store_unavailable("load_settings"))?;
-    Ok(web::Json(view(&state, &stored, &state.engine.config().await?)))
+    Ok(web::Json(state.settings().await?))
 }
 
 async fn put(
@@ -86,95 +32,11 @@ async fn put(
     body: JsonBody<Value>,
 ) -> Result<web::Json<SettingsView>, ApiError> {
     let update = parse_update(&body.into_inner())?;
-    let mut stored = state.store.settings().await.map_err(store_unavailable("load_settings"))?;
-    let changes = merge(&mut stored, update, &state.engine.config().await?)?;
-    state.store.save_settings(stored.clone()).await.map_err(store_unavailable("save_settings"))?;
-    apply(&state.engine, &changes).await?;
-    Ok(web::Json(view(&state, &stored, &state.engine.config().await?)))
-}
-
-/// Applies `settings` to the engine: the key to the default upstream, each budget to its lane
-/// (a priority without a lane is skipped). Used at start (stored settings) and by `PUT`.
-pub async fn apply(engine: &Engine, settings: &StoredSettings) -> Result<(), ControlError> {
-    if let Some(key) = &settings.api_key {
-        engine.set_upstream_key(None, key.clone()).await?;
-    }
-    for (index, (_, lane)) in PRIORITIES.iter().enumerate() {
-        if let Some(budget) = budget_of(settings, index)
-            && engine.has_lane(lane)
-        {
-            let patch = LanePatch {
-                max_tokens: Some(budget.tokens),
-                latency_ms: Some(budget.latency_ms),
-                ..LanePatch::default()
-            };
-            engine.update_lane(lane, patch).await?;
-        }
-    }
-    Ok(())
-}
-
-/// The values in effect: stored overrides, else the lanes' live settings.
-fn view(state: &AppState, stored: &StoredSettings, runtime: &RuntimeConfig) -> SettingsView {
-    let budget = |index: usize| {
-        let (_, lane) = PRIORITIES[index];
-        match budget_of(stored, index) {
-            Some(b) => Some(BudgetView { tokens: Some(b.tokens), latency_ms: b.latency_ms }),
-            None => {
-                runtime.lanes.get(lane).map(|l| BudgetView { tokens: l.max_tokens, latency_ms: l.latency_ms })
-            }
-        }
-    };
-    let configured = || state.config.upstreams.first().and_then(|u| u.api_key().ok().flatten());
-    SettingsView {
-        api_key: stored.api_key.clone().or_else(configured).map(|key| mask_secret(&key)),
-        high_priority: budget(0),
-        medium_priority: budget(1),
-        low_priority: budget(2),
-    }
-}
-
-/// Folds `update` into `stored`; returns just the changed parts, to apply. A priority given
-/// only in part takes the rest from what is in effect.
-fn merge(
-    stored: &mut StoredSettings,
-    update: Update,
-    runtime: &RuntimeConfig,
-) -> Result<StoredSettings, ApiError> {
-    let mut changes = StoredSettings { api_key: update.api_key, ..StoredSettings::default() };
-    if changes.api_key.is_some() {
-        stored.api_key.clone_from(&changes.api_key);
-    }
-    for (index, (field, lane)) in PRIORITIES.iter().enumerate() {
-        let (tokens, latency_ms) = update.budgets[index];
-        if tokens.is_none() && latency_ms.is_none() {
-            continue;
-        }
-        let live = runtime.lanes.get(*lane);
-        let current = budget_of(stored, index);
-        let tokens = tokens.or(current.map(|b| b.tokens)).or(live.and_then(|l| l.max_tokens));
-        let Some(tokens) = tokens else {
-            return Err(ApiError::bad(
-                format!("{field}.tokens"),
-                format!("{field}.tokens is required: the `{lane}` lane has no token cap to keep"),
-            ));
-        };
-        let latency_ms = latency_ms.or(current.map(|b| b.latency_ms)).or(live.map(|l| l.latency_ms));
-        let Some(latency_ms) = latency_ms else {
-            return Err(ApiError::bad(
-                format!("{field}.latency_ms"),
-                format!("{field}.latency_ms is required: there is no `{lane}` lane to take it from"),
-            ));
-        };
-        let budget = LaneBudget { tokens, latency_ms };
-        *budget_slot(stored, index) = Some(budget);
-        *budget_slot(&mut changes, index) = Some(budget);
-    }
-    Ok(changes)
+    Ok(web::Json(state.update_settings(update).await?))
 }
 
 /// Validates a `PUT` body; each error names its field and never echoes the key.
-fn parse_update(body: &Value) -> Result<Update, ApiError> {
+fn parse_update(body: &Value) -> Result<SettingsUpdate, ApiError> {
     let Value::Object(object) = body else {
         return Err(ApiError::BadRequest {
             message: format!(
@@ -188,7 +50,10 @@ fn parse_update(body: &Value) -> Result<Update, ApiError> {
     let mut fields = vec!["api_key"];
     fields.extend(PRIORITIES.iter().map(|(field, _)| *field));
     only_fields(object, "", &fields)?;
-    let mut update = Update { api_key: object.get("api_key").map(api_key).transpose()?, ..Update::default() };
+    let mut update = SettingsUpdate {
+        api_key: object.get("api_key").map(api_key).transpose()?,
+        ..SettingsUpdate::default()
+    };
     for (index, (field, _)) in PRIORITIES.iter().enumerate() {
         match object.get(*field) {
             None => {}

@@ -12,7 +12,7 @@
 //! - [`input`]: `ferry run`'s input formats (batch JSONL, `{"prompt"}` JSONL, CSV with a
 //!   template) turned into batch JSONL.
 //!
-//! [`Jobs`] is the handle the doors use.
+//! [`Jobs`] is the handle the app and the doors use.
 
 pub mod db;
 mod error;

@@ -465,8 +465,9 @@ pub use store_helpers::*;
 mod store_helpers {
     use std::time::Duration;
 
+    use ferry::app::AppError;
     use ferry::config::Config;
-    use ferry::daemon::{self, DaemonError};
+    use ferry::daemon;
     use ferry::engine::ShutdownReport;
     use serde_json::Value;
     use tokio::sync::oneshot;
@@ -499,7 +500,7 @@ mod store_helpers {
         /// `http://127.0.0.1:PORT`.
         pub base: String,
         stop: oneshot::Sender<()>,
-        done: actix_rt::task::JoinHandle<Result<(ShutdownReport, ()), DaemonError>>,
+        done: actix_rt::task::JoinHandle<Result<(ShutdownReport, ()), AppError>>,
     }
 
     impl RunningDaemon {

@@ -1,50 +1,25 @@
-//! Supervisor: owns every actor, applies live changes, brings lost items home, shuts down.
-//!
-//! Every actor runs under [`restart`](super::restart), so a panic restarts it in place; items the
-//! dead handler held come back here (see `item.rs`) and go back to their lane, up to
-//! `max_requeues` times. Live changes (batch size, delay, lane settings, pause) arrive here and
-//! are pushed to the lanes and the former, which apply them from the next batch on.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Live changes: batch size, batch delay, a lane's settings, pause and resume, an upstream's
+//! key (and, in test builds, fault injection). Each is checked against the engine's bounds
+//! (`control.rs`), applied to the supervisor's copy of the config, pushed to the lanes and the
+//! former (which apply it from the next batch on), and logged as `event=config_changed`.
 
 use actix::prelude::*;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::batch_former::{BatchFormer, SetPaused, UpdateLaneView};
-use super::client::{self, FailWaiting, LlmClient};
+use super::Supervisor;
+use crate::engine::batch_former::{SetPaused, UpdateLaneView};
+use crate::engine::client;
 #[cfg(feature = "fault-injection")]
-use super::control::FaultTarget;
-use super::control::{
-    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, RuntimeConfig, ShutdownReport, UpstreamView,
+use crate::engine::control::FaultTarget;
+use crate::engine::control::{
+    ControlError, LanePatch, MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, MAX_LATENCY_MS, RuntimeConfig, UpstreamView,
     in_range,
 };
-use super::item::{Item, ItemError, Shared};
-use super::lane::{CloseIntake, FailAll, LaneQueue, Requeue, UpdateLane};
-use super::metrics::{MetricsEvent, MetricsHub, Publish};
-use super::pool::ClientPool;
-use crate::config::Config;
+use crate::engine::lane::UpdateLane;
+use crate::engine::metrics::{MetricsEvent, Publish};
 use crate::providers;
 
-/// The supervisor actor.
-pub struct Supervisor {
-    pub(crate) config: Config,
-    pub(crate) lane_names: Vec<Arc<str>>,
-    pub(crate) lanes: Vec<Addr<LaneQueue>>,
-    pub(crate) former: Addr<BatchFormer>,
-    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
-    pub(crate) pool: Addr<ClientPool>,
-    pub(crate) clients: Vec<Addr<LlmClient>>,
-    pub(crate) metrics: Addr<MetricsHub>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) stop: watch::Sender<bool>,
-    pub(crate) shutting_down: bool,
-    pub(crate) paused: bool,
-}
-
 impl Supervisor {
-    fn runtime_config(&self) -> RuntimeConfig {
+    pub(crate) fn runtime_config(&self) -> RuntimeConfig {
         RuntimeConfig {
             batch_size: self.config.batching.batch_size,
             batch_delay_ms: self.config.batching.batch_delay_ms,
@@ -90,22 +65,7 @@ impl Supervisor {
         tracing::info!(event = "config_changed", change = %change);
         self.metrics.do_send(Publish(MetricsEvent::ConfigChanged { change }));
     }
-
-    fn known_lanes(&self) -> String {
-        self.lane_names.iter().map(|n| n.as_ref()).collect::<Vec<_>>().join(", ")
-    }
 }
-
-impl Actor for Supervisor {
-    type Context = Context<Self>;
-}
-
-impl Supervised for Supervisor {}
-
-/// An item whose holder dropped it unanswered.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Orphan(pub Item);
 
 /// Set `[batching] batch_size` live.
 #[derive(Message)]
@@ -132,11 +92,6 @@ pub(crate) struct Pause(pub bool);
 #[rtype(result = "RuntimeConfig")]
 pub(crate) struct GetConfig;
 
-/// Stop intake, drain until `deadline`, then cut off what is left.
-#[derive(Message)]
-#[rtype(result = "ShutdownReport")]
-pub(crate) struct Shutdown(pub Duration);
-
 /// Give an upstream a new API key (the first upstream when none is named).
 #[derive(Message)]
 #[rtype(result = "Result<(), ControlError>")]
@@ -144,6 +99,12 @@ pub(crate) struct SetUpstreamKey {
     pub upstream: Option<String>,
     pub key: String,
 }
+
+/// Fault injection.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub(crate) struct InjectPanic(pub FaultTarget);
 
 impl Handler<SetUpstreamKey> for Supervisor {
     type Result = Result<(), ControlError>;
@@ -165,34 +126,6 @@ impl Handler<SetUpstreamKey> for Supervisor {
         // The key itself is never logged.
         self.changed(format!("upstreams.{}.api_key=(replaced)", upstream.name));
         Ok(())
-    }
-}
-
-/// Fault injection.
-#[cfg(feature = "fault-injection")]
-#[derive(Message)]
-#[rtype(result = "Result<(), ControlError>")]
-pub(crate) struct InjectPanic(pub FaultTarget);
-
-impl Handler<Orphan> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, msg: Orphan, _: &mut Context<Self>) {
-        let item = msg.0;
-        if self.shutting_down {
-            item.finish(Err(ItemError::ShuttingDown));
-            return;
-        }
-        let max = self.config.batching.max_requeues;
-        if item.requeues > max {
-            tracing::warn!(event = "failed", item = item.id, reason = "crashed", requeues = item.requeues);
-            let times = item.requeues;
-            item.finish(Err(ItemError::Crashed { times }));
-            return;
-        }
-        match self.lanes.get(item.lane) {
-            Some(lane) => lane.do_send(Requeue(item)),
-            None => item.finish(Err(ItemError::ShuttingDown)),
-        }
     }
 }
 
@@ -230,6 +163,9 @@ impl Handler<PatchLane> for Supervisor {
         }
         if let Some(v) = patch.delay_ms {
             in_range("delay_ms", v, 0, MAX_BATCH_DELAY_MS)?;
+        }
+        if let Some(v) = patch.latency_ms {
+            in_range("latency_ms", v, 1, MAX_LATENCY_MS)?;
         }
         let known = self.known_lanes();
         let lane = self
@@ -299,12 +235,12 @@ impl Handler<InjectPanic> for Supervisor {
     type Result = Result<(), ControlError>;
     fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> Self::Result {
         match msg.0 {
-            FaultTarget::Pool => self.pool.do_send(super::pool::PanicOnNextBatch),
+            FaultTarget::Pool => self.pool.do_send(crate::engine::pool::PanicOnNextBatch),
             FaultTarget::Lane(name) => {
                 let i = self.lane_names.iter().position(|n| n.as_ref() == name).ok_or_else(|| {
                     ControlError::UnknownLane { lane: name.clone(), known: self.known_lanes() }
                 })?;
-                self.lanes[i].do_send(super::lane::PanicOnNextBatch);
+                self.lanes[i].do_send(crate::engine::lane::PanicOnNextBatch);
             }
             FaultTarget::Client(name) => {
                 let i = self
@@ -317,53 +253,5 @@ impl Handler<InjectPanic> for Supervisor {
             }
         }
         Ok(())
-    }
-}
-
-impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseFuture<ShutdownReport>;
-
-    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.shutting_down = true;
-        tracing::info!(event = "shutdown", open = self.shared.open(), deadline_ms = msg.0.as_millis() as u64);
-        for lane in &self.lanes {
-            lane.do_send(CloseIntake);
-        }
-        // Dispatch must run for the drain to make progress.
-        self.former.do_send(SetPaused(false));
-        let (lanes, clients, shared, stop) =
-            (self.lanes.clone(), self.clients.clone(), Arc::clone(&self.shared), self.stop.clone());
-        let deadline = Instant::now() + msg.0;
-        Box::pin(async move {
-            let open_at_start = shared.open();
-            shared.until_settled(deadline, true).await;
-            let open_at_deadline = shared.open();
-            if open_at_deadline > 0 {
-                // From here on clients start no call and fail whatever reaches their mailbox;
-                // calls still running are dropped, and their items, coming home, are answered
-                // "shutting down" by the Orphan handler.
-                stop.send_replace(true);
-                for lane in &lanes {
-                    let _ = lane.send(FailAll(ItemError::ShuttingDown)).await;
-                }
-                for client in &clients {
-                    let _ = client.send(FailWaiting(ItemError::ShuttingDown)).await;
-                }
-                shared.until_settled(Instant::now() + Duration::from_secs(1), false).await;
-            }
-            let left = shared.open();
-            let report = ShutdownReport {
-                drained: open_at_start.saturating_sub(open_at_deadline),
-                cut_off: open_at_deadline.saturating_sub(left),
-                left,
-            };
-            tracing::info!(
-                event = "shutdown_complete",
-                drained = report.drained,
-                cut_off = report.cut_off,
-                left
-            );
-            report
-        })
     }
 }

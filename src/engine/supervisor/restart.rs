@@ -13,7 +13,7 @@
 //! message that carries no items would otherwise loop for ever). [`Health`] records it; the
 //! engine then refuses new work, and `/health` and the console say which actor failed.
 //!
-//! [`Item`]: super::item::Item
+//! [`Item`]: crate::engine::item::Item
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use actix::dev::ContextFut;
 use actix::prelude::*;
 
-use super::metrics::{MetricsEvent, MetricsHub, Publish};
+use crate::engine::metrics::{MetricsEvent, MetricsHub, Publish};
 
 /// Restarts an actor may have within [`RESTART_WINDOW`]; one more panic declares it failed.
 pub const MAX_RESTARTS: usize = 5;
