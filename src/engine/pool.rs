@@ -104,7 +104,9 @@ impl ClientPool {
     fn send_calls(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>, offered_by: Option<usize>) {
         let now = Instant::now();
         let mut per_client: Vec<Vec<Call>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
+        let mut left = calls.len();
         for mut call in calls {
+            left -= 1;
             let target = match offered_by {
                 // A client that cannot send soon (cooling down, or waiting for its rate windows)
                 // offers its waiting calls: another upstream takes them if it can send them
@@ -136,7 +138,13 @@ impl ClientPool {
                 Some(i) => {
                     call.slot = Slot::held(ctx.address(), i);
                     self.clients[i].assigned += 1;
-                    per_client[i].push(call);
+                    let group = &mut per_client[i];
+                    if group.capacity() == 0 {
+                        // Room for every call still to route: a batch of thousands grown one
+                        // push at a time is copied a dozen times over.
+                        group.reserve(left + 1);
+                    }
+                    group.push(call);
                 }
                 None => {
                     let error = call.last_error.take().map(|e| *e).unwrap_or_else(|| ItemError::NoUpstream {
