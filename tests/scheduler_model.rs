@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::core::batching::{LowerShare, Turns};
-use ferry::core::fair::FairQueue;
+use ferry::core::fair::{Accepted, FairQueue};
 use tokio::time::Instant;
 
 const LANES: [u32; 3] = [3, 2, 1];
@@ -19,8 +19,18 @@ const OWNERS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Item {
     id: u64,
+    at: Instant,
     lane: usize,
     owner: usize,
+}
+
+impl Accepted for Item {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn accepted_at(&self) -> Instant {
+        self.at
+    }
 }
 
 #[test]
@@ -43,15 +53,8 @@ fn random_arrivals_across_lanes_and_owners_keep_every_invariant() {
                 let (lane, owner, job) = (rng.usize(0..LANES.len()), rng.usize(0..OWNERS), rng.usize(0..2));
                 for _ in 0..rng.usize(1..4) {
                     next_id += 1;
-                    let item = Item { id: next_id, lane, owner };
-                    let at = t0 + Duration::from_millis(next_id);
-                    lanes[lane].push(
-                        &key(owner.to_string()),
-                        &key(format!("{owner}/{job}")),
-                        next_id,
-                        at,
-                        item,
-                    );
+                    let item = Item { id: next_id, at: t0 + Duration::from_millis(next_id), lane, owner };
+                    lanes[lane].push(&key(owner.to_string()), &key(format!("{owner}/{job}")), item);
                     accepted.insert(item);
                 }
             }

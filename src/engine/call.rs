@@ -22,6 +22,11 @@ impl Slot {
         Self(Some((pool, client)))
     }
 
+    /// The client the slot is on, if there is one.
+    pub(crate) fn client(&self) -> Option<usize> {
+        self.0.as_ref().map(|(_, client)| *client)
+    }
+
     /// Takes the slot for an explicit release; true if there was one.
     pub(crate) fn take(&mut self) -> bool {
         self.0.take().is_some()

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{BatchId, BatchTracker};
-use crate::core::fair::{JobId, OwnerId};
+use crate::core::fair::{Accepted, JobId, OwnerId};
 use crate::providers::{ChatMessage, ProviderError, Role, Usage};
 
 /// Whose work a submission is, which job or request it belongs to, and until when its answers
@@ -436,6 +436,15 @@ impl Item {
     /// The batch id, for answers.
     pub(crate) fn batch_id(&self) -> BatchId {
         self.batch.as_ref().map(|b| b.id).unwrap_or_default()
+    }
+}
+
+impl Accepted for Item {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn accepted_at(&self) -> Instant {
+        self.accepted_at
     }
 }
 

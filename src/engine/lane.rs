@@ -94,7 +94,7 @@ impl LaneQueue {
 impl LaneQueue {
     fn push(&mut self, item: Item) {
         let origin = Arc::clone(&item.origin);
-        self.queue.push(&origin.owner, &origin.job, item.id, item.accepted_at, item);
+        self.queue.push(&origin.owner, &origin.job, item);
     }
 }
 
@@ -185,11 +185,11 @@ impl Handler<Enqueue> for LaneQueue {
             self.panic_on_next_batch = false;
             panic!("fault injection: lane `{}` panics holding {asked} items", self.name);
         }
-        // A submission's items share one origin: the queue finds their owner and job once.
+        // A submission's items share one origin: the queue finds their owner and job once, and
+        // keeps the submitted vector as it is.
         match items.first().map(|item| Arc::clone(&item.origin)) {
             Some(origin) if items.iter().all(|item| Arc::ptr_eq(&item.origin, &origin)) => {
-                let entries = items.into_iter().map(|item| (item.id, item.accepted_at, item));
-                self.queue.extend(&origin.owner, &origin.job, entries);
+                self.queue.extend(&origin.owner, &origin.job, items);
             }
             _ => items.into_iter().for_each(|item| self.push(item)),
         }
@@ -223,7 +223,7 @@ impl Handler<Take> for LaneQueue {
         let mut items: Vec<Item> = if self.settings.mode == Mode::Combined && !self.settings.mix_owners {
             self.queue.pop_owner(max)
         } else {
-            std::iter::from_fn(|| self.queue.pop()).take(max).collect()
+            self.queue.pop_many(max)
         };
         // A job withdrawn while its items were on their way here is not sent.
         if items.iter().any(|item| item.withdrawn().is_some()) {

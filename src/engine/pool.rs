@@ -100,11 +100,15 @@ impl ClientPool {
         best.map(|(i, _)| i)
     }
 
-    /// Routes `calls`, grouping them per client so each client gets one message.
-    fn send_calls(&mut self, ctx: &mut Context<Self>, calls: Vec<Call>, offered_by: Option<usize>) {
+    /// Routes `calls`, grouping them per client so each client gets one message. Calls all
+    /// routed to one client (one upstream: the usual case) go in the vector they came in.
+    fn send_calls(&mut self, ctx: &mut Context<Self>, mut calls: Vec<Call>, offered_by: Option<usize>) {
         let now = Instant::now();
-        let mut per_client: Vec<Vec<Call>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
-        for mut call in calls {
+        let pool = ctx.address();
+        // Calls that go nowhere, by index, with why; the others hold a slot on their client.
+        let mut failed: Vec<(usize, ItemError)> = Vec::new();
+        let (mut first, mut mixed) = (None, false);
+        for (index, call) in calls.iter_mut().enumerate() {
             let target = match offered_by {
                 // A client that cannot send soon (cooling down, or waiting for its rate windows)
                 // offers its waiting calls: another upstream takes them if it can send them
@@ -129,20 +133,46 @@ impl ClientPool {
                 let retry_after_s = slot.start_at(now).saturating_duration_since(now).as_secs();
                 let limit = slot.held_by(now);
                 tracing::debug!(event = "over_budget", upstream = %slot.config.name, limit = %limit);
-                call.fail(ItemError::OverBudget { limit, retry_after_s });
+                failed.push((index, ItemError::OverBudget { limit, retry_after_s }));
                 continue;
             }
             match target {
                 Some(i) => {
-                    call.slot = Slot::held(ctx.address(), i);
+                    call.slot = Slot::held(pool.clone(), i);
                     self.clients[i].assigned += 1;
-                    per_client[i].push(call);
+                    mixed |= *first.get_or_insert(i) != i;
                 }
                 None => {
                     let error = call.last_error.take().map(|e| *e).unwrap_or_else(|| ItemError::NoUpstream {
                         model: call.model.clone().unwrap_or_else(|| "(default)".into()),
                     });
-                    call.fail(error);
+                    failed.push((index, error));
+                }
+            }
+        }
+        match first {
+            Some(i) if failed.is_empty() && !mixed => self.clients[i].addr.do_send(Calls(calls)),
+            _ => self.send_grouped(calls, failed),
+        }
+        self.schedule_report(ctx);
+    }
+
+    /// Sends routed `calls` to their clients, one message each, and answers the `failed` ones
+    /// (by index, in order) with their errors.
+    fn send_grouped(&mut self, calls: Vec<Call>, failed: Vec<(usize, ItemError)>) {
+        let mut per_client: Vec<Vec<Call>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
+        let mut failed = failed.into_iter().peekable();
+        for (index, call) in calls.into_iter().enumerate() {
+            if let Some((_, error)) = failed.next_if(|(at, _)| *at == index) {
+                call.fail(error);
+                continue;
+            }
+            match call.slot.client().and_then(|i| per_client.get_mut(i)) {
+                Some(group) => group.push(call),
+                None => {
+                    // Every call not failed holds a slot; were one not to, it is answered, not lost.
+                    let model = call.model.clone().unwrap_or_else(|| "(default)".into());
+                    call.fail(ItemError::NoUpstream { model });
                 }
             }
         }
@@ -151,7 +181,6 @@ impl ClientPool {
                 self.clients[i].addr.do_send(Calls(calls));
             }
         }
-        self.schedule_report(ctx);
     }
 
     fn schedule_report(&mut self, ctx: &mut Context<Self>) {
