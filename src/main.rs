@@ -225,17 +225,8 @@ fn config_init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
 
 fn support_bundle(path: Option<PathBuf>, output: &Path) -> anyhow::Result<ExitCode> {
     let (config, _) = load_config(path)?;
-    let s = ferry::store::bundle::write(&config.storage.path, output)?;
-    println!(
-        "{}: {} bytes; {} chats, {} files, {} batches ({} items), {} owners; caller data removed",
-        output.display(),
-        s.bytes,
-        s.chats,
-        s.files,
-        s.batches,
-        s.batch_items,
-        s.owners
-    );
+    let summary = ferry::store::bundle::write(&config.storage.path, output)?;
+    println!("{}: {summary}", output.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,7 +12,7 @@
 //!
 //! `docs/security.md` lists, column by column, what the bundle keeps.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,16 @@ pub struct BundleSummary {
     pub owners: u64,
     /// The bundle's size in bytes.
     pub bytes: u64,
+}
+
+impl fmt::Display for BundleSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes; {} chats, {} files, {} batches ({} items), {} owners; caller data removed",
+            self.bytes, self.chats, self.files, self.batches, self.batch_items, self.owners
+        )
+    }
 }
 
 /// The owners of every table, each given a stable label (`owner-1` …) ordered by id; `''` and
