@@ -11,7 +11,9 @@
 # threads) at concurrency 1, 2, 4, 8; `ferry run` through a fanout lane at concurrency 1, 2, 4, 8
 # and "auto"; through a combined lane of 4 and of 8 (concurrency 4, with fidelity sampling off).
 # Rounds are interleaved (every setting once, then again) and the median of ROUNDS (default 3)
-# is printed. ferry is the debug build unless FERRY points elsewhere (the work is the model's,
+# is printed. FERRY_BENCH_ONLY (a regular expression) picks settings by name,
+# FERRY_BENCH_REPEAT asks the questions that many times over, FERRY_BENCH_LOGS=DIR keeps each
+# ferry run's log. ferry is the debug build unless FERRY points elsewhere (the work is the model's,
 # not ferry's). STRUCTURED=json_schema for llama-server (default json_object_schema, for
 # llama-cpp-python). Needs python3 (standard library only).
 set -euo pipefail
@@ -47,6 +49,9 @@ QA = [
     ("What is the opposite of left? One word.", "right"), ("What is the opposite of old? One word.", "new|young"),
     ("What is the opposite of happy? One word.", "sad"), ("What is the opposite of wet? One word.", "dry"),
 ]
+
+# FERRY_BENCH_REPEAT: ask the questions this many times over (longer runs, steadier rates).
+QA = QA * int(os.environ.get("FERRY_BENCH_REPEAT", "1"))
 
 def right(answer, expected):
     words = re.findall(r"[a-z0-9]+", answer.lower())
@@ -103,11 +108,19 @@ timeout_ms = 600000
             out[row["custom_id"]] = (body.get("choices") or [{}])[0].get("message", {}).get("content") or ""
         log = "".join(open(os.path.join(f"{d}/logs", n)).read() for n in os.listdir(f"{d}/logs"))
         calls = log.count("event=llm_call")
+        if os.environ.get("FERRY_BENCH_LOGS"):
+            keep = os.environ["FERRY_BENCH_LOGS"]
+            os.makedirs(keep, exist_ok=True)
+            name = f"{mode}-{concurrency}-{batch}-{time.strftime('%H%M%S')}.log"
+            open(os.path.join(keep, name), "w").write(log)
         return took, [out.get(f"q{i}", "") for i in range(len(QA))], calls
 
 settings = [(f"direct client, concurrency {c}", lambda c=c: direct(c)) for c in (1, 2, 4, 8)]
 settings += [(f"ferry fanout, concurrency {c}", lambda c=c: via_ferry("fanout", c, 40)) for c in (1, 2, 4, 8, "auto")]
 settings += [(f"ferry combined, batches of {b} (concurrency 4)", lambda b=b: via_ferry("combined", 4, b)) for b in (4, 8)]
+# FERRY_BENCH_ONLY: a regular expression; only settings whose name matches it run.
+only = os.environ.get("FERRY_BENCH_ONLY")
+settings = [(n, r) for n, r in settings if not only or re.search(only, n)]
 results = {name: [] for name, _ in settings}
 for r in range(rounds):
     for name, run in settings:
@@ -116,9 +129,10 @@ for r in range(rounds):
         results[name].append((len(QA) / took, accuracy, calls))
         print(f"round {r + 1}: {name}: {len(QA) / took:.2f} answers/s, accuracy {accuracy:.2f}, {calls} calls",
               file=sys.stderr, flush=True)
-base = statistics.median(x[0] for x in results["direct client, concurrency 1"])
+first = next(iter(results))
+base = statistics.median(x[0] for x in results[first])
 print(f"\n{len(QA)} questions, temperature 0, max_tokens 16, median of {rounds} interleaved rounds, {url}\n")
-print("| how | answers/s | vs sequential | accuracy | upstream calls |")
+print(f"| how | answers/s | vs {first} | accuracy | upstream calls |")
 print("| --- | --- | --- | --- | --- |")
 for name, _ in settings:
     rate = statistics.median(x[0] for x in results[name])

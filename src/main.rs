@@ -60,6 +60,16 @@ enum Command {
     /// The config file: `ferry config init` writes the documented config.toml out for editing.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write a copy of the database safe to attach to a bug report: counts, states, times and
+    /// settings kept; prompts, answers, file names and other caller data removed
+    /// (docs/security.md lists what it holds). Safe while `ferry serve` runs.
+    SupportBundle {
+        /// The bundle to write (a new file; an existing one is never replaced).
+        output: PathBuf,
+        /// The config file naming the database (default ./config.toml, else the built-in one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Push a burst of prompts through the engine and print what each lane's batches did.
     Demo {
         /// The config file (default ./config.toml, else the built-in one).
@@ -142,6 +152,7 @@ fn main() -> ExitCode {
         Some(Command::Demo { config, prompts }) => demo(config, prompts),
         Some(Command::Config(ConfigCommand::Init { path, force })) => config_init(&path, force),
         Some(Command::Console(args)) => console(args),
+        Some(Command::SupportBundle { output, config }) => support_bundle(config, &output),
         None => console(cli.console),
     };
     match result {
@@ -202,6 +213,13 @@ fn config_init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
         "wrote {} (every key, documented); run `ferry check --config {0}` after editing",
         path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn support_bundle(path: Option<PathBuf>, output: &Path) -> anyhow::Result<ExitCode> {
+    let (config, _) = load_config(path)?;
+    let summary = ferry::store::bundle::write(&config.storage.path, output)?;
+    println!("{}: {summary}", output.display());
     Ok(ExitCode::SUCCESS)
 }
 

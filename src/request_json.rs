@@ -208,6 +208,13 @@ fn sent_kind(unexpected: &str) -> String {
             return kind.to_string();
         }
     }
+    // serde's words for JSON's null, arrays and objects.
+    match unexpected {
+        "unit value" => return "null".to_string(),
+        "sequence" => return "an array".to_string(),
+        "map" => return "an object".to_string(),
+        _ => {}
+    }
     if unexpected.contains(['`', '"']) { "a value".to_string() } else { unexpected.to_string() }
 }
 

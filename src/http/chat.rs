@@ -68,7 +68,10 @@ pub fn chat_query(caller: &Caller, params: ChatParams) -> Result<ChatQuery, ApiE
             _ => {
                 return Err(ApiError::bad(
                     "limit",
-                    format!("limit must be a whole number from 1 to {MAX_LIMIT} (got {text:?})"),
+                    format!(
+                        "limit must be a whole number from 1 to {MAX_LIMIT} (got a value of {} bytes)",
+                        text.len()
+                    ),
                 ));
             }
         },
@@ -80,7 +83,10 @@ pub fn chat_query(caller: &Caller, params: ChatParams) -> Result<ChatQuery, ApiE
             _ => {
                 return Err(ApiError::bad(
                     "before",
-                    format!("before must be a chat id, a whole number of at least 1 (got {text:?})"),
+                    format!(
+                        "before must be a chat id, a whole number of at least 1 (got a value of {} bytes)",
+                        text.len()
+                    ),
                 ));
             }
         },

@@ -2,11 +2,10 @@
 //! delay changed without a restart. Admin endpoints (see [`auth`](super::auth)).
 
 use actix_web::web;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::body::JsonBody;
-use super::prompts::{kind, only_fields};
+use super::fields::{Object, Shape, Whole};
 use super::{ApiError, AppState, Caller};
 use crate::app::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 use crate::engine::RuntimeConfig;
@@ -16,6 +15,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/config").route(web::get().to(get_config)))
         .service(web::resource("/api/v1/config/batch-size").route(web::post().to(set_batch_size)))
         .service(web::resource("/api/v1/config/batch-delay").route(web::post().to(set_batch_delay)));
+}
+
+/// `POST /api/v1/config/batch-size`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSizeBody {
+    /// Items per batch.
+    pub size: Whole<1, MAX_BATCH_SIZE>,
+}
+
+impl Shape for BatchSizeBody {
+    const SHAPE: &'static str = "an object like {\"size\": 8}";
+}
+
+/// `POST /api/v1/config/batch-delay`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDelayBody {
+    /// Milliseconds between batches.
+    pub delay_ms: Whole<0, MAX_BATCH_DELAY_MS>,
+}
+
+impl Shape for BatchDelayBody {
+    const SHAPE: &'static str = "an object like {\"delay_ms\": 250}";
 }
 
 /// Reply to a batch-size change (seed 000).
@@ -47,9 +70,9 @@ async fn get_config(state: web::Data<AppState>, _: Caller) -> Result<web::Json<R
 async fn set_batch_size(
     state: web::Data<AppState>,
     _: Caller,
-    body: JsonBody<Value>,
+    body: JsonBody<Object<BatchSizeBody>>,
 ) -> Result<web::Json<BatchSizeReply>, ApiError> {
-    let size = integer_field(&body.0, "size", 1, MAX_BATCH_SIZE)?;
+    let size = body.into_inner().0.size.0;
     let size = usize::try_from(size).map_err(|_| ApiError::bad("size", "is too large"))?;
     let config = state.engine.set_batch_size(size).await?;
     Ok(web::Json(BatchSizeReply {
@@ -64,9 +87,9 @@ async fn set_batch_size(
 async fn set_batch_delay(
     state: web::Data<AppState>,
     _: Caller,
-    body: JsonBody<Value>,
+    body: JsonBody<Object<BatchDelayBody>>,
 ) -> Result<web::Json<BatchDelayReply>, ApiError> {
-    let delay_ms = integer_field(&body.0, "delay_ms", 0, MAX_BATCH_DELAY_MS)?;
+    let delay_ms = body.into_inner().0.delay_ms.0;
     let config = state.engine.set_batch_delay(delay_ms).await?;
     Ok(web::Json(BatchDelayReply {
         message: format!(
@@ -75,31 +98,6 @@ async fn set_batch_delay(
         ),
         batch_delay_ms: config.batch_delay_ms,
     }))
-}
-
-/// The one field of `{"<field>": n}`, an integer in `min..=max`.
-pub fn integer_field(body: &Value, field: &str, min: u64, max: u64) -> Result<u64, ApiError> {
-    let range = format!("an integer from {min} to {max}");
-    let Value::Object(object) = body else {
-        return Err(ApiError::bad(
-            field,
-            format!("the body must be a JSON object like {{\"{field}\": {min}}}"),
-        ));
-    };
-    only_fields(object, "", &[field])?;
-    let value =
-        object.get(field).ok_or_else(|| ApiError::bad(field, format!("missing field `{field}`: {range}")))?;
-    match value.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        Some(_) => {
-            Err(ApiError::bad(field, format!("`{field}` must be {range} (got a number out of range)")))
-        }
-        None if value.is_number() => Err(ApiError::bad(
-            field,
-            format!("`{field}` must be {range} (got a negative or fractional number)"),
-        )),
-        None => Err(ApiError::bad(field, format!("`{field}` must be {range} (got {})", kind(value)))),
-    }
 }
 
 /// `base_url` with any `user:password@` replaced by `***@`: credentials are secrets too.
@@ -114,29 +112,37 @@ fn without_credentials(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
-    fn integer_fields_take_only_integers_in_range() {
-        assert_eq!(integer_field(&json!({"size": 5}), "size", 1, 10).ok(), Some(5));
-        for body in [
-            json!({"size": 0}),
-            json!({"size": -1}),
-            json!({"size": 2.5}),
-            json!({"size": "5"}),
-            json!({"size": 11}),
-            json!({}),
-            json!([5]),
-            json!({"size": 5, "sise": 5}),
+    fn sizes_and_delays_take_only_integers_in_range() {
+        use crate::request_json::parse;
+        assert_eq!(parse::<Object<BatchSizeBody>>(br#"{"size": 5}"#).map(|b| b.0.size.0).ok(), Some(5));
+        assert_eq!(
+            parse::<Object<BatchDelayBody>>(br#"{"delay_ms": 0}"#).map(|b| b.0.delay_ms.0).ok(),
+            Some(0)
+        );
+        for (body, field) in [
+            (r#"{"size": 0}"#, Some("size")),
+            (r#"{"size": -1}"#, Some("size")),
+            (r#"{"size": 2.5}"#, Some("size")),
+            (r#"{"size": "5"}"#, Some("size")),
+            (r#"{"size": 10001}"#, Some("size")),
+            (r#"{"size": null}"#, Some("size")),
+            ("{}", Some("size")),
+            ("[5]", None),
+            (r#"{"size": 5, "sise": 5}"#, Some("sise")),
         ] {
-            match integer_field(&body, "size", 1, 10) {
-                Err(ApiError::BadRequest { param: Some(p), message }) => {
-                    assert!(p == "size" || p == "sise", "{body}: {p}");
-                    assert!(message.contains('`') || message.contains("size"), "{message}");
+            match parse::<Object<BatchSizeBody>>(body.as_bytes()) {
+                Err(error) => {
+                    assert_eq!(error.param.as_deref(), field, "{body}");
+                    assert!(
+                        error.message.contains("1 to 10000") || field != Some("size") || body == "{}",
+                        "{}",
+                        error.message
+                    );
                 }
-                other => panic!("{body}: {other:?}"),
+                Ok(parsed) => panic!("{body}: {parsed:?}"),
             }
         }
     }

@@ -7,10 +7,10 @@
 //! - `POST /api/v1/config/pause`, `POST /api/v1/config/resume` (no body needed)
 
 use actix_web::web;
-use serde_json::Value;
+use serde::Deserialize;
 
 use super::body::JsonBody;
-use super::config_api::integer_field;
+use super::fields::{Object, Shape, Whole, present};
 use super::{ApiError, AppState, Caller};
 use crate::app::{MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE};
 use crate::engine::{LanePatch, RuntimeConfig};
@@ -22,54 +22,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/config/resume").route(web::post().to(resume)));
 }
 
-/// Fields a lane patch may set, with their ranges.
-const LANE_FIELDS: [(&str, u64, u64); 3] = [
-    ("window_ms", 0, MAX_BATCH_DELAY_MS),
-    ("max_batch", 1, MAX_BATCH_SIZE),
-    ("delay_ms", 0, MAX_BATCH_DELAY_MS),
-];
+/// `POST /api/v1/config/lanes/{lane}`'s body: the settings to change, at least one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanePatchBody {
+    /// How long the lane's batch waits to fill, in milliseconds.
+    #[serde(default, deserialize_with = "present")]
+    pub window_ms: Option<Whole<0, MAX_BATCH_DELAY_MS>>,
+    /// Most items per batch.
+    #[serde(default, deserialize_with = "present")]
+    pub max_batch: Option<Whole<1, MAX_BATCH_SIZE>>,
+    /// Pause between the lane's batches, in milliseconds.
+    #[serde(default, deserialize_with = "present")]
+    pub delay_ms: Option<Whole<0, MAX_BATCH_DELAY_MS>>,
+}
+
+impl Shape for LanePatchBody {
+    const SHAPE: &'static str =
+        "an object with any of `window_ms`, `max_batch`, `delay_ms`, like {\"max_batch\": 8}";
+}
 
 async fn patch_lane(
     state: web::Data<AppState>,
     _: Caller,
     lane: web::Path<String>,
-    body: JsonBody<Value>,
+    body: JsonBody<Object<LanePatchBody>>,
 ) -> Result<web::Json<RuntimeConfig>, ApiError> {
-    let patch = lane_patch(&body.0)?;
+    let patch = lane_patch(body.into_inner().0)?;
     Ok(web::Json(state.engine.update_lane(&lane, patch).await?))
 }
 
-/// `{"window_ms"?, "max_batch"?, "delay_ms"?}` as a patch; each field in range, no other field,
-/// at least one.
-fn lane_patch(body: &Value) -> Result<LanePatch, ApiError> {
-    let Value::Object(object) = body else {
-        return Err(ApiError::bad("body", "the body must be a JSON object like {\"max_batch\": 8}"));
-    };
-    let names: Vec<&str> = LANE_FIELDS.iter().map(|(name, _, _)| *name).collect();
-    if let Some(unknown) = object.keys().find(|k| !names.contains(&k.as_str())) {
-        let unknown = crate::request_json::shown_name(unknown);
-        return Err(ApiError::bad(
-            unknown.clone(),
-            format!("unknown field `{unknown}`; expected one of `window_ms`, `max_batch`, `delay_ms`"),
-        ));
-    }
-    if object.is_empty() {
+/// The body as a patch; refuses an empty one.
+fn lane_patch(body: LanePatchBody) -> Result<LanePatch, ApiError> {
+    let LanePatchBody { window_ms, max_batch, delay_ms } = body;
+    if window_ms.is_none() && max_batch.is_none() && delay_ms.is_none() {
         return Err(ApiError::bad("body", "set at least one of `window_ms`, `max_batch`, `delay_ms`"));
     }
-    let mut patch = LanePatch::default();
-    for (name, min, max) in LANE_FIELDS {
-        let Some(value) = object.get(name) else { continue };
-        let one = Value::Object([(name.to_string(), value.clone())].into_iter().collect());
-        let n = integer_field(&one, name, min, max)?;
-        match name {
-            "window_ms" => patch.window_ms = Some(n),
-            "max_batch" => {
-                patch.max_batch = Some(usize::try_from(n).map_err(|_| ApiError::bad(name, "is too large"))?)
-            }
-            _ => patch.delay_ms = Some(n),
-        }
-    }
-    Ok(patch)
+    let max_batch = match max_batch {
+        Some(n) => Some(usize::try_from(n.0).map_err(|_| ApiError::bad("max_batch", "is too large"))?),
+        None => None,
+    };
+    Ok(LanePatch {
+        window_ms: window_ms.map(|n| n.0),
+        max_batch,
+        delay_ms: delay_ms.map(|n| n.0),
+        ..LanePatch::default()
+    })
 }
 
 async fn pause(state: web::Data<AppState>, _: Caller) -> Result<web::Json<RuntimeConfig>, ApiError> {
@@ -82,26 +80,27 @@ async fn resume(state: web::Data<AppState>, _: Caller) -> Result<web::Json<Runti
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
     fn lane_patches_take_known_fields_in_range() {
-        let patch = lane_patch(&json!({"window_ms": 50, "max_batch": 8})).ok();
+        let patch = |text: &str| -> Result<LanePatch, ApiError> {
+            lane_patch(crate::request_json::parse::<Object<LanePatchBody>>(text.as_bytes())?.0)
+        };
         assert_eq!(
-            patch,
+            patch(r#"{"window_ms": 50, "max_batch": 8}"#).ok(),
             Some(LanePatch { window_ms: Some(50), max_batch: Some(8), ..LanePatch::default() })
         );
         for (body, field) in [
-            (json!({"max_batch": 0}), "max_batch"),
-            (json!({"window_ms": -1}), "window_ms"),
-            (json!({"mode": "fanout"}), "mode"),
-            (json!({}), "body"),
-            (json!([1]), "body"),
+            (r#"{"max_batch": 0}"#, Some("max_batch")),
+            (r#"{"window_ms": -1}"#, Some("window_ms")),
+            (r#"{"delay_ms": null}"#, Some("delay_ms")),
+            (r#"{"mode": "fanout"}"#, Some("mode")),
+            ("{}", Some("body")),
+            ("[1]", None),
         ] {
-            match lane_patch(&body) {
-                Err(ApiError::BadRequest { param: Some(p), .. }) => assert_eq!(p, field, "{body}"),
+            match patch(body) {
+                Err(ApiError::BadRequest { param, .. }) => assert_eq!(param.as_deref(), field, "{body}"),
                 other => panic!("{body}: {other:?}"),
             }
         }

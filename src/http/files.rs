@@ -254,10 +254,9 @@ async fn list(
     let params = params.into_inner();
     let limit = parse_limit(params.limit.as_deref())?;
     if let Some(after) = params.after.as_deref().filter(|after| !is_file_id(after)) {
-        let shown: String = after.chars().take(40).collect();
         return Err(ApiError::bad(
             "after",
-            format!("after must be a file id like file-01J… (got {shown:?})"),
+            format!("after must be a file id like file-01J… (got a value of {} bytes)", after.len()),
         ));
     }
     if params.purpose.as_deref().is_some_and(|p| p.trim().is_empty()) {
@@ -283,7 +282,10 @@ fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         _ => Err(ApiError::bad(
             "limit",
-            format!("limit must be a whole number from 1 to {MAX_LIMIT} (got {text:?})"),
+            format!(
+                "limit must be a whole number from 1 to {MAX_LIMIT} (got a value of {} bytes)",
+                text.len()
+            ),
         )),
     }
 }

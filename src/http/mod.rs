@@ -14,6 +14,7 @@ pub mod config_api;
 pub mod control_api;
 pub mod error;
 pub mod events;
+pub mod fields;
 pub mod files;
 pub mod health;
 pub mod metrics;

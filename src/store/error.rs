@@ -34,6 +34,24 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: u32,
     },
+    /// The database was written by an older ferry and not migrated yet; a support bundle reads
+    /// only the current schema (and never writes the live database to migrate it).
+    #[error(
+        "the store's schema version is {found} but this ferry bundles version {supported}; \
+         start this ferry on it once (`ferry serve`) to migrate it, then make the bundle"
+    )]
+    OlderSchema {
+        /// The version in the file.
+        found: u32,
+        /// The version this build writes.
+        supported: u32,
+    },
+    /// `ferry support-bundle` was pointed at a file that already exists.
+    #[error("{path} already exists; a support bundle never replaces a file: pick a new name")]
+    BundleExists {
+        /// The file given as the bundle.
+        path: PathBuf,
+    },
     /// A query failed.
     #[error("store query failed: {0}")]
     Query(#[from] rusqlite::Error),

@@ -11,6 +11,7 @@
 //! - [`chats`], [`settings`], [`analytics`], [`files`]: one concern each, as plain functions
 //!   over a connection, tested without the actor.
 //! - [`content`]: file content on disk, written into place whole or not at all.
+//! - [`bundle`]: `ferry support-bundle`, a copy of the database without the callers' data.
 //!
 //! Secrets: the caller's Bearer key never reaches the store — the HTTP layer records its
 //! [`owner`] id (HMAC-SHA256 under the server secret in `<db>.owner-secret`) as the owner.
@@ -19,6 +20,7 @@
 
 mod actor;
 pub mod analytics;
+pub mod bundle;
 mod chat_log;
 pub mod chats;
 mod connection;
