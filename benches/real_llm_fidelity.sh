@@ -25,7 +25,8 @@ url, concurrency, ferry, structured, sibling = sys.argv[1].rstrip("/"), sys.argv
 MODEL = "qwen2.5-coder-0.5b-instruct"
 # The 40 questions of the throughput bench, read from its source so both stay one list.
 source = open(sibling).read()
-QA = eval(source[source.index("QA = [") + 5 : source.index("]\n\ndef right") + 1])
+start = source.index("QA = [") + 5
+QA = eval(source[start : source.index("\n]\n", start) + 2])
 for i in range(160):
     a, b = 3 + (i * 7) % 40, 1 + (i * 11) % 19
     if i % 2:

@@ -98,3 +98,18 @@ async fn with_warn_the_lane_stays_combined() {
     status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 40)).await;
     assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Combined);
 }
+
+#[actix_rt::test]
+async fn the_first_twenty_combined_items_are_all_checked_then_only_the_share() {
+    let mock = mock(0.0);
+    // A share so small that chance alone would check almost none of 60 items.
+    let lane = LaneConfig { verify_share: 0.000_001, ..sampled_lane(LowFidelity::Warn) };
+    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    assert_right(&run(&engine, 0, 60).await, 0);
+    let status = status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 20)).await;
+    assert_eq!(status.fidelity[0].agreed, 20, "{status:?}");
+    // 15 combined calls of 4, and only the first 20 items once more alone.
+    assert_eq!(mock.stats().requests, 15 + 20);
+}

@@ -104,6 +104,8 @@ impl LaneInfo {
 struct Fidelity {
     agreed: u64,
     samples: u64,
+    /// Items sent alone to be compared (answered or not yet).
+    asked: u64,
     /// Already fell under the lane's `min_fidelity` (it is acted on once).
     low: bool,
 }
@@ -460,7 +462,7 @@ impl LlmClient {
                 for (item, answer) in items.into_iter().zip(answers) {
                     let share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
                     match answer {
-                        Some(text) if share > 0.0 && fastrand::f64() < share => {
+                        Some(text) if share > 0.0 && self.sample(item.lane, &model, share) => {
                             alone.push((item, Some(text)))
                         }
                         Some(text) => {
@@ -512,6 +514,17 @@ impl LlmClient {
             tracing::debug!(event = "concurrency_changed", upstream = %self.name, from, to, change = level);
             self.report_state();
         }
+    }
+
+    /// Whether to check this combined answer of `lane` and `model` by asking its item alone: every
+    /// one until [`FIDELITY_MIN_SAMPLES`] have been asked, so a lane that answers badly combined
+    /// is found within its first few calls (and the checked items get the answers alone), then a
+    /// `share` of them.
+    fn sample(&mut self, lane: usize, model: &Arc<str>, share: f64) -> bool {
+        let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
+        let chosen = entry.asked < FIDELITY_MIN_SAMPLES || fastrand::f64() < share;
+        entry.asked += u64::from(chosen);
+        chosen
     }
 
     /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
