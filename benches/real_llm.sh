@@ -69,7 +69,7 @@ def direct(concurrency):
         answers = list(pool.map(ask, [q for q, _ in QA]))
     return time.monotonic() - start, answers, len(QA)
 
-def via_ferry(mode, concurrency, batch):
+def via_ferry(mode, concurrency, batch, lane_extra="", with_log=False):
     with tempfile.TemporaryDirectory() as d:
         conc = '"auto"' if concurrency == "auto" else concurrency
         open(f"{d}/c.toml", "w").write(f"""
@@ -84,6 +84,7 @@ window_ms = {0 if mode == "fanout" else 50}
 max_batch = {batch}
 delay_ms = 0
 mode = "{mode}"
+{lane_extra}
 [[upstreams]]
 name = "llm"
 provider = "openai"
@@ -113,7 +114,40 @@ timeout_ms = 600000
             os.makedirs(keep, exist_ok=True)
             name = f"{mode}-{concurrency}-{batch}-{time.strftime('%H%M%S')}.log"
             open(os.path.join(keep, name), "w").write(log)
-        return took, [out.get(f"q{i}", "") for i in range(len(QA))], calls
+        answers = [out.get(f"q{i}", "") for i in range(len(QA))]
+        return (took, answers, calls, log) if with_log else (took, answers, calls)
+
+def accuracy_of(answers):
+    return sum(right(a, e) for a, (_, e) in zip(answers, QA)) / len(QA)
+
+if os.environ.get("FERRY_BENCH_FIDELITY"):
+    # 200 questions (these 40 and 160 small sums and differences), once through a fanout lane and
+    # once through a combined lane of 8 that samples and may switch itself to fanout.
+    QA = QA[:40]
+    for i in range(160):
+        a, b = 3 + (i * 7) % 40, 1 + (i * 11) % 19
+        if i % 2:
+            QA.append((f"What is {a} + {b}? Answer with a number.", str(a + b)))
+        else:
+            a, b = max(a, b), min(a, b)
+            QA.append((f"What is {a} - {b}? Answer with a number.", str(a - b)))
+    conc = os.environ.get("FERRY_BENCH_CONCURRENCY", "4")
+    took, answers, calls = via_ferry("fanout", conc, 200)
+    fanout = accuracy_of(answers)
+    print(f"fanout:   accuracy {fanout:.3f}, {len(QA) / took:.2f} answers/s, {calls} calls", flush=True)
+    sampling = 'verify_share = 0.2\nmin_fidelity = 0.8\non_low_fidelity = "fanout"'
+    took, answers, calls, log = via_ferry("combined", conc, 8, sampling, with_log=True)
+    combined = accuracy_of(answers)
+    print(f"combined: accuracy {combined:.3f}, {len(QA) / took:.2f} answers/s, {calls} calls")
+    samples = re.findall(r"event=fidelity_sample.*?agreed=(\w+)", log)
+    switch = [l for l in log.splitlines() if "event=low_fidelity" in l]
+    resent = sum(int(n) for n in re.findall(r"event=combined_split_failed.*?resent=(\d+)", log))
+    print(f"  fidelity samples {len(samples)}, agreed {sum(s == 'true' for s in samples)}")
+    print(f"  switched to fanout: {switch[0] if switch else 'no'}")
+    print(f"  combined calls with unanswered items: {log.count('event=combined_split_failed')}, "
+          f"items re-sent alone: {resent}")
+    print(f"  accuracy gap to fanout: {100 * (fanout - combined):.1f} points")
+    sys.exit(0)
 
 settings = [(f"direct client, concurrency {c}", lambda c=c: direct(c)) for c in (1, 2, 4, 8)]
 settings += [(f"ferry fanout, concurrency {c}", lambda c=c: via_ferry("fanout", c, 40)) for c in (1, 2, 4, 8, "auto")]
@@ -125,7 +159,7 @@ results = {name: [] for name, _ in settings}
 for r in range(rounds):
     for name, run in settings:
         took, answers, calls = run()
-        accuracy = sum(right(a, e) for a, (_, e) in zip(answers, QA)) / len(QA)
+        accuracy = accuracy_of(answers)
         results[name].append((len(QA) / took, accuracy, calls))
         print(f"round {r + 1}: {name}: {len(QA) / took:.2f} answers/s, accuracy {accuracy:.2f}, {calls} calls",
               file=sys.stderr, flush=True)

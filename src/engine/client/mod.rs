@@ -535,8 +535,14 @@ impl LlmClient {
         entry.agreed += u64::from(agreed);
         let Some(info) = self.lanes.get(lane) else { return };
         tracing::debug!(event = "fidelity_sample", upstream = %self.name, lane = %info.name, model = %model, agreed);
-        let low = entry.samples >= FIDELITY_MIN_SAMPLES
-            && (entry.agreed as f64) < info.min_fidelity * entry.samples as f64;
+        // Under `min_fidelity` after enough samples, or already so many disagreements that the
+        // first [`FIDELITY_MIN_SAMPLES`] cannot reach it: no need to wait for the rest.
+        let disagreed = (entry.samples - entry.agreed) as f64;
+        let low = if entry.samples >= FIDELITY_MIN_SAMPLES {
+            (entry.agreed as f64) < info.min_fidelity * entry.samples as f64
+        } else {
+            disagreed > (1.0 - info.min_fidelity) * FIDELITY_MIN_SAMPLES as f64
+        };
         if !low || entry.low {
             return;
         }
