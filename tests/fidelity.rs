@@ -79,7 +79,8 @@ async fn wrong_combined_answers_are_measured_and_the_lane_switches_to_fanout() {
     assert_eq!(status.fidelity[0].agreed, 0, "{status:?}");
     assert_eq!(mock.stats().outcomes.wrong, 10);
 
-    // Once the first 20 samples could no longer agree 80% of the time the lane asked for fanout: new items go one call each.
+    // Once the first 20 samples could no longer agree 80% of the time the lane asked for fanout:
+    // new items go one call each.
     let lanes = engine.config().await.expect("config").lanes;
     assert_eq!(lanes[LANE].mode, Mode::Fanout, "{lanes:?}");
     let before = mock.stats().requests;
