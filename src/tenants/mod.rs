@@ -58,8 +58,8 @@ pub enum Refusal {
     },
     /// The tenant has `max_queued` prompts accepted and not yet answered.
     #[error(
-        "tenant `{tenant}` has {max} prompts accepted and not yet answered (max_queued = {max}); \
-         retry when some are answered"
+        "tenant `{tenant}` would have more than {max} prompts accepted and not yet answered \
+         (max_queued = {max}); retry when some are answered"
     )]
     Queue {
         /// The tenant.
