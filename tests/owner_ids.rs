@@ -97,14 +97,7 @@ async fn a_key_that_joins_a_tenant_brings_its_chats() {
 
     // Then it joins tenant `acme` beside another key: both see the chat, now the tenant's.
     let mut config = config;
-    config.tenants.push(ferry::config::TenantConfig {
-        name: "acme".into(),
-        keys_env: "FERRY_OWNER_TEST_ACME_KEYS".into(),
-        rpm: None,
-        tpm: None,
-        max_queued: None,
-        lanes: None,
-    });
+    config.tenants.push(ferry::config::TenantConfig::new("acme", "FERRY_OWNER_TEST_ACME_KEYS"));
     let keys = Keys::new(&[] as &[&str], &[] as &[&str]).with_tenant("acme", &[KEY, OTHER]);
     let server = TestServer::start_with(config, keys, dir);
     for key in [KEY, OTHER] {

@@ -22,12 +22,10 @@ const BETA: &str = "beta-key-only-0123456789";
 
 fn tenant(name: &str, rpm: Option<u64>, max_queued: Option<usize>, lanes: Option<&[&str]>) -> TenantConfig {
     TenantConfig {
-        name: name.into(),
-        keys_env: format!("FERRY_TEST_TENANT_{}_KEYS", name.to_uppercase()),
         rpm,
-        tpm: None,
         max_queued,
         lanes: lanes.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        ..TenantConfig::new(name, &format!("FERRY_TEST_TENANT_{}_KEYS", name.to_uppercase()))
     }
 }
 

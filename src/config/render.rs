@@ -295,12 +295,10 @@ mod tests {
     fn tenants_render_and_load_back_with_their_key_count_only() {
         let mut config = Config::default();
         config.tenants.push(crate::config::TenantConfig {
-            name: "acme".into(),
-            keys_env: "FERRY_TENANT_ACME_KEYS".into(),
             rpm: Some(60),
-            tpm: None,
             max_queued: Some(500),
             lanes: Some(vec!["low".into()]),
+            ..crate::config::TenantConfig::new("acme", "FERRY_TENANT_ACME_KEYS")
         });
         let text = config.render_with(|name| {
             (name == "FERRY_TENANT_ACME_KEYS").then(|| "tenant-key-000000001,tenant-key-000000002".into())

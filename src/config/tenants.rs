@@ -39,6 +39,18 @@ pub struct TenantConfig {
 }
 
 impl TenantConfig {
+    /// Tenant `name` with its keys in `keys_env` and no limits (set the fields for some).
+    pub fn new(name: &str, keys_env: &str) -> TenantConfig {
+        TenantConfig {
+            name: name.into(),
+            keys_env: keys_env.into(),
+            rpm: None,
+            tpm: None,
+            max_queued: None,
+            lanes: None,
+        }
+    }
+
     /// Whether the tenant may use `lane`.
     pub fn allows_lane(&self, lane: &str) -> bool {
         self.lanes.as_ref().is_none_or(|lanes| lanes.iter().any(|l| l == lane))
@@ -110,14 +122,7 @@ mod tests {
     use crate::config::Config;
 
     fn tenant(name: &str, var: &str) -> TenantConfig {
-        TenantConfig {
-            name: name.into(),
-            keys_env: var.into(),
-            rpm: None,
-            tpm: None,
-            max_queued: None,
-            lanes: None,
-        }
+        TenantConfig::new(name, var)
     }
 
     fn problems(tenants: Vec<TenantConfig>) -> Vec<String> {

@@ -395,14 +395,7 @@ mod tests {
     }
 
     fn tenant(name: &str, var: &str) -> TenantConfig {
-        TenantConfig {
-            name: name.into(),
-            keys_env: var.into(),
-            rpm: None,
-            tpm: None,
-            max_queued: None,
-            lanes: None,
-        }
+        TenantConfig::new(name, var)
     }
 
     #[test]

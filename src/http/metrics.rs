@@ -266,14 +266,22 @@ impl TenantFigures {
 /// The exposition text of every tenant's figures.
 pub fn render_tenants(tenants: &[TenantFigures]) -> String {
     let mut out = Exposition::default();
-    out.family("ferry_tenant_queued", "gauge", "Prompts of a tenant accepted and not yet answered.");
-    for t in tenants {
-        out.sample("ferry_tenant_queued", &[("tenant", &t.name)], t.queued as f64);
-    }
-    out.family("ferry_tenant_accepted_total", "counter", "Prompts of a tenant admitted.");
-    for t in tenants {
-        out.sample("ferry_tenant_accepted_total", &[("tenant", &t.name)], t.accepted as f64);
-    }
+    let mut each = |name: &str, kind: &str, help: &str, value: fn(&TenantFigures) -> f64| {
+        out.family(name, kind, help);
+        for t in tenants {
+            out.sample(name, &[("tenant", &t.name)], value(t));
+        }
+    };
+    each("ferry_tenant_queued", "gauge", "Prompts of a tenant accepted and not yet answered.", |t| {
+        t.queued as f64
+    });
+    each("ferry_tenant_accepted_total", "counter", "Prompts of a tenant admitted.", |t| t.accepted as f64);
+    each(
+        "ferry_tenant_paced_total",
+        "counter",
+        "Times a tenant's batch job waited for its budget or queue room.",
+        |t| t.paced as f64,
+    );
     out.family(
         "ferry_tenant_refused_total",
         "counter",
@@ -283,14 +291,6 @@ pub fn render_tenants(tenants: &[TenantFigures]) -> String {
         for (reason, n) in &t.refused {
             out.sample("ferry_tenant_refused_total", &[("tenant", &t.name), ("reason", reason)], *n as f64);
         }
-    }
-    out.family(
-        "ferry_tenant_paced_total",
-        "counter",
-        "Times a tenant's batch job waited for its budget or queue room.",
-    );
-    for t in tenants {
-        out.sample("ferry_tenant_paced_total", &[("tenant", &t.name)], t.paced as f64);
     }
     out.family(
         "ferry_tenant_window_used",

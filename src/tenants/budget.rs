@@ -154,14 +154,7 @@ mod tests {
     use super::*;
 
     fn budget(rpm: Option<u64>, tpm: Option<u64>) -> MemoryBudget {
-        MemoryBudget::new(&[TenantConfig {
-            name: "acme".into(),
-            keys_env: "FERRY_ACME".into(),
-            rpm,
-            tpm,
-            max_queued: None,
-            lanes: None,
-        }])
+        MemoryBudget::new(&[TenantConfig { rpm, tpm, ..TenantConfig::new("acme", "FERRY_ACME") }])
     }
 
     #[test]

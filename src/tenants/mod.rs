@@ -361,12 +361,10 @@ mod tests {
 
     fn config(max_queued: Option<usize>, rpm: Option<u64>, lanes: Option<&[&str]>) -> TenantConfig {
         TenantConfig {
-            name: "acme".into(),
-            keys_env: "FERRY_ACME".into(),
             rpm,
-            tpm: None,
             max_queued,
             lanes: lanes.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            ..TenantConfig::new("acme", "FERRY_ACME")
         }
     }
 

@@ -205,13 +205,7 @@ impl<T: Accepted> FairQueue<T> {
         if let Some(&o) = self.index.get(owner) {
             return o;
         }
-        let o = match self.free_owners.pop() {
-            Some(o) => o,
-            None => {
-                self.owners.push(Owner::default());
-                self.owners.len() - 1
-            }
-        };
+        let o = free_slot(&mut self.owners, &mut self.free_owners);
         self.owners[o].id = Some(Arc::clone(owner));
         self.index.insert(Arc::clone(owner), o);
         self.ring.push_back(o);
@@ -224,13 +218,7 @@ impl<T: Accepted> FairQueue<T> {
         if let Some(&j) = self.owners[o].jobs.get(job) {
             return j;
         }
-        let j = match self.free_jobs.pop() {
-            Some(j) => j,
-            None => {
-                self.jobs.push(Job::default());
-                self.jobs.len() - 1
-            }
-        };
+        let j = free_slot(&mut self.jobs, &mut self.free_jobs);
         self.jobs[j].id = Some(Arc::clone(job));
         self.owners[o].jobs.insert(Arc::clone(job), j);
         self.owners[o].ring.push_back(j);
@@ -396,4 +384,12 @@ impl<T: Accepted> FairQueue<T> {
         let all = std::mem::take(self);
         all.jobs.into_iter().flat_map(|job| job.chunks).flatten().collect()
     }
+}
+
+/// A free slot of `slots`: one from the free list, or a new one at the end.
+fn free_slot<S: Default>(slots: &mut Vec<S>, free: &mut Vec<usize>) -> usize {
+    free.pop().unwrap_or_else(|| {
+        slots.push(S::default());
+        slots.len() - 1
+    })
 }
