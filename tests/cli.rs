@@ -2,19 +2,13 @@
 //! dir (its working directory) with its own `$XDG_DATA_HOME`/`$HOME`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+mod common;
 
 /// `ferry ARGS` in `dir`, with the per-user data directory under `dir` and no terminal.
 fn ferry(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_DATA_HOME", dir.join("xdg"))
-        .env("HOME", dir.join("home"))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ferry")
+    common::ferry_command(dir).args(args).output().expect("run ferry")
 }
 
 fn stderr(output: &Output) -> String {
@@ -97,11 +91,9 @@ fn without_a_config_file_the_built_in_one_runs_under_the_user_data_dir() {
     assert!(resolved.lines().any(|l| l == db) && resolved.lines().any(|l| l == logs), "{resolved}");
 
     // Without $XDG_DATA_HOME: ~/.local/share/ferry.
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let output = common::ferry_command(dir.path())
         .arg("check")
-        .current_dir(dir.path())
         .env_remove("XDG_DATA_HOME")
-        .env("HOME", dir.path().join("home"))
         .output()
         .expect("run ferry");
     assert_eq!(output.status.code(), Some(0), "{output:?}");

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::files::{Part, upload};
@@ -23,16 +23,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 fn support_bundle(dir: &Path, config: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+    common::ferry_command(dir)
         .arg("support-bundle")
         .arg("--config")
         .arg(config)
         .arg(out)
-        .current_dir(dir)
-        .env("XDG_DATA_HOME", dir.join("xdg"))
-        .env("HOME", dir.join("home"))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .output()
         .expect("run ferry support-bundle")
 }

@@ -644,3 +644,16 @@ pub fn spawn_mock_upstream(extra: &[&str]) -> (KillOnDrop, String) {
         .expect("ferry mock-upstream logs event=mock_upstream_started with its address");
     (child, format!("http://{addr}/v1"))
 }
+
+/// The `ferry` binary to run in `dir`, with its per-user data directory under `dir`, no
+/// `RUST_LOG` and no terminal: add the arguments and run it.
+pub fn ferry_command(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("xdg"))
+        .env("HOME", dir.join("home"))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null());
+    command
+}
