@@ -108,9 +108,23 @@ async fn the_first_twenty_combined_items_are_all_checked_then_only_the_share() {
     let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
     let engine = Engine::start(&config).expect("engine starts");
 
-    assert_right(&run(&engine, 0, 60).await, 0);
+    assert_right(&run(&engine, 0, 20).await, 0);
     let status = status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 20)).await;
     assert_eq!(status.fidelity[0].agreed, 20, "{status:?}");
+    assert_right(&run(&engine, 20, 40).await, 20);
     // 15 combined calls of 4, and only the first 20 items once more alone.
     assert_eq!(mock.stats().requests, 15 + 20);
+}
+
+#[actix_rt::test]
+async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch() {
+    let mock = mock(1.0);
+    let lane = LaneConfig { verify_share: 0.000_001, ..sampled_lane(LowFidelity::Fanout) };
+    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    // Every combined answer is wrong. Items whose combined answers came back before the first 20
+    // comparisons, or after the lane was found low, are all sent alone: every answer is right.
+    assert_right(&run(&engine, 0, 200).await, 0);
+    assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Fanout);
 }

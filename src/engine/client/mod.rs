@@ -104,8 +104,6 @@ impl LaneInfo {
 struct Fidelity {
     agreed: u64,
     samples: u64,
-    /// Items sent alone to be compared (answered or not yet).
-    asked: u64,
     /// Already fell under the lane's `min_fidelity` (it is acted on once).
     low: bool,
 }
@@ -516,15 +514,15 @@ impl LlmClient {
         }
     }
 
-    /// Whether to check this combined answer of `lane` and `model` by asking its item alone: every
-    /// one until [`FIDELITY_MIN_SAMPLES`] have been asked, so a lane that answers badly combined
-    /// is found within its first few calls (and the checked items get the answers alone), then a
-    /// `share` of them.
+    /// Whether to check this combined answer of `lane` and `model` by asking its item alone (the
+    /// item then gets the answer alone): every one until [`FIDELITY_MIN_SAMPLES`] comparisons are
+    /// in, so a lane that answers badly combined is found within its first few calls and no item
+    /// keeps a combined answer before the verdict; every one once the lane is found low and is
+    /// switching to fanout (its combined calls already formed come back too); else a `share`.
     fn sample(&mut self, lane: usize, model: &Arc<str>, share: f64) -> bool {
+        let switching = self.lanes.get(lane).is_some_and(|l| l.on_low_fidelity == LowFidelity::Fanout);
         let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
-        let chosen = entry.asked < FIDELITY_MIN_SAMPLES || fastrand::f64() < share;
-        entry.asked += u64::from(chosen);
-        chosen
+        entry.samples < FIDELITY_MIN_SAMPLES || (entry.low && switching) || fastrand::f64() < share
     }
 
     /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
