@@ -74,20 +74,18 @@ async fn auto_keeps_one_or_two_calls_on_a_one_slot_server() {
 }
 
 #[actix_rt::test]
-async fn auto_backs_off_under_503s_recovers_between_them_and_every_item_is_answered() {
+async fn auto_backs_off_under_steady_503s_and_every_item_is_answered() {
     tokio::time::pause();
-    // One call in five is a 503: the limit is cut again and again, and never runs away.
+    // One call in five is a 503, whatever the load: the limit is cut again and again, and never
+    // runs away. (Recovery once the 503s stop is shown on the simulated server in
+    // `core::limits::adaptive`.)
     let engine = engine_on(8, MockConfig { overload_rate: 0.2, ..MockConfig::default() });
     let answers = backlog(&engine, 400).await;
 
     let (status, seen) = status_after(&engine, Duration::from_secs(10)).await;
     assert!(status.backpressure > 0, "{status:?}");
-    assert!(seen.iter().all(|c| *c <= 10), "{seen:?}");
-    // It backs off to one or two, and climbs again between the bursts of 503s.
-    let lowest = seen.iter().copied().min().unwrap_or(0);
-    let first_low = seen.iter().position(|c| *c == lowest).unwrap_or(0);
-    assert!(lowest <= 2, "{seen:?}");
-    assert!(seen[first_low..].iter().any(|c| *c >= lowest + 2), "never climbed again: {seen:?}");
+    assert!(seen.iter().all(|c| *c <= 3), "{seen:?}");
+    assert!(seen.iter().any(|c| *c == 1), "{seen:?}");
     let outcomes = answers.collect().await;
     assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
 }

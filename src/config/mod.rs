@@ -471,7 +471,7 @@ fn default_concurrency() -> Concurrency {
 /// A fixed setting stays fixed, apart from 503 backpressure (lowered by one per 503, raised
 /// again after a run of successes, never above the setting). `auto` lets the client's adaptive
 /// limit ([`crate::core::limits::adaptive`]) search for the calls in flight that give the most
-/// answers per second without raising latency, between 1 and [`Concurrency::AUTO_MAX`].
+/// answers per second without calls queueing in the server, between 1 and [`Concurrency::AUTO_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concurrency {
     /// This many calls in flight at most.

@@ -1,29 +1,48 @@
 //! An adaptive concurrency limit (`concurrency = "auto"`): how many calls to keep in flight so an
-//! upstream gives the most answers per second without its latency rising.
+//! upstream gives the most answers per second, without calls waiting in the server's own queue.
 //!
-//! The rule is Vegas-style, as in Netflix's concurrency-limits: the lowest latency seen is the
-//! upstream's no-load latency; a window of answers (at least one per call allowed in flight) gives
-//! the current average; `limit × (1 − no_load / average)` estimates how many calls are waiting in
-//! the server's own queue instead of running. Under half a waiting call the limit grows by one
-//! (if the client was using it all); at one and a half or more it shrinks by one; in between it
-//! holds; answers to calls sent before a window closed count in no window. A drop —
-//! 429, 503, a timeout — cuts it to three quarters at once, and drops from calls that were
+//! Each window of answers (one per call allowed in flight, and at least [`MIN_WINDOW`]) gives two
+//! measures:
+//!
+//! - **queueing**, Vegas-style as in Netflix's concurrency-limits: the lowest latency seen is the
+//!   upstream's no-load latency, and `limit × (1 − no_load / average)` estimates how many calls
+//!   wait in the server's queue instead of running;
+//! - **the rate**: by Little's law, answers per second are the calls in flight over their average
+//!   latency. Each limit's rate is kept, smoothed over the windows spent at it.
+//!
+//! When the client kept every call allowed in flight, the limit grows by one if under half a call
+//! waits, or if this limit's rate beats the next lower limit's by [`MIN_GAIN`] (the last call
+//! added still buys answers), or, to try it, if the limit above has been tried for fewer than
+//! [`PROBES`] windows and calls do not clearly queue. The rate rules are for servers whose slots share the same cores (llama.cpp
+//! on a CPU): each call added there makes every call slower, which reads as queueing, while the
+//! answers per second still grow up to the slots; and for calls of uneven cost, whose fastest
+//! answer makes a poor no-load latency. The limit shrinks by one when one and a half calls or more
+//! wait and the last call added did not buy that gain; otherwise it holds. Answers to calls sent
+//! before a window closed count in no window, nor, after a change, the next limit's worth. A drop
+//! — 429, 503, a timeout — cuts the limit to three quarters at once, and drops from calls that were
 //! already in flight when it was cut do not cut it again.
 //!
 //! A server with N parallel slots and a FIFO queue settles at N to N+1: with N+1 calls in flight
-//! about one waits. What it assumes: calls of similar cost (short answers of similar length); a
-//! workload mixing one-word and page-long answers reads the long ones as queueing and stays low.
+//! about one waits and the rate no longer grows. What it assumes: a workload that stays alike for
+//! a few windows; one that swings between one-word and page-long answers moves the rates under it.
 //!
 //! Pure: the caller passes each call's latency; no clock is read.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Answers per window at least, so a limit of 1 still averages a few.
-const MIN_WINDOW: usize = 4;
+/// Answers per window at least, so a low limit still averages enough to compare rates.
+const MIN_WINDOW: usize = 16;
 /// Estimated waiting calls under which the limit grows.
 const GROW_BELOW: f64 = 0.5;
-/// Estimated waiting calls at or over which the limit shrinks.
+/// Estimated waiting calls at or over which the limit shrinks, unless the last call still paid.
 const SHRINK_AT: f64 = 1.5;
+/// Windows a limit is tried for before its rate alone decides whether to go back to it: one
+/// window's rate is too noisy to rule a limit out for good.
+const PROBES: u32 = 2;
+/// How much more a limit's rate must be than the next lower limit's for the call added to count
+/// as paying: 5%.
+const MIN_GAIN: f64 = 0.05;
 
 /// The limit and what it has measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +56,9 @@ pub struct AdaptiveLimit {
     samples: usize,
     latency_sum: Duration,
     busiest: usize,
+    /// Answers per second measured at each limit, smoothed over its windows, and how many
+    /// windows measured it.
+    rates: BTreeMap<usize, (f64, u32)>,
     /// Outcomes still to come from calls sent before the last cut; their drops are not new news.
     forgive: usize,
     /// Answers still to come from calls sent before the last window closed; their latency tells
@@ -57,6 +79,7 @@ impl AdaptiveLimit {
             samples: 0,
             latency_sum: Duration::ZERO,
             busiest: 0,
+            rates: BTreeMap::new(),
             forgive: 0,
             stale: 0,
         }
@@ -87,21 +110,48 @@ impl AdaptiveLimit {
         if self.samples < self.limit.max(MIN_WINDOW) {
             return false;
         }
-        let average = self.latency_sum / u32::try_from(self.samples).unwrap_or(u32::MAX);
+        let average = (self.latency_sum / u32::try_from(self.samples).unwrap_or(u32::MAX)).as_secs_f64();
         let used_all = self.busiest >= self.limit;
         self.reset_window();
-        // Calls now out were sent under this limit and may be answered under the next.
-        self.stale = in_flight.saturating_sub(1);
+        let changed = self.decide(average, used_all);
+        // Calls now out were sent under this limit and may be answered under the next; after a
+        // change, the queue takes one more turn of the new limit to settle.
+        self.stale = in_flight.saturating_sub(1) + if changed { self.limit } else { 0 };
+        changed
+    }
+
+    /// The end of a window: `average` latency in seconds, `used_all` if the client kept every call
+    /// allowed in flight at some point.
+    fn decide(&mut self, average: f64, used_all: bool) -> bool {
         let Some(base) = self.base.filter(|b| !b.is_zero()) else {
             // Zero latency (an in-process mock): no queue to measure; grow while used.
             return used_all && self.set(self.limit + 1);
         };
-        let waiting =
-            self.limit as f64 * (1.0 - base.as_secs_f64() / average.as_secs_f64().max(f64::MIN_POSITIVE));
-        if waiting >= SHRINK_AT {
-            self.set(self.limit.saturating_sub(1))
-        } else if waiting < GROW_BELOW && used_all {
+        let waiting = self.limit as f64 * (1.0 - base.as_secs_f64() / average.max(f64::MIN_POSITIVE));
+        if !used_all {
+            // Fewer calls than allowed: no rate for this limit, and no reason to grow.
+            return waiting >= SHRINK_AT && self.set(self.limit.saturating_sub(1));
+        }
+        let rate = self.limit as f64 / average.max(f64::MIN_POSITIVE);
+        let (smoothed, windows) = self.rates.entry(self.limit).or_insert((rate, 0));
+        if *windows > 0 {
+            *smoothed = (*smoothed + rate) / 2.0;
+        }
+        *windows += 1;
+        let rate = *smoothed;
+        let paid = self
+            .limit
+            .checked_sub(1)
+            .and_then(|lower| self.rates.get(&lower))
+            .is_some_and(|&(lower, _)| rate >= lower * (1.0 + MIN_GAIN));
+        // The limit above is tried, for [`PROBES`] windows, while calls do not clearly queue:
+        // latencies that vary from call to call make the lowest one seen a poor no-load latency,
+        // so the estimate of waiting calls alone would stop short of the slots.
+        let untried = waiting < SHRINK_AT && self.rates.get(&(self.limit + 1)).is_none_or(|&(_, w)| w < PROBES);
+        if waiting < GROW_BELOW || paid || untried {
             self.set(self.limit + 1)
+        } else if waiting >= SHRINK_AT && !paid {
+            self.set(self.limit.saturating_sub(1))
         } else {
             false
         }
@@ -114,11 +164,14 @@ impl AdaptiveLimit {
             self.forgive -= 1;
             return false;
         }
-        self.reset_window();
-        // Every call still out was sent under the old limit; its drop says nothing new.
-        self.forgive = in_flight.saturating_sub(1);
-        self.stale = self.forgive;
-        self.set(self.limit * 3 / 4)
+        let changed = self.set(self.limit * 3 / 4);
+        if changed {
+            self.reset_window();
+            // Every call still out was sent under the old limit; its drop says nothing new.
+            self.forgive = in_flight.saturating_sub(1);
+            self.stale = self.forgive;
+        }
+        changed
     }
 
     fn reset_window(&mut self) {
@@ -141,15 +194,22 @@ mod tests {
 
     use super::*;
 
-    /// A server with `slots` parallel slots, a FIFO queue, and `latency` per call, driven by a
-    /// client that keeps `limit` calls in flight; time in microseconds, no clock.
+    /// A server with `slots` parallel slots, a FIFO queue, and `latency` per call alone, driven
+    /// by a client that keeps `limit` calls in flight; time in microseconds, no clock. With
+    /// `sharing` above 0 the running calls share the same cores, as llama.cpp's slots on a CPU:
+    /// with k running each goes `1 + sharing × (k − 1)` times slower.
     struct Server {
         slots: usize,
-        latency: u64,
-        /// Calls: (sent at, started at) for running ones; sent at for queued ones.
-        running: Vec<(u64, u64)>,
-        queued: VecDeque<u64>,
-        now: u64,
+        latency: f64,
+        sharing: f64,
+        /// Each call's work alone is `latency` times 1 ± up to this (uniform, seeded).
+        jitter: f64,
+        rng: fastrand::Rng,
+        /// Calls: (sent at, work left in microseconds alone) for running ones; sent at for
+        /// queued ones.
+        running: Vec<(f64, f64)>,
+        queued: VecDeque<f64>,
+        now: f64,
         answered: u64,
         /// Call numbers answered 503 instead (by the order they end).
         overloaded: std::ops::Range<u64>,
@@ -160,14 +220,29 @@ mod tests {
         fn new(slots: usize, latency_ms: u64) -> Self {
             Self {
                 slots,
-                latency: latency_ms * 1000,
+                latency: latency_ms as f64 * 1000.0,
+                sharing: 0.0,
+                jitter: 0.0,
+                rng: fastrand::Rng::with_seed(7),
                 running: Vec::new(),
                 queued: VecDeque::new(),
-                now: 0,
+                now: 0.0,
                 answered: 0,
                 overloaded: 0..0,
                 ended: 0,
             }
+        }
+
+        fn sharing(self, sharing: f64) -> Self {
+            Self { sharing, ..self }
+        }
+
+        fn jitter(self, jitter: f64) -> Self {
+            Self { jitter, ..self }
+        }
+
+        fn work(&mut self) -> f64 {
+            self.latency * (1.0 + self.jitter * (self.rng.f64() * 2.0 - 1.0))
         }
 
         fn in_flight(&self) -> usize {
@@ -176,37 +251,50 @@ mod tests {
 
         fn send(&mut self) {
             if self.running.len() < self.slots {
-                self.running.push((self.now, self.now));
+                let work = self.work();
+                self.running.push((self.now, work));
             } else {
                 self.queued.push_back(self.now);
             }
+        }
+
+        /// Answers per second with every slot busy: the most the server gives.
+        fn best_rate(&self) -> f64 {
+            let slowdown = 1.0 + self.sharing * (self.slots - 1) as f64;
+            self.slots as f64 / (self.latency * slowdown) * 1e6
         }
 
         /// Runs the client against the server until `until_ms`; returns the limits seen at each
         /// change.
         fn run(&mut self, limit: &mut AdaptiveLimit, until_ms: u64) -> Vec<usize> {
             let mut seen = vec![limit.limit()];
-            while self.now < until_ms * 1000 {
+            while self.now < until_ms as f64 * 1000.0 {
                 while self.in_flight() < limit.limit() {
                     self.send();
                 }
-                // The next call to end.
-                let Some((i, &(sent, started))) = self.running.iter().enumerate().min_by_key(|(_, c)| c.1)
+                // The next call to end, and how long its work left takes with the others running.
+                let Some((i, &(sent, left))) =
+                    self.running.iter().enumerate().min_by(|(_, a), (_, b)| a.1.total_cmp(&b.1))
                 else {
                     break;
                 };
-                self.now = started + self.latency;
+                let slowdown = 1.0 + self.sharing * (self.running.len() - 1) as f64;
+                self.now += left * slowdown;
+                for call in &mut self.running {
+                    call.1 -= left;
+                }
                 let in_flight = self.in_flight();
                 self.running.swap_remove(i);
                 if let Some(waiting) = self.queued.pop_front() {
-                    self.running.push((waiting, self.now));
+                    let work = self.work();
+                    self.running.push((waiting, work));
                 }
                 self.ended += 1;
                 let changed = if self.overloaded.contains(&self.ended) {
                     limit.on_drop(in_flight)
                 } else {
                     self.answered += 1;
-                    limit.on_answer(Duration::from_micros(self.now - sent), in_flight)
+                    limit.on_answer(Duration::from_micros((self.now - sent) as u64), in_flight)
                 };
                 if changed {
                     seen.push(limit.limit());
@@ -244,6 +332,42 @@ mod tests {
         let mut limit = AdaptiveLimit::new(2, 1, 256);
         server.run(&mut limit, 30_000);
         assert!((60..=66).contains(&limit.limit()), "{}", limit.limit());
+    }
+
+    #[test]
+    fn slots_that_share_the_cores_are_climbed_to_while_answers_per_second_grow() {
+        // Four slots on shared cores: latency at 1, 2, 3, 4 calls is 1, 1.45, 1.9, 2.35 times the
+        // latency alone, so the answers per second grow by 38%, 15% and 8% with each call added.
+        let mut server = Server::new(4, 200).sharing(0.45);
+        let mut limit = AdaptiveLimit::new(2, 1, 256);
+        server.run(&mut limit, 30_000);
+        let (answered, best) = (server.answered, server.best_rate());
+        let seen = server.run(&mut limit, 60_000);
+        assert!(seen.iter().all(|l| (4..=5).contains(l)), "{seen:?}");
+        let rate = (server.answered - answered) as f64 / 30.0;
+        assert!(rate >= 0.97 * best, "{rate:.2} answers/s, the server's best {best:.2}");
+    }
+
+    #[test]
+    fn calls_of_uneven_cost_still_find_the_best_rate() {
+        // Each call's work is 100–300 ms, so the lowest latency seen is half the typical one.
+        // (slots, sharing, the limits allowed after the first 30 s)
+        let servers = [(1, 0.0, 1..=2), (8, 0.0, 6..=11), (16, 0.0, 12..=18), (4, 0.45, 2..=6), (2, 0.8, 2..=4)];
+        for (slots, sharing, allowed) in servers {
+            let mut rates = Vec::new();
+            for seed in 1..=5 {
+                let mut server = Server::new(slots, 200).sharing(sharing).jitter(0.5);
+                server.rng = fastrand::Rng::with_seed(seed);
+                let mut limit = AdaptiveLimit::new(2, 1, 256);
+                server.run(&mut limit, 30_000);
+                let answered = server.answered;
+                let seen = server.run(&mut limit, 120_000);
+                assert!(seen.iter().all(|l| allowed.contains(l)), "{slots} slots, seed {seed}: {seen:?}");
+                rates.push((server.answered - answered) as f64 / 90.0 / server.best_rate());
+            }
+            rates.sort_by(f64::total_cmp);
+            assert!(rates[0] >= 0.85 && rates[2] >= 0.95, "{slots} slots, {sharing}: {rates:?} of the best");
+        }
     }
 
     #[test]
