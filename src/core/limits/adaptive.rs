@@ -147,7 +147,8 @@ impl AdaptiveLimit {
         // The limit above is tried, for [`PROBES`] windows, while calls do not clearly queue:
         // latencies that vary from call to call make the lowest one seen a poor no-load latency,
         // so the estimate of waiting calls alone would stop short of the slots.
-        let untried = waiting < SHRINK_AT && self.rates.get(&(self.limit + 1)).is_none_or(|&(_, w)| w < PROBES);
+        let untried =
+            waiting < SHRINK_AT && self.rates.get(&(self.limit + 1)).is_none_or(|&(_, w)| w < PROBES);
         if waiting < GROW_BELOW || paid || untried {
             self.set(self.limit + 1)
         } else if waiting >= SHRINK_AT && !paid {
@@ -352,7 +353,8 @@ mod tests {
     fn calls_of_uneven_cost_still_find_the_best_rate() {
         // Each call's work is 100–300 ms, so the lowest latency seen is half the typical one.
         // (slots, sharing, the limits allowed after the first 30 s)
-        let servers = [(1, 0.0, 1..=2), (8, 0.0, 6..=11), (16, 0.0, 12..=18), (4, 0.45, 2..=6), (2, 0.8, 2..=4)];
+        let servers =
+            [(1, 0.0, 1..=2), (8, 0.0, 6..=11), (16, 0.0, 12..=18), (4, 0.45, 2..=6), (2, 0.8, 2..=4)];
         for (slots, sharing, allowed) in servers {
             let mut rates = Vec::new();
             for seed in 1..=5 {
