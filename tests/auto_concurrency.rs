@@ -89,3 +89,20 @@ async fn auto_backs_off_under_steady_503s_and_every_item_is_answered() {
     let outcomes = answers.collect().await;
     assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
 }
+
+#[actix_rt::test]
+async fn auto_backs_off_when_the_server_queue_overflows_and_climbs_back() {
+    tokio::time::pause();
+    // Eight slots and room for one call waiting: a tenth call in flight is answered 503 at once.
+    let engine = engine_on(8, MockConfig { queue_limit: 1, ..MockConfig::default() });
+    let answers = backlog(&engine, 2_000).await;
+
+    let (status, seen) = status_after(&engine, Duration::from_secs(40)).await;
+    assert!(status.backpressure > 0, "no 503 in 40 s: {seen:?}");
+    // Cut below the slots at a 503, then back to them.
+    let cut = seen.windows(2).position(|w| w[1] < w[0] && w[1] < 8).expect("a cut below 8");
+    assert!(seen[cut..].iter().any(|c| *c >= 8), "never climbed back: {seen:?}");
+    assert!(seen.iter().all(|c| *c <= 10), "{seen:?}");
+    let outcomes = answers.collect().await;
+    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+}

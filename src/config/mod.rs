@@ -646,6 +646,9 @@ pub struct MockConfig {
     /// Calls the mock serves at once at its base latency; further calls queue for a free slot.
     /// 0: no limit.
     pub capacity: u32,
+    /// With `capacity`: calls that may wait for a slot; one more is answered 503 at once, as a
+    /// server with a full queue answers. 0: no limit.
+    pub queue_limit: u32,
     /// `Retry-After` sent with an injected 429.
     pub retry_after_ms: u64,
     /// Seed for the fault draws (same seed, same faults).
@@ -668,6 +671,7 @@ impl Default for MockConfig {
             misalign_rate: 0.0,
             wrong_answer_rate: 0.0,
             capacity: 0,
+            queue_limit: 0,
             retry_after_ms: 1_000,
             seed: 1,
         }

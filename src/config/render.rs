@@ -266,6 +266,7 @@ fn render_upstream(upstream: &UpstreamConfig, lookup: &impl Fn(&str) -> Option<S
         out.value("misalign_rate", toml::Value::Float(mock.misalign_rate));
         out.value("wrong_answer_rate", toml::Value::Float(mock.wrong_answer_rate));
         out.noted("capacity", mock.capacity, "calls served at once; 0: no limit");
+        out.noted("queue_limit", mock.queue_limit, "calls that may wait for a slot, then 503; 0: no limit");
         out.value("retry_after_ms", mock.retry_after_ms);
         out.value("seed", mock.seed);
     }

@@ -7,7 +7,7 @@
 //! 100,000 prompts/s benchmark, so a call with zero latency takes no lock and never sleeps.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -311,6 +311,8 @@ pub struct MockProvider {
     draws: Draws,
     /// With `capacity`: the slots a call holds for its latency; calls beyond wait in turn.
     slots: Option<Arc<Semaphore>>,
+    /// Calls waiting for a slot now (for `queue_limit`).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl MockProvider {
@@ -331,7 +333,7 @@ impl MockProvider {
             wrong: config.wrong_answer_rate,
         };
         let slots = (config.capacity > 0).then(|| Arc::new(Semaphore::new(config.capacity as usize)));
-        Self { config, faults, spoils, draws, slots }
+        Self { config, faults, spoils, draws, slots, waiting: Arc::default() }
     }
 }
 
@@ -346,6 +348,8 @@ impl Provider for MockProvider {
         let retry_after = Duration::from_millis(self.config.retry_after_ms);
         let spoils = self.spoils;
         let slots = self.slots.clone();
+        let waiting = Arc::clone(&self.waiting);
+        let queue_limit = self.config.queue_limit as usize;
         Box::pin(async move {
             // A 429 comes back at once, as real rate limiters answer before doing any work.
             if fault == Some(Fault::RateLimited) {
@@ -356,8 +360,19 @@ impl Provider for MockProvider {
             }
             // A server with `capacity` slots: the call waits for one (in turn), then runs its
             // latency holding it. The semaphore is never closed, so acquiring cannot fail.
+            // With `queue_limit`, a call that would wait beyond it is answered 503 at once.
             let _slot = match &slots {
-                Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+                Some(slots) => {
+                    let full =
+                        slots.available_permits() == 0 && waiting.load(Ordering::Relaxed) >= queue_limit;
+                    if queue_limit > 0 && full {
+                        return Err(ProviderError::Overloaded { message: "mock: queue full".into() });
+                    }
+                    waiting.fetch_add(1, Ordering::Relaxed);
+                    let slot = Arc::clone(slots).acquire_owned().await.ok();
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                    slot
+                }
                 None => None,
             };
             if !delay.is_zero() {
