@@ -45,6 +45,11 @@ async fn backlog(engine: &Engine, n: usize) -> ferry::engine::Submission {
     engine.submit(common::LANE, prompts).await.expect("accepted")
 }
 
+async fn assert_all_answered(answers: ferry::engine::Submission) {
+    let outcomes = answers.collect().await;
+    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+}
+
 #[actix_rt::test]
 async fn auto_settles_near_eight_slots_within_thirty_seconds() {
     tokio::time::pause();
@@ -86,8 +91,7 @@ async fn auto_backs_off_under_steady_503s_and_every_item_is_answered() {
     assert!(status.backpressure > 0, "{status:?}");
     assert!(seen.iter().all(|c| *c <= 3), "{seen:?}");
     assert!(seen.contains(&1), "{seen:?}");
-    let outcomes = answers.collect().await;
-    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    assert_all_answered(answers).await;
 }
 
 #[actix_rt::test]
@@ -103,6 +107,5 @@ async fn auto_backs_off_when_the_server_queue_overflows_and_climbs_back() {
     let cut = seen.windows(2).position(|w| w[1] < w[0] && w[1] < 8).expect("a cut below 8");
     assert!(seen[cut..].iter().any(|c| *c >= 8), "never climbed back: {seen:?}");
     assert!(seen.iter().all(|c| *c <= 10), "{seen:?}");
-    let outcomes = answers.collect().await;
-    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    assert_all_answered(answers).await;
 }

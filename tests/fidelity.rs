@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{LANE, engine_config, fast_upstream, mock_args, quick_lane, start_mock};
 use ferry::config::{LaneConfig, LowFidelity, Mode};
-use ferry::engine::{Engine, Outcome, Prompt, UpstreamStatus};
+use ferry::engine::{Engine, LanePatch, Outcome, Prompt, UpstreamStatus};
 use ferry::mock_upstream::MockUpstreamArgs;
 use tokio::time::timeout;
 
@@ -127,4 +127,13 @@ async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch()
     // comparisons, or after the lane was found low, are all sent alone: every answer is right.
     assert_right(&run(&engine, 0, 200).await, 0);
     assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Fanout);
+
+    // Set back to combined by hand, the lane's new items are checked at the share again, not all
+    // of them: 8 items are 2 combined calls (with wrong answers) and no call alone.
+    let patch = LanePatch { mode: Some(Mode::Combined), ..LanePatch::default() };
+    engine.update_lane(LANE, patch).await.expect("valid patch");
+    let before = mock.stats().requests;
+    let outcomes = run(&engine, 300, 8).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(mock.stats().requests - before, 2);
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{CallFuture, CallReply, CallRequest, Provider, ProviderError, RateHints, Role, Usage};
 use crate::config::MockConfig;
@@ -310,9 +310,33 @@ pub struct MockProvider {
     spoils: SpoilRates,
     draws: Draws,
     /// With `capacity`: the slots a call holds for its latency; calls beyond wait in turn.
-    slots: Option<Arc<Semaphore>>,
-    /// Calls waiting for a slot now (for `queue_limit`).
-    waiting: Arc<AtomicUsize>,
+    slots: Option<Arc<Slots>>,
+}
+
+/// A mock server's `capacity` slots, and the calls waiting for one.
+#[derive(Debug)]
+struct Slots {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    /// The most calls that may wait; one more is answered 503 at once. 0: no limit.
+    queue_limit: usize,
+}
+
+impl Slots {
+    /// Waits for a slot in turn and returns it, or refuses at once when `queue_limit` calls
+    /// already wait. The semaphore is never closed, so acquiring cannot fail.
+    async fn take(&self) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {
+        let full = self.permits.available_permits() == 0
+            && self.queue_limit > 0
+            && self.waiting.load(Ordering::Relaxed) >= self.queue_limit;
+        if full {
+            return Err(ProviderError::Overloaded { message: "mock: queue full".into() });
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Ok(permit)
+    }
 }
 
 impl MockProvider {
@@ -332,8 +356,14 @@ impl MockProvider {
             misalign: config.misalign_rate,
             wrong: config.wrong_answer_rate,
         };
-        let slots = (config.capacity > 0).then(|| Arc::new(Semaphore::new(config.capacity as usize)));
-        Self { config, faults, spoils, draws, slots, waiting: Arc::default() }
+        let slots = (config.capacity > 0).then(|| {
+            Arc::new(Slots {
+                permits: Arc::new(Semaphore::new(config.capacity as usize)),
+                waiting: AtomicUsize::new(0),
+                queue_limit: config.queue_limit as usize,
+            })
+        });
+        Self { config, faults, spoils, draws, slots }
     }
 }
 
@@ -348,8 +378,6 @@ impl Provider for MockProvider {
         let retry_after = Duration::from_millis(self.config.retry_after_ms);
         let spoils = self.spoils;
         let slots = self.slots.clone();
-        let waiting = Arc::clone(&self.waiting);
-        let queue_limit = self.config.queue_limit as usize;
         Box::pin(async move {
             // A 429 comes back at once, as real rate limiters answer before doing any work.
             if fault == Some(Fault::RateLimited) {
@@ -359,20 +387,9 @@ impl Provider for MockProvider {
                 });
             }
             // A server with `capacity` slots: the call waits for one (in turn), then runs its
-            // latency holding it. The semaphore is never closed, so acquiring cannot fail.
-            // With `queue_limit`, a call that would wait beyond it is answered 503 at once.
+            // latency holding it; with `queue_limit`, one that would wait beyond it gets a 503.
             let _slot = match &slots {
-                Some(slots) => {
-                    let full =
-                        slots.available_permits() == 0 && waiting.load(Ordering::Relaxed) >= queue_limit;
-                    if queue_limit > 0 && full {
-                        return Err(ProviderError::Overloaded { message: "mock: queue full".into() });
-                    }
-                    waiting.fetch_add(1, Ordering::Relaxed);
-                    let slot = Arc::clone(slots).acquire_owned().await.ok();
-                    waiting.fetch_sub(1, Ordering::Relaxed);
-                    slot
-                }
+                Some(slots) => slots.take().await?,
                 None => None,
             };
             if !delay.is_zero() {

@@ -104,8 +104,8 @@ impl LaneInfo {
 struct Fidelity {
     agreed: u64,
     samples: u64,
-    /// Already fell under the lane's `min_fidelity` (it is acted on once).
-    low: bool,
+    /// When it fell under the lane's `min_fidelity` (it is acted on once).
+    low_since: Option<Instant>,
 }
 
 /// The client actor.
@@ -460,7 +460,7 @@ impl LlmClient {
                 for (item, answer) in items.into_iter().zip(answers) {
                     let share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
                     match answer {
-                        Some(text) if share > 0.0 && self.sample(item.lane, &model, share) => {
+                        Some(text) if share > 0.0 && self.sample(&item, &model, share) => {
                             alone.push((item, Some(text)))
                         }
                         Some(text) => {
@@ -514,15 +514,17 @@ impl LlmClient {
         }
     }
 
-    /// Whether to check this combined answer of `lane` and `model` by asking its item alone (the
-    /// item then gets the answer alone): every one until [`FIDELITY_MIN_SAMPLES`] comparisons are
-    /// in, so a lane that answers badly combined is found within its first few calls and no item
-    /// keeps a combined answer before the verdict; every one once the lane is found low and is
-    /// switching to fanout (its combined calls already formed come back too); else a `share`.
-    fn sample(&mut self, lane: usize, model: &Arc<str>, share: f64) -> bool {
-        let switching = self.lanes.get(lane).is_some_and(|l| l.on_low_fidelity == LowFidelity::Fanout);
-        let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
-        entry.samples < FIDELITY_MIN_SAMPLES || (entry.low && switching) || fastrand::f64() < share
+    /// Whether to check `item`'s combined answer from `model` by asking it alone (the item then
+    /// gets the answer alone): every one until [`FIDELITY_MIN_SAMPLES`] comparisons are in, so a
+    /// lane that answers badly combined is found within its first few calls and no item keeps a
+    /// combined answer before the verdict; every item accepted before its lane was found low and
+    /// switched to fanout (the combined calls already formed then); else a `share`. Items of a
+    /// lane set back to combined afterwards are checked at the share again.
+    fn sample(&mut self, item: &Item, model: &Arc<str>, share: f64) -> bool {
+        let switching = self.lanes.get(item.lane).is_some_and(|l| l.on_low_fidelity == LowFidelity::Fanout);
+        let entry = self.fidelity.entry((item.lane, Arc::clone(model))).or_default();
+        let formed_before_switch = switching && entry.low_since.is_some_and(|t| item.accepted_at < t);
+        entry.samples < FIDELITY_MIN_SAMPLES || formed_before_switch || fastrand::f64() < share
     }
 
     /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
@@ -541,10 +543,10 @@ impl LlmClient {
         } else {
             disagreed > (1.0 - info.min_fidelity) * FIDELITY_MIN_SAMPLES as f64
         };
-        if !low || entry.low {
+        if !low || entry.low_since.is_some() {
             return;
         }
-        entry.low = true;
+        entry.low_since = Some(Instant::now());
         tracing::warn!(
             event = "low_fidelity",
             upstream = %self.name,
