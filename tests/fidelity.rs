@@ -67,6 +67,25 @@ async fn right_combined_answers_agree_and_the_lane_stays_combined() {
 }
 
 #[actix_rt::test]
+async fn a_sampled_item_pays_for_both_calls_and_the_shares_add_up() {
+    let mock = mock(0.0);
+    // Every item of a combined call sampled, or (after 20) a few.
+    let lane = LaneConfig { verify_share: 0.3, ..sampled_lane(LowFidelity::Warn) };
+    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    let outcomes = run(&engine, 0, 60).await;
+    assert_right(&outcomes, 0);
+    let (prompt, completion) = outcomes.iter().flatten().fold((0, 0), |(p, c), answer| {
+        (p + u64::from(answer.usage.prompt_tokens), c + u64::from(answer.usage.completion_tokens))
+    });
+    let status = status_when(&engine, |s| s.ok == mock.stats().requests).await;
+    assert!(status.fidelity[0].samples >= 20, "{status:?}");
+    // Every token the upstream reported is in exactly one item's usage.
+    assert_eq!((prompt, completion), (status.prompt_tokens, status.completion_tokens));
+}
+
+#[actix_rt::test]
 async fn wrong_combined_answers_are_measured_and_the_lane_switches_to_fanout() {
     let mock = mock(1.0);
     let config =

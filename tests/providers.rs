@@ -269,3 +269,18 @@ async fn mock_upstream_capacity_serves_that_many_at_once_and_queues_the_rest() {
     assert!(stats.most_waiting >= 1, "six calls at once, two slots: some waited: {stats:?}");
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn mock_upstream_queue_limit_answers_503_past_it() {
+    let mock = start_mock(MockUpstreamArgs { capacity: 2, queue_limit: 1, latency_ms: 1_000, ..mock_args() });
+    let provider = provider(ProviderKind::Openai, &mock);
+    let calls: Vec<_> = (0..6).map(|i| provider.call(ask(&format!("q{i}")))).collect();
+    let replies = futures_util::future::join_all(calls).await;
+    let answered = replies.iter().filter(|r| r.is_ok()).count();
+    let overloaded = replies.iter().filter(|r| matches!(r, Err(ProviderError::Overloaded { .. }))).count();
+    // Two run, one waits, three find the queue full.
+    assert_eq!((answered, overloaded), (3, 3), "{replies:?}");
+    let stats = mock.stats();
+    assert_eq!((stats.most_running, stats.most_waiting, stats.outcomes.overloaded), (2, 1, 3), "{stats:?}");
+    mock.stop().await;
+}

@@ -5,6 +5,15 @@ use actix::Addr;
 
 use super::item::{Item, ItemError};
 use super::pool::{ClientPool, Released};
+use crate::providers::Usage;
+
+/// A fidelity sample: the answer a combined call gave one item, to compare with its answer
+/// alone, and the item's share of the combined call's usage (it was paid for).
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    pub(crate) combined: String,
+    pub(crate) usage: Usage,
+}
 
 /// A pool slot a call holds on one client. The client gives it back explicitly (coalesced with
 /// others); if the call is dropped instead — its holder panicked — the slot gives itself back,
@@ -80,9 +89,9 @@ pub(crate) struct Call {
     pub last_error: Option<Box<ItemError>>,
     /// The pool slot it holds on the client it was routed to.
     pub slot: Slot,
-    /// A fidelity sample: the answer a combined call gave this (single) item, to compare with
-    /// the answer alone.
-    pub verify: Option<String>,
+    /// A fidelity sample: what a combined call gave this (single) item, to compare with the
+    /// answer alone.
+    pub(crate) verify: Option<Sample>,
 }
 
 impl Call {

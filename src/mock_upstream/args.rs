@@ -57,6 +57,10 @@ pub struct MockUpstreamArgs {
     /// (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub capacity: u32,
+    /// With `--capacity`: the most calls that may wait for a slot; one more is answered 503 at
+    /// once, as a server with a full queue (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub queue_limit: u32,
     /// Retry delay announced with an injected 429, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub retry_after_ms: u64,
@@ -92,6 +96,7 @@ impl Default for MockUpstreamArgs {
             misalign_rate: 0.0,
             wrong_answer_rate: 0.0,
             capacity: 0,
+            queue_limit: 0,
             retry_after_ms: 1_000,
             rpm: None,
             seed: 1,

@@ -161,6 +161,11 @@ impl Book {
         self.stats.prompts_answered += prompts;
     }
 
+    /// Calls waiting for a slot now (`--capacity`).
+    pub fn waiting(&self) -> u64 {
+        self.waiting
+    }
+
     /// A call starts waiting for a slot (`--capacity`).
     pub fn wait_for_slot(&mut self) {
         self.waiting += 1;

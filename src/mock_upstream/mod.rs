@@ -20,7 +20,8 @@
 //! - timeout: the reply is held for an hour, so the client's own timeout fires.
 //! - misalign and wrong answers (combined calls only): 200 with an object of answers whose ids
 //!   are shuffled, dropped, duplicated or renamed, or whose answers sit under the next id.
-//! - capacity: `--capacity N` serves N calls at once at the base latency; the rest wait in turn.
+//! - capacity: `--capacity N` serves N calls at once at the base latency; the rest wait in turn,
+//!   and with `--queue-limit M` a call that would be the M+1th waiting gets a 503 at once.
 //! - garble (combined calls only): 200 with a well-formed body whose text is prose or a bare
 //!   array of answers without ids, so ferry must fall back to sending the items one by one.
 //!
@@ -325,7 +326,14 @@ async fn respond(upstream: &Upstream, dialect: &impl Dialect, request: CallReque
             | Verdict::Fault(Fault::Server | Fault::Overloaded | Fault::Malformed | Fault::Dropped, _)
     );
     let _slot = match (&upstream.slots, works) {
-        (Some(slots), true) => Some(Slot::take(upstream, slots).await),
+        (Some(slots), true) => {
+            let limit = u64::from(upstream.args.queue_limit);
+            if slots.available_permits() == 0 && limit > 0 && upstream.book().waiting() >= limit {
+                upstream.book().outcomes().overloaded += 1;
+                return dialect.error(StatusCode::SERVICE_UNAVAILABLE, "queue full (--queue-limit)");
+            }
+            Some(Slot::take(upstream, slots).await)
+        }
         _ => None,
     };
     let mut response = match verdict {

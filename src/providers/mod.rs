@@ -59,6 +59,14 @@ impl Usage {
     pub fn total(&self) -> u32 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
+
+    /// This usage and `other`'s together.
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_add(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.saturating_add(other.completion_tokens),
+        }
+    }
 }
 
 /// A successful upstream answer.

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 pub mod adaptive;
+mod rates;
 mod upstream;
 mod window;
 

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::call::{Call, CallItems, Slot};
+use super::call::{Call, CallItems, Sample, Slot};
 use super::control::LanePatch;
 use super::item::{Answer, Item, ItemError, Withdrawal};
 use super::mailbox::Mailbox;
@@ -431,9 +431,12 @@ impl LlmClient {
         match call.items {
             CallItems::One(item) => {
                 self.release(ctx, &mut call.slot);
-                if let Some(combined) = verify {
-                    // A fidelity sample: the answer alone is the one the item gets.
-                    self.record_fidelity(item.lane, &model, combine::agrees(&combined, &reply.text));
+                let mut usage = usage;
+                if let Some(sample) = verify {
+                    // A fidelity sample: the answer alone is the one the item gets, and it cost
+                    // both calls.
+                    self.record_fidelity(item.lane, &model, combine::agrees(&sample.combined, &reply.text));
+                    usage = usage.plus(sample.usage);
                 }
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
@@ -455,13 +458,14 @@ impl LlmClient {
                 let mut shares = share_usage(usage, answered).into_iter();
                 // Items to send alone: unanswered ones, and fidelity samples with the combined
                 // answer to compare.
-                let mut alone: Vec<(Item, Option<String>)> = Vec::new();
+                let mut alone: Vec<(Item, Option<Sample>)> = Vec::new();
                 let mut unanswered = 0;
                 for (item, answer) in items.into_iter().zip(answers) {
-                    let share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
+                    let verify_share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
                     match answer {
-                        Some(text) if share > 0.0 && self.sample(&item, &model, share) => {
-                            alone.push((item, Some(text)))
+                        Some(text) if verify_share > 0.0 && self.sample(&item, &model, verify_share) => {
+                            let usage = shares.next().unwrap_or_default();
+                            alone.push((item, Some(Sample { combined: text, usage })))
                         }
                         Some(text) => {
                             let share = shares.next().unwrap_or_default();
@@ -482,7 +486,7 @@ impl LlmClient {
                 if alone.is_empty() {
                     self.release(ctx, &mut call.slot);
                 } else {
-                    let (items, verify): (Vec<Item>, Vec<Option<String>>) = alone.into_iter().unzip();
+                    let (items, verify): (Vec<Item>, Vec<Option<Sample>>) = alone.into_iter().unzip();
                     let call = Call { items: CallItems::Combined(items), ..call };
                     for (mut single, verify) in call.into_singles().into_iter().zip(verify) {
                         single.verify = verify;
