@@ -156,3 +156,56 @@ async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch()
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(mock.stats().requests - before, 2);
 }
+
+/// An upstream in front of `mock` that passes combined calls (they carry a `response_format`)
+/// and answers every single call 500: the fidelity samples' calls alone fail.
+fn failing_alone(mock: &ferry::mock_upstream::MockUpstreamHandle) -> (actix_web::dev::ServerHandle, String) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let target = format!("{}/chat/completions", mock.base_url());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let url = format!("http://{}/v1", listener.local_addr().expect("its address"));
+    let server = HttpServer::new(move || {
+        let target = target.clone();
+        App::new().route(
+            "/v1/chat/completions",
+            web::post().to(move |body: web::Json<serde_json::Value>| {
+                let target = target.clone();
+                async move {
+                    if body.get("response_format").is_none() {
+                        return HttpResponse::InternalServerError().body("single calls fail here");
+                    }
+                    let reply = reqwest::Client::new().post(&target).json(&*body).send().await;
+                    match reply {
+                        Ok(reply) => HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(reply.bytes().await.unwrap_or_default()),
+                        Err(_) => HttpResponse::BadGateway().finish(),
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listens")
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (handle, url)
+}
+
+#[actix_rt::test]
+async fn a_sample_whose_call_alone_fails_keeps_its_combined_answer() {
+    let mock = mock(0.0);
+    let (proxy, url) = failing_alone(&mock);
+    let upstream = ferry::config::UpstreamConfig { max_retries: 0, ..fast_upstream("mock", &url) };
+    let config = engine_config(sampled_lane(LowFidelity::Warn), vec![upstream]);
+    let engine = Engine::start(&config).expect("engine starts");
+
+    // Every item is sampled and every call alone fails: each keeps its right combined answer.
+    assert_right(&run(&engine, 0, 8).await, 0);
+    let status = status_when(&engine, |s| s.failed >= 8).await;
+    assert!(status.fidelity.first().is_none_or(|f| f.samples == 0), "{status:?}");
+    assert_eq!(mock.stats().requests, 2, "only the two combined calls reached the mock");
+    proxy.stop(true).await;
+}
