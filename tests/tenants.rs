@@ -233,3 +233,57 @@ async fn a_tenants_batch_job_is_paced_to_its_budget_not_refused() {
     }
     server.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_paced_tenant_batch_job_still_expires_on_time() {
+    // 4 prompts a minute, 10 lines, a 3-second window: 4 run at once, the other 6 wait for the
+    // budget (about a minute) — but the job's window ends first. The job expires at its end, not
+    // when the budget has room, and each of the 6 unsent lines ends in an error.
+    let server = server(vec![tenant("acme", Some(4), None, None)], 0);
+    let lines: Vec<String> = (1..=10)
+        .map(|i| {
+            json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "mock", "messages": [{"role": "user", "content": format!("question {i}")}]}})
+            .to_string()
+        })
+        .collect();
+    let file = upload_batch(&server.base, Some(ACME_1), (lines.join("\n") + "\n").as_bytes()).await;
+    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "3s"});
+    let started = Instant::now();
+    let response = client().post(server.url("/v1/batches")).bearer_auth(ACME_1).json(&body);
+    let (status, batch) = json_of(response.send().await.expect("create")).await;
+    assert_eq!(status, 200, "{batch}");
+    let id = batch["id"].as_str().expect("id").to_string();
+    let batch = loop {
+        let response = client().get(server.url(&format!("/v1/batches/{id}"))).bearer_auth(ACME_1).send();
+        let (status, batch) = json_of(response.await.expect("get")).await;
+        assert_eq!(status, 200, "{batch}");
+        if batch["status"] == "expired" {
+            break batch;
+        }
+        assert_ne!(batch["status"], "completed", "the budget was not kept: {batch}");
+        assert!(started.elapsed() < Duration::from_secs(20), "a paced job outlived its window: {batch}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_secs(2), "expired before its window ended: {batch}");
+    let counts = &batch["request_counts"];
+    assert_eq!(
+        (counts["total"].as_u64(), counts["completed"].as_u64(), counts["failed"].as_u64()),
+        (Some(10), Some(4), Some(6)),
+        "{batch}"
+    );
+    // The unsent lines are in the error file, each naming the expiry.
+    let errors = batch["error_file_id"].as_str().expect("an error file");
+    let response =
+        client().get(server.url(&format!("/v1/files/{errors}/content"))).bearer_auth(ACME_1).send();
+    let text = response.await.expect("errors").text().await.expect("error text");
+    let codes: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).expect("an error line");
+            line["error"]["code"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(codes, vec!["batch_expired".to_string(); 6], "{text}");
+    server.stop().await;
+}

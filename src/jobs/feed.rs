@@ -17,10 +17,10 @@ use super::db::PendingItem;
 use super::error::JobError;
 use super::model::{Job, JobStatus, LineError, RequestCounts};
 use super::output::Done;
+use super::pacing::{PACED_WAIT, Pacing, Paid};
 use super::worker::{Finalize, GetJob, JobWorker, Pending, Record, SetStatus, Validate};
 use super::{JobProgress, Signal, unix_now};
 use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, SubmitError, Withdrawal};
-use crate::tenants::{Cost, Held, Refused};
 
 /// Outcomes stored per transaction.
 const FLUSH_LOT: usize = 512;
@@ -97,14 +97,8 @@ impl Feed {
         // expiry withdraw what the engine still holds of it.
         let owner = job.owner.clone().unwrap_or_else(|| Origin::LOCAL.to_string());
         let origin = Origin::with_deadline(owner, job.id.clone(), expires);
-        // A tenant's job is paced to its budget and `max_queued` instead of refused: it holds
-        // room for what it has in the engine and takes from the budget per submission.
-        let tenants = self.engine.tenants().clone();
-        let tenant = job.owner.as_deref().and_then(|owner| tenants.by_owner(owner)).cloned();
-        let mut held: Option<Held> = None;
-        // Budget taken for prompts a full lane then refused: spent first on the next submission,
-        // so offering a chunk again and again to a full lane does not use the budget up.
-        let mut paid = Cost::default();
+        // A tenant's job is paced to its budget and `max_queued` instead of refused.
+        let mut pacing = Pacing::of(self.engine.tenants(), job.owner.as_deref());
         let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
@@ -132,16 +126,11 @@ impl Feed {
                 }
                 let mut limit = chunk.min(self.max_in_flight - in_flight);
                 let mut room = None;
-                let mut room_cost = None;
-                if let Some(tenant) = &tenant {
-                    let rpm =
-                        tenant.config().rpm.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-                    let hold = tenants.hold_up_to(tenant, limit.min(rpm));
-                    if hold.count() == 0 {
-                        tenants.count_paced(tenant);
-                        retry_at = Some(Instant::now() + FULL_LANE_WAIT);
+                if let Some(pacing) = &pacing {
+                    let Some(hold) = pacing.hold(limit) else {
+                        retry_at = Some(Instant::now() + PACED_WAIT);
                         break;
-                    }
+                    };
                     limit = hold.count();
                     room = Some(hold);
                 }
@@ -158,49 +147,28 @@ impl Feed {
                     continue;
                 }
                 let count = prompts.len();
-                if let (Some(tenant), Some(hold)) = (&tenant, room.as_mut()) {
-                    hold.release(hold.count().saturating_sub(count));
-                    let tokens = prompts.iter().map(Prompt::estimated_tokens).sum();
-                    let max_tokens = tenant.config().tpm.unwrap_or(u64::MAX);
-                    if tokens > max_tokens && count > 1 {
-                        // More than a minute of the tenant's tokens: offer a part that fits.
-                        cursor = before;
-                        chunk = usize::try_from(max_tokens.saturating_mul(count as u64) / tokens)
-                            .unwrap_or(1)
-                            .max(1);
-                        continue;
+                let mut room_cost = None;
+                if let (Some(pacing), Some(hold)) = (pacing.as_mut(), room.as_mut()) {
+                    match pacing.pay(hold, &prompts).await {
+                        Paid::Go(cost) => room_cost = Some(cost),
+                        Paid::Smaller(fits) => {
+                            cursor = before;
+                            chunk = fits;
+                            continue;
+                        }
+                        Paid::Wait(wait) => {
+                            tracing::debug!(event = "batch_job_paced", batch = %job.id, tenant = pacing.tenant(), wait_ms = wait.as_millis() as u64);
+                            cursor = before;
+                            retry_at = Some(Instant::now() + wait);
+                            break;
+                        }
                     }
-                    let cost = Cost { prompts: count as u64, tokens };
-                    let owed = Cost {
-                        prompts: cost.prompts.saturating_sub(paid.prompts),
-                        tokens: cost.tokens.saturating_sub(paid.tokens),
-                    };
-                    let taken =
-                        if owed == Cost::default() { Ok(()) } else { tenants.take(tenant, owed).await };
-                    if let Err(refused) = taken {
-                        let wait = match refused {
-                            Refused::Over { retry_after, .. } => retry_after.max(FULL_LANE_WAIT),
-                            Refused::Unavailable(_) => Duration::from_secs(1),
-                        };
-                        tracing::debug!(event = "batch_job_paced", batch = %job.id, tenant = tenant.name(), wait_ms = wait.as_millis() as u64);
-                        cursor = before;
-                        retry_at = Some(Instant::now() + wait);
-                        break;
-                    }
-                    paid = Cost {
-                        prompts: paid.prompts.saturating_sub(cost.prompts),
-                        tokens: paid.tokens.saturating_sub(cost.tokens),
-                    };
-                    room_cost = Some(cost);
                 }
                 match self.engine.submit_from(&job.lane, &origin, prompts).await {
                     Ok(mut submission) => {
                         in_flight += count;
-                        if let Some(hold) = room.take() {
-                            match held.as_mut() {
-                                Some(held) => held.absorb(hold),
-                                None => held = Some(hold),
-                            }
+                        if let (Some(pacing), Some(hold)) = (pacing.as_mut(), room.take()) {
+                            pacing.keep(hold);
                         }
                         let tx = tx.clone();
                         actix::spawn(async move {
@@ -216,9 +184,8 @@ impl Feed {
                         // least one item) after a short wait, so a small lane still drains.
                         cursor = before;
                         chunk = capacity.saturating_sub(held).clamp(1, READ_CHUNK);
-                        if let Some(cost) = room_cost {
-                            paid.prompts += cost.prompts;
-                            paid.tokens += cost.tokens;
+                        if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
+                            pacing.refund(cost);
                         }
                         retry_at = Some(Instant::now() + FULL_LANE_WAIT);
                     }
@@ -263,8 +230,8 @@ impl Feed {
             tokio::select! {
                 Some((line, custom_id, outcome)) = rx.recv() => {
                     in_flight = in_flight.saturating_sub(1);
-                    if let Some(held) = held.as_mut() {
-                        held.release(1);
+                    if let Some(pacing) = pacing.as_mut() {
+                        pacing.release_one();
                     }
                     match outcome {
                         // Not the item's fault: it stays pending and runs on the next start.

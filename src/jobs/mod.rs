@@ -21,6 +21,7 @@ pub mod input;
 pub mod line;
 pub mod model;
 mod output;
+mod pacing;
 mod runner;
 mod worker;
 
