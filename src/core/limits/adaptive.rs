@@ -13,8 +13,10 @@
 //!   noise pooled over the limits measured more than once.
 //!
 //! When the client kept every call allowed in flight, the limit grows by one if under half a call
-//! waits, or if this limit pays (the last call added still buys answers), or, to try it, if the
-//! limit above has been tried for fewer than [`PROBES`] windows and calls do not clearly queue.
+//! waits, or if this limit pays (the last call added still buys answers), or, while calls do not
+//! clearly queue, if the limit above measured better than this one or, to try it, has been tried
+//! for fewer than [`PROBES`] windows. A window with fewer calls out than allowed never grows it,
+//! and shrinks it only when the calls that were out clearly queued.
 //! The rate rules are for servers whose slots share the same cores (llama.cpp on a CPU): each
 //! call added there makes every call slower, which reads as queueing, while the answers per second
 //! still grow up to the slots; and for calls of uneven cost, whose fastest answer makes a poor
@@ -118,34 +120,43 @@ impl AdaptiveLimit {
             return false;
         }
         let average = (self.latency_sum / u32::try_from(self.samples).unwrap_or(u32::MAX)).as_secs_f64();
-        let used_all = self.busiest >= self.limit;
+        let busiest = self.busiest;
         self.reset_window();
-        let changed = self.decide(average, used_all);
+        let changed = self.decide(average, busiest);
         // Calls now out were sent under this limit and may be answered under the next; after a
         // change, the queue takes one more turn of the new limit to settle.
         self.stale = in_flight.saturating_sub(1) + if changed { self.limit } else { 0 };
         changed
     }
 
-    /// The end of a window: `average` latency in seconds, `used_all` if the client kept every call
-    /// allowed in flight at some point.
-    fn decide(&mut self, average: f64, used_all: bool) -> bool {
+    /// The end of a window: `average` latency in seconds, `busiest` the most calls the client kept
+    /// in flight (all it was allowed, or fewer).
+    fn decide(&mut self, average: f64, busiest: usize) -> bool {
+        let used_all = busiest >= self.limit;
         let Some(base) = self.base.filter(|b| !b.is_zero()) else {
             // Zero latency (an in-process mock): no queue to measure; grow while used.
             return used_all && self.set(self.limit + 1);
         };
-        let waiting = self.limit as f64 * (1.0 - base.as_secs_f64() / average.max(f64::MIN_POSITIVE));
+        let queued = 1.0 - base.as_secs_f64() / average.max(f64::MIN_POSITIVE);
         if !used_all {
-            // Fewer calls than allowed: no rate for this limit, and no reason to grow.
+            // Fewer calls than allowed: no rate for this limit, and no reason to grow. Only the
+            // calls that were out can have waited.
+            let waiting = busiest as f64 * queued;
             return waiting >= SHRINK_AT && self.set(self.limit.saturating_sub(1));
         }
+        let waiting = self.limit as f64 * queued;
         self.rates.record(self.limit, self.limit as f64 / average.max(f64::MIN_POSITIVE));
         let paid = self.rates.pays(self.limit);
+        // The limit above already measured better than this one, and calls do not clearly queue:
+        // go back to it (after a cut, or a visit down). Without this, calls of uneven cost —
+        // whose lowest latency makes every window look a little queued — would hold at a low
+        // limit whose own rate cannot say grow (at one call there is no limit below to beat).
+        let above_pays = waiting < SHRINK_AT && self.rates.pays(self.limit + 1);
         // The limit above is tried, for [`PROBES`] windows, while calls do not clearly queue:
         // latencies that vary from call to call make the lowest one seen a poor no-load latency,
         // so the estimate of waiting calls alone would stop short of the slots.
         let untried = waiting < SHRINK_AT && self.rates.windows(self.limit + 1) < PROBES;
-        if waiting < GROW_BELOW || paid || untried {
+        if waiting < GROW_BELOW || paid || untried || above_pays {
             self.set(self.limit + 1)
         } else if waiting >= SHRINK_AT && !paid {
             self.set(self.limit.saturating_sub(1))
@@ -222,6 +233,8 @@ mod tests {
         /// Call numbers answered 503 instead (by the order they end).
         overloaded: std::ops::Range<u64>,
         ended: u64,
+        /// Calls the client has to send: it keeps at most this many in flight, whatever the limit.
+        demand: usize,
     }
 
     impl Server {
@@ -238,6 +251,7 @@ mod tests {
                 answered: 0,
                 overloaded: 0..0,
                 ended: 0,
+                demand: usize::MAX,
             }
         }
 
@@ -277,7 +291,7 @@ mod tests {
         fn run(&mut self, limit: &mut AdaptiveLimit, until_ms: u64) -> Vec<usize> {
             let mut seen = vec![limit.limit()];
             while self.now < until_ms as f64 * 1000.0 {
-                while self.in_flight() < limit.limit() {
+                while self.in_flight() < limit.limit().min(self.demand) {
                     self.send();
                 }
                 // The next call to end, and how long its work left takes with the others running.
@@ -394,6 +408,50 @@ mod tests {
         assert!(lowest < before / 2, "backed off only to {lowest} from {before}: {seen:?}");
         server.run(&mut limit, 40_000);
         assert!((8..=10).contains(&limit.limit()), "recovered only to {}", limit.limit());
+    }
+
+    #[test]
+    fn calls_of_uneven_cost_recover_from_a_burst_of_overloads() {
+        // With latencies of 40–360 ms the lowest seen is a fifth of the typical one, so at one
+        // call the waiting estimate alone never says grow: what the limits above measured must.
+        for seed in 1..=5 {
+            let mut server = Server::new(8, 200).jitter(0.8);
+            server.rng = fastrand::Rng::with_seed(seed);
+            let mut limit = AdaptiveLimit::new(2, 1, 256);
+            server.run(&mut limit, 30_000);
+            server.overloaded = server.ended + 1..server.ended + 41;
+            let seen = server.run(&mut limit, 33_000);
+            assert!(seen.contains(&1) || seen.contains(&2), "seed {seed}: not cut low: {seen:?}");
+            server.run(&mut limit, 60_000);
+            let answered = server.answered;
+            server.run(&mut limit, 90_000);
+            let rate = (server.answered - answered) as f64 / 30.0 / server.best_rate();
+            assert!(rate >= 0.9, "seed {seed}: {rate:.2} of the best after the burst, at {}", limit.limit());
+        }
+    }
+
+    #[test]
+    fn a_quiet_spell_does_not_leave_it_at_one() {
+        // The client's callers keep only two calls out for a minute, then demand comes back:
+        // the limit must not have been talked down to one for good by the quiet windows.
+        for seed in 1..=5 {
+            let mut server = Server::new(8, 200).jitter(0.7);
+            server.rng = fastrand::Rng::with_seed(seed);
+            let mut limit = AdaptiveLimit::new(2, 1, 256);
+            server.run(&mut limit, 30_000);
+            server.demand = 2;
+            server.run(&mut limit, 90_000);
+            server.demand = usize::MAX;
+            server.run(&mut limit, 120_000);
+            let answered = server.answered;
+            server.run(&mut limit, 150_000);
+            let rate = (server.answered - answered) as f64 / 30.0 / server.best_rate();
+            assert!(
+                rate >= 0.9,
+                "seed {seed}: {rate:.2} of the best after a quiet minute, at {}",
+                limit.limit()
+            );
+        }
     }
 
     #[test]
