@@ -157,6 +157,23 @@ async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch()
     assert_eq!(mock.stats().requests - before, 2);
 }
 
+#[actix_rt::test]
+async fn a_lane_set_back_to_combined_and_still_low_is_switched_again() {
+    let mock = mock(1.0);
+    let config =
+        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
+    let engine = Engine::start(&config).expect("engine starts");
+    assert_right(&run(&engine, 0, 40).await, 0);
+    assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Fanout);
+
+    // Set back by hand, its combined answers are still all wrong: judged again on the new
+    // items (the old ones' late samples do not count), it goes back to fanout.
+    let patch = LanePatch { mode: Some(Mode::Combined), ..LanePatch::default() };
+    engine.update_lane(LANE, patch).await.expect("valid patch");
+    assert_right(&run(&engine, 100, 40).await, 100);
+    assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Fanout);
+}
+
 /// An upstream in front of `mock` that passes combined calls (they carry a `response_format`)
 /// and answers every single call 500: the fidelity samples' calls alone fail.
 fn failing_alone(mock: &ferry::mock_upstream::MockUpstreamHandle) -> (actix_web::dev::ServerHandle, String) {

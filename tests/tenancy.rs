@@ -1,6 +1,6 @@
 //! Combined calls never mix owners or parameters: two API keys send into a combined lane at
-//! once, with different temperatures and reply budgets; a mock upstream over a socket records
-//! every call it receives.
+//! once, with different temperatures and reply budgets, and prompts with stop sequences go
+//! alone; a mock upstream over a socket records every call it receives.
 
 mod common;
 
@@ -36,8 +36,11 @@ async fn a_combined_call_carries_one_owners_prompts_with_one_set_of_parameters()
     let send = |key: &'static str, who: &'static str, n: usize, temperature: f64, max_tokens: u32| {
         let url = server.url("/v1/chat/completions");
         async move {
-            let body = json!({"model": "m", "temperature": temperature, "max_tokens": max_tokens,
+            let mut body = json!({"model": "m", "temperature": temperature, "max_tokens": max_tokens,
                 "messages": [{"role": "user", "content": format!("{who}-{n}")}]});
+            if who.ends_with("stop") {
+                body["stop"] = json!(["\n"]);
+            }
             let response =
                 client().post(url).bearer_auth(key).header("x-ferry-priority", "high").json(&body).send();
             let (status, reply) = json_of(response.await.expect("chat")).await;
@@ -49,8 +52,11 @@ async fn a_combined_call_carries_one_owners_prompts_with_one_set_of_parameters()
         all.push(actix_rt::spawn(send(KEY_A, "a", n, 0.2, 10)));
         all.push(actix_rt::spawn(send(KEY_B, "b", n, 0.9, 30)));
     }
-    // One more from A at another temperature: it may not share a call with A's others.
+    // One more from A at another temperature: it may not share a call with A's others. And two
+    // with a stop sequence, which would cut a combined reply: each goes alone.
     all.push(actix_rt::spawn(send(KEY_A, "a-hot", 0, 1.3, 10)));
+    all.push(actix_rt::spawn(send(KEY_A, "a-stop", 0, 0.2, 10)));
+    all.push(actix_rt::spawn(send(KEY_A, "a-stop", 1, 0.2, 10)));
     for task in all {
         task.await.expect("sender ran");
     }
@@ -69,6 +75,12 @@ async fn a_combined_call_carries_one_owners_prompts_with_one_set_of_parameters()
             prompts.iter().all(|p| owner(p) == owner(&prompts[0])),
             "two owners in one call: {prompts:?}"
         );
+        if prompts[0].starts_with("a-stop") {
+            assert_eq!((prompts.len(), call.stop.clone()), (1, vec!["\n".to_string()]), "{prompts:?}");
+            assert!(call.response_format.is_none(), "a call alone: {prompts:?}");
+        } else {
+            assert!(call.stop.is_empty(), "{prompts:?}");
+        }
         let (temperature, per_item) = match prompts[0].as_str() {
             p if p.starts_with("a-hot") => (1.3, 10),
             p if p.starts_with('a') => (0.2, 10),
@@ -85,7 +97,7 @@ async fn a_combined_call_carries_one_owners_prompts_with_one_set_of_parameters()
             "the budget is the items' own: {prompts:?}"
         );
     }
-    assert_eq!(prompts_seen, 13, "every prompt reached the upstream once: {calls:?}");
+    assert_eq!(prompts_seen, 15, "every prompt reached the upstream once: {calls:?}");
     assert!(combined_calls >= 2, "the lane combined each owner's prompts: {} calls", calls.len());
     server.stop().await;
 }

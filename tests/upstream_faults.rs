@@ -103,6 +103,40 @@ async fn sent_failures_are_not_retried_when_retry_after_send_is_off() {
 }
 
 #[actix_rt::test]
+async fn a_failed_combined_call_is_not_sent_again_item_by_item_when_retry_after_send_is_off() {
+    let mock = start_mock(MockUpstreamArgs { error_rate: 1.0, ..mock_args() });
+    let upstream = UpstreamConfig {
+        max_retries: 3,
+        retry_after_send: false,
+        ..fast_upstream("flaky", &mock.base_url())
+    };
+    let config = engine_config(quick_lane(Mode::Combined, 4), vec![upstream]);
+    let engine = Engine::start(&config).expect("engine starts");
+    let outcomes = run(&engine, prompts(8)).await;
+    assert_failed_after(&outcomes, "server", 1);
+    assert_eq!(mock.stats().requests, 2, "two combined calls of 4, neither sent again alone");
+}
+
+#[actix_rt::test]
+async fn a_sent_failure_does_not_move_to_another_upstream_when_retry_after_send_is_off() {
+    let failing = start_mock(MockUpstreamArgs { error_rate: 1.0, ..mock_args() });
+    let healthy = start_mock(mock_args());
+    let no_resend = |u| UpstreamConfig { retry_after_send: false, ..u };
+    let upstreams = vec![
+        no_resend(fast_upstream("flaky", &failing.base_url())),
+        no_resend(fast_upstream("healthy", &healthy.base_url())),
+    ];
+    let config = engine_config(quick_lane(Mode::Fanout, 100), upstreams);
+    let engine = Engine::start(&config).expect("engine starts");
+    let outcomes = run(&engine, prompts(40)).await;
+    let failed = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+    // Every call the failing upstream took ends there; none is sent again to the healthy one.
+    assert_eq!(failed, failing.stats().requests, "{outcomes:?}");
+    assert_eq!(healthy.stats().requests, 40 - failed);
+    assert!(failed > 0, "the failing upstream took some calls");
+}
+
+#[actix_rt::test]
 async fn occasional_server_errors_are_retried_until_every_item_succeeds() {
     // P(one item fails 9 calls in a row) = 0.3^9 ≈ 2e-5: the draws are seeded, so this is stable.
     let args = MockUpstreamArgs { error_rate: 0.3, ..mock_args() };

@@ -310,9 +310,34 @@ pub fn agrees(combined: &str, alone: &str) -> bool {
     normalise(combined) == normalise(alone)
 }
 
+/// Whether `agreed` of `samples` is under `min_fidelity`: once there are `enough` samples, their
+/// share; before, as soon as so many disagree that the first `enough` cannot reach it. Counted in
+/// whole agreements, so 16 of 20 meets 0.8 however the product rounds.
+pub fn fidelity_low(min_fidelity: f64, samples: u64, agreed: u64, enough: u64) -> bool {
+    let agreed = agreed.min(samples);
+    let at_best = if samples >= enough { agreed } else { enough - (samples - agreed) };
+    (at_best as f64) < min_fidelity * samples.max(enough) as f64 - 1e-9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fidelity_is_low_once_the_first_twenty_cannot_reach_it_or_the_share_is_under() {
+        // 0.8 of 20 is 16: four disagreements meet it, five do not — before or at twenty.
+        assert!(!fidelity_low(0.8, 4, 0, 20));
+        assert!(fidelity_low(0.8, 5, 0, 20));
+        assert!(!fidelity_low(0.8, 20, 16, 20));
+        assert!(fidelity_low(0.8, 20, 15, 20));
+        // Past twenty, the share: 0.9 of 30 is 27, 0.95 of 40 is 38.
+        assert!(!fidelity_low(0.9, 30, 27, 20) && fidelity_low(0.9, 30, 26, 20));
+        assert!(!fidelity_low(0.95, 40, 38, 20) && fidelity_low(0.95, 40, 37, 20));
+        assert!(!fidelity_low(0.9, 2, 0, 20) && fidelity_low(0.9, 3, 0, 20));
+        // Nothing is low at 0; everything that disagrees at all is at 1.
+        assert!(!fidelity_low(0.0, 20, 0, 20));
+        assert!(fidelity_low(1.0, 1, 0, 20) && !fidelity_low(1.0, 20, 20, 20));
+    }
 
     fn answered(texts: &[&str]) -> Vec<Option<String>> {
         texts.iter().map(|t| Some(t.to_string())).collect()

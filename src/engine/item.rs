@@ -157,10 +157,13 @@ impl Prompt {
         )
     }
 
-    /// Whether this prompt can share a combined call: a single user message and no reply format
-    /// of its own (a combined reply has the format that packs the answers).
+    /// Whether this prompt can share a combined call: a single user message, no reply format of
+    /// its own (a combined reply has the format that packs the answers) and no stop sequences
+    /// (they would cut the combined reply, not this prompt's answer).
     pub fn combinable(&self) -> bool {
-        self.response_format.is_none() && matches!(self.messages.as_slice(), [m] if m.role == Role::User)
+        self.response_format.is_none()
+            && self.stop.is_empty()
+            && matches!(self.messages.as_slice(), [m] if m.role == Role::User)
     }
 
     /// Whether two prompts ask for answers the same way: same model and sampling parameters, so

@@ -38,7 +38,7 @@ impl LlmClient {
             ProviderError::Rejected { .. } => self.give_up(ctx, call, error, false),
             // A bug does not go away on retry; another upstream (another provider) may do.
             ProviderError::Panicked { .. } => self.give_up(ctx, call, error, true),
-            error if error.sent() && !self.config.retry_after_send => self.give_up(ctx, call, error, true),
+            error if error.sent() && !self.config.retry_after_send => self.fail_sent(ctx, call, error),
             error => self.retry(ctx, call, error, now),
         }
     }
@@ -180,6 +180,19 @@ impl LlmClient {
         // The next upstream gets its own full set of retries.
         (call.retries, call.rate_limited, call.overloaded) = (0, 0, 0);
         self.pool.do_send(Reroute { from: self.index, calls: vec![call], final_failure: true });
+    }
+
+    /// `retry_after_send = false` and the call may have run upstream: it is not sent again — not
+    /// here, not on another upstream, and a combined call's items not one by one — so its items
+    /// end in the error (a fidelity sample keeps its combined answer).
+    fn fail_sent(&mut self, ctx: &mut Context<Self>, mut call: Call, error: ProviderError) {
+        let CallItems::Combined(items) = &call.items else {
+            return self.give_up(ctx, call, error, false);
+        };
+        let attempts = items.iter().map(|item| item.attempts).max().unwrap_or(1);
+        tracing::debug!(event = "failed", upstream = %self.name, error = error.kind(), attempts, items = items.len());
+        self.release(ctx, &mut call.slot);
+        call.fail(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts });
     }
 
     /// Hands calls to the pool to run on another upstream (or come back here if none can).

@@ -102,9 +102,13 @@ impl LaneInfo {
 /// Fidelity samples of one lane and model.
 #[derive(Default)]
 struct Fidelity {
+    /// Every sample, for the metrics.
     agreed: u64,
     samples: u64,
-    /// When it fell under the lane's `min_fidelity` (it is acted on once).
+    /// The samples the next verdict judges: those of items accepted after the last one.
+    round_agreed: u64,
+    round_samples: u64,
+    /// When it last fell under the lane's `min_fidelity`.
     low_since: Option<Instant>,
 }
 
@@ -435,7 +439,8 @@ impl LlmClient {
                 if let Some(sample) = verify {
                     // A fidelity sample: the answer alone is the one the item gets, and it cost
                     // both calls.
-                    self.record_fidelity(item.lane, &model, combine::agrees(&sample.combined, &reply.text));
+                    let agreed = combine::agrees(&sample.combined, &reply.text);
+                    self.record_fidelity(&item, &model, agreed);
                     usage = usage.plus(sample.usage);
                 }
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
@@ -531,33 +536,36 @@ impl LlmClient {
         entry.samples < FIDELITY_MIN_SAMPLES || formed_before_switch || fastrand::f64() < share
     }
 
-    /// Counts a fidelity sample of `lane` and `model`; once enough samples agree too rarely, warns
-    /// and, with `on_low_fidelity = "fanout"`, asks the supervisor to switch the lane to fanout.
-    fn record_fidelity(&mut self, lane: usize, model: &Arc<str>, agreed: bool) {
-        let entry = self.fidelity.entry((lane, Arc::clone(model))).or_default();
+    /// Counts a fidelity sample of `item`'s lane and `model`; once enough samples agree too
+    /// rarely, warns and, with `on_low_fidelity = "fanout"`, asks the supervisor to switch the lane
+    /// to fanout. A verdict starts a new round: samples of items accepted before it count in the
+    /// totals only, so a lane that stays low (`warn`, or set back to combined by hand) is judged
+    /// again on new items, at most once per [`FIDELITY_MIN_SAMPLES`] of them.
+    fn record_fidelity(&mut self, item: &Item, model: &Arc<str>, agreed: bool) {
+        let entry = self.fidelity.entry((item.lane, Arc::clone(model))).or_default();
         entry.samples += 1;
         entry.agreed += u64::from(agreed);
-        let Some(info) = self.lanes.get(lane) else { return };
+        let Some(info) = self.lanes.get(item.lane) else { return };
         tracing::debug!(event = "fidelity_sample", upstream = %self.name, lane = %info.name, model = %model, agreed);
-        // Under `min_fidelity` after enough samples, or already so many disagreements that the
-        // first [`FIDELITY_MIN_SAMPLES`] cannot reach it: no need to wait for the rest.
-        let disagreed = (entry.samples - entry.agreed) as f64;
-        let low = if entry.samples >= FIDELITY_MIN_SAMPLES {
-            (entry.agreed as f64) < info.min_fidelity * entry.samples as f64
-        } else {
-            disagreed > (1.0 - info.min_fidelity) * FIDELITY_MIN_SAMPLES as f64
-        };
-        if !low || entry.low_since.is_some() {
+        if entry.low_since.is_some_and(|t| item.accepted_at < t) {
+            return;
+        }
+        entry.round_samples += 1;
+        entry.round_agreed += u64::from(agreed);
+        let (samples, right) = (entry.round_samples, entry.round_agreed);
+        if !combine::fidelity_low(info.min_fidelity, samples, right, FIDELITY_MIN_SAMPLES) {
             return;
         }
         entry.low_since = Some(Instant::now());
+        entry.round_samples = 0;
+        entry.round_agreed = 0;
         tracing::warn!(
             event = "low_fidelity",
             upstream = %self.name,
             lane = %info.name,
             model = %model,
-            agreed = entry.agreed,
-            samples = entry.samples,
+            agreed = right,
+            samples,
             min_fidelity = info.min_fidelity,
             action = info.on_low_fidelity.name(),
             "combined answers agree with the answers alone too rarely"
