@@ -72,6 +72,13 @@ async fn garbled_combined_reply_is_retried_item_by_item() {
     assert_eq!(stats.outcomes.garbled, 4, "each of the 4 batches got a bad reply: {stats:?}");
     assert_eq!(stats.requests, 4 + 20, "4 combined calls, then one call per item: {stats:?}");
     assert_eq!(stats.prompts_answered, 20, "{stats:?}");
+    // The garbled calls' tokens are not lost: every token the upstream reported is in exactly one
+    // item's usage (each garbled call's in the first of its items sent alone).
+    let (prompt, completion) = outcomes.iter().flatten().fold((0, 0), |(p, c), answer| {
+        (p + u64::from(answer.usage.prompt_tokens), c + u64::from(answer.usage.completion_tokens))
+    });
+    let status = status_when(&engine, "mock", |s| s.ok == stats.requests).await;
+    assert_eq!((prompt, completion), (status.prompt_tokens, status.completion_tokens), "{status:?}");
 }
 
 /// The upstream's status once `done` holds for it, polled until a deadline (the client reports

@@ -381,6 +381,9 @@ pub(crate) struct Item {
     pub attempts: u32,
     /// Times it came home from a failed holder.
     pub requeues: u32,
+    /// Tokens of calls made for it that gave no answer (a combined reply nothing could be read
+    /// from), added to its answer's usage so every token reported lands in some item.
+    pub spent: Usage,
     /// The batch it went out in, once released.
     pub batch: Option<Arc<BatchTracker>>,
     reply: Option<Reply>,
@@ -406,6 +409,7 @@ impl Item {
             accepted_at: Instant::now(),
             attempts: 0,
             requeues: 0,
+            spent: Usage::default(),
             batch: None,
             reply: Some(reply),
             shared: Arc::clone(shared),
@@ -465,6 +469,7 @@ impl Drop for Item {
             accepted_at: self.accepted_at,
             attempts: self.attempts,
             requeues: self.requeues + 1,
+            spent: self.spent,
             batch: None,
             reply: Some(reply),
             shared: Arc::clone(&self.shared),

@@ -176,6 +176,7 @@ impl AdaptiveLimit {
     /// A call dropped by the upstream (429, 503, timeout), with `in_flight` calls running when it
     /// ended. Returns whether the limit changed.
     pub fn on_drop(&mut self, in_flight: usize) -> bool {
+        self.stale = self.stale.saturating_sub(1);
         if self.forgive > 0 {
             self.forgive -= 1;
             return false;
@@ -188,6 +189,13 @@ impl AdaptiveLimit {
             self.stale = self.forgive;
         }
         changed
+    }
+
+    /// A call ended in a failure that says nothing about load (a 500, a refused connection): it
+    /// is one fewer of the calls still out from before a cut or a window's close.
+    pub fn on_other(&mut self) {
+        self.forgive = self.forgive.saturating_sub(1);
+        self.stale = self.stale.saturating_sub(1);
     }
 
     fn reset_window(&mut self) {
@@ -463,6 +471,18 @@ mod tests {
             assert!(!limit.on_drop(15));
         }
         assert_eq!(limit.limit(), 12);
+        assert!(limit.on_drop(12));
+        assert_eq!(limit.limit(), 9);
+    }
+
+    #[test]
+    fn other_failures_use_up_what_is_forgiven() {
+        let mut limit = AdaptiveLimit::new(16, 1, 256);
+        assert!(limit.on_drop(16));
+        // The 15 calls out at the cut end in 500s: the next 503 is news.
+        for _ in 0..15 {
+            limit.on_other();
+        }
         assert!(limit.on_drop(12));
         assert_eq!(limit.limit(), 9);
     }

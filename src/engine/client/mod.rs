@@ -461,6 +461,8 @@ impl LlmClient {
                 // The call's usage is shared by the items it answered; the rest get their own.
                 let answered = answers.iter().filter(|a| a.is_some()).count();
                 let mut shares = share_usage(usage, answered).into_iter();
+                // Nothing could be read: the first item sent alone carries the call's tokens.
+                let mut unread = (answered == 0).then_some(usage);
                 // Items to send alone: unanswered ones, and fidelity samples with the combined
                 // answer to compare.
                 let mut alone: Vec<(Item, Option<Sample>)> = Vec::new();
@@ -479,6 +481,10 @@ impl LlmClient {
                         }
                         None => {
                             unanswered += 1;
+                            let mut item = item;
+                            if let Some(usage) = unread.take() {
+                                item.spent = item.spent.plus(usage);
+                            }
                             alone.push((item, None));
                         }
                     }
@@ -512,7 +518,10 @@ impl LlmClient {
             Err(
                 ProviderError::RateLimited { .. } | ProviderError::Overloaded { .. } | ProviderError::Timeout,
             ) => limiter.on_drop(in_flight),
-            Err(_) => false,
+            Err(_) => {
+                limiter.on_other();
+                false
+            }
         };
         if changed {
             let (from, to) = (self.concurrency, limiter.limit());
@@ -579,7 +588,7 @@ impl LlmClient {
     fn answer(&self, item: &Item, text: String, usage: Usage, model: Arc<str>) -> Answer {
         Answer {
             text,
-            usage,
+            usage: usage.plus(item.spent),
             upstream: Arc::clone(&self.name),
             model,
             batch_id: item.batch_id(),
