@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Batching on a real model: issue 12's table.
+# Batching on a real model: answers/s, accuracy and upstream calls per setting.
 #
-#   ../shared/tools/real-llm-upstream 18231 &              # one slot (llama-cpp-python), or
-#   ../shared/tools/llama-server-upstream 18232 4 &        # llama.cpp's llama-server -np 4
+# First start an OpenAI-compatible server on 127.0.0.1 serving Qwen2.5-Coder-0.5B-Instruct
+# (Q4_K_M GGUF) under the model name "qwen2.5-coder-0.5b-instruct", e.g.
+#   python -m llama_cpp.server --model M.gguf --model_alias qwen2.5-coder-0.5b-instruct --port 18231
+#                                                          # one call at a time (llama-cpp-python), or
+#   llama-server -m M.gguf -a qwen2.5-coder-0.5b-instruct -np 4 --port 18232   # llama.cpp, 4 slots
+# then
 #   benches/real_llm.sh http://127.0.0.1:18231/v1 [ROUNDS]
 #
 # For each setting: 40 short questions with known answers (capitals, small sums, opposites),

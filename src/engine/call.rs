@@ -3,7 +3,9 @@
 
 use actix::Addr;
 
-use super::item::{Item, ItemError};
+use std::sync::Arc;
+
+use super::item::{Answer, Item, ItemError};
 use super::pool::{ClientPool, Released};
 use crate::providers::Usage;
 
@@ -13,6 +15,25 @@ use crate::providers::Usage;
 pub(crate) struct Sample {
     pub(crate) combined: String,
     pub(crate) usage: Usage,
+    /// Who gave the combined answer.
+    pub(crate) upstream: Arc<str>,
+    pub(crate) model: Arc<str>,
+}
+
+impl Sample {
+    /// The combined answer as `item`'s own: what it keeps when its call alone cannot be made or
+    /// fails (it was a good enough answer to send before sampling existed).
+    pub(crate) fn into_answer(self, item: &Item) -> Answer {
+        Answer {
+            text: self.combined,
+            usage: self.usage.plus(item.spent),
+            upstream: self.upstream,
+            model: self.model,
+            batch_id: item.batch_id(),
+            attempts: item.attempts,
+            latency: item.accepted_at.elapsed(),
+        }
+    }
 }
 
 /// A pool slot a call holds on one client. The client gives it back explicitly (coalesced with
@@ -198,10 +219,18 @@ impl Call {
         }
     }
 
-    /// Fails every item of the call with `error`.
+    /// Fails every item of the call with `error` — but a fidelity sample keeps its combined
+    /// answer (shutdown, a budget it cannot start within, a failed call alone).
     pub(crate) fn fail(self, error: ItemError) {
         match self.items {
-            CallItems::One(item) => item.finish(Err(error)),
+            CallItems::One(item) => match self.verify {
+                Some(sample) => {
+                    tracing::debug!(event = "fidelity_sample_failed", error = %error);
+                    let answer = sample.into_answer(&item);
+                    item.finish(Ok(answer));
+                }
+                None => item.finish(Err(error)),
+            },
             CallItems::Combined(items) => items.into_iter().for_each(|item| item.finish(Err(error.clone()))),
         }
     }

@@ -152,16 +152,11 @@ impl LlmClient {
             }
             return;
         }
-        if let (Some(sample), CallItems::One(_)) = (call.verify.take(), &call.items) {
+        if call.verify.is_some() {
             // A fidelity sample that could not be asked alone keeps its combined answer, which
-            // counts in no comparison.
+            // counts in no comparison (`Call::fail`).
             self.release(ctx, &mut call.slot);
-            let model = call.model.as_deref().map_or_else(|| Arc::clone(&self.default_model), Arc::from);
-            if let CallItems::One(item) = call.items {
-                tracing::debug!(event = "fidelity_sample_failed", upstream = %self.name, error = error.kind());
-                let answer = self.answer(&item, sample.combined, sample.usage, model);
-                item.finish(Ok(answer));
-            }
+            call.fail(ItemError::Upstream { upstream: Arc::clone(&self.name), error, attempts: 0 });
             return;
         }
         let attempts = match &call.items {

@@ -472,7 +472,8 @@ impl LlmClient {
                     match answer {
                         Some(text) if verify_share > 0.0 && self.sample(&item, &model, verify_share) => {
                             let usage = shares.next().unwrap_or_default();
-                            alone.push((item, Some(Sample { combined: text, usage })))
+                            let (upstream, model) = (Arc::clone(&self.name), Arc::clone(&model));
+                            alone.push((item, Some(Sample { combined: text, usage, upstream, model })))
                         }
                         Some(text) => {
                             let share = shares.next().unwrap_or_default();
