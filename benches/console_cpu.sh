@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The console's own CPU cost (README, "What the console costs"): ferry serve alone, a remote
+# The console's own CPU cost (docs/performance.md, "The console"): ferry serve alone, a remote
 # console attached to it, and the in-process console, each idle and at 1,000 prompts/s, as CPU
 # time from /proc/PID/stat (utime + stime) over 30 s. Needs tmux, curl and python3; takes ~6 min.
 #

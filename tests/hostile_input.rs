@@ -249,3 +249,31 @@ async fn an_unknown_field_name_is_cut_and_escaped() {
     assert!(!reply.to_string().contains(&"n".repeat(100)), "{reply}");
     server.stop().await;
 }
+
+#[actix_rt::test]
+async fn ids_and_paths_from_the_caller_are_not_echoed() {
+    let server = one_worker_server();
+    let secret = "sk-canary-pasted-into-a-path-77aa";
+    let long = "x".repeat(4 * 1024);
+    let cases = [
+        ("GET", format!("/v1/batches/{secret}"), 404),
+        ("GET", format!("/v1/batches/{long}"), 404),
+        ("POST", format!("/v1/batches/{secret}/cancel"), 404),
+        ("GET", format!("/v1/files/{secret}"), 404),
+        ("GET", format!("/v1/files/{secret}/content"), 404),
+        ("GET", format!("/v1/{secret}"), 404),
+        ("DELETE", format!("/v1/batches/{secret}"), 405),
+        ("POST", format!("/api/v1/config/lanes/{secret}"), 400),
+    ];
+    for (method, path, expected) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let request =
+            client().request(method.clone(), server.url(&path)).json(&serde_json::json!({"max_batch": 4}));
+        let (status, reply) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(status, expected, "{method} {path}: {reply}");
+        let text = reply.to_string();
+        assert!(!text.contains(secret) && !text.contains("xxxx"), "{method} {path}: {text}");
+        assert!(reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+    }
+    server.stop().await;
+}

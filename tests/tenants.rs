@@ -287,3 +287,46 @@ async fn a_paced_tenant_batch_job_still_expires_on_time() {
     assert_eq!(codes, vec!["batch_expired".to_string(); 6], "{text}");
     server.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_request_the_engine_refuses_costs_the_tenant_nothing() {
+    // The bulk lane (behind /api/v1/prompts) holds 2 prompts: a request of 3 is refused whole by
+    // the lane after the tenant admitted it. It takes nothing from the tenant's minute.
+    let mock = start_mock(MockUpstreamArgs { latency_ms: 0, ..mock_args() });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config: Config = http_config(&dir);
+    let mut upstream = upstream_for(ProviderKind::Openai, &mock);
+    upstream.models = vec!["mock".into()];
+    config.upstreams = vec![upstream];
+    if let Some(bulk) = config.lanes.get_mut("bulk") {
+        bulk.queue_capacity = Some(2);
+    }
+    config.tenants = vec![tenant("acme", Some(10), Some(5), None)];
+    let keys = Keys::new(&[] as &[&str], &[ADMIN_KEY]).with_tenant("acme", &[ACME_1]);
+    std::mem::forget(mock);
+    let server = TestServer::start_with(config, keys, dir);
+    let prompts = |n: usize| {
+        let body = json!({ "prompts": (0..n).map(|i| format!("question {i}")).collect::<Vec<_>>() });
+        client().post(server.url("/api/v1/prompts")).bearer_auth(ACME_1).json(&body).send()
+    };
+    for _ in 0..5 {
+        let (status, body) = json_of(prompts(3).await.expect("prompts")).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(!error_parts(&body).0.contains("tenant"), "the lane refused, not the tenant: {body}");
+    }
+    let used = |figures: &std::collections::BTreeMap<String, f64>| {
+        figures.get("ferry_tenant_window_used{tenant=\"acme\",window=\"rpm\"}").copied()
+    };
+    assert_eq!(used(&metrics(&server).await), Some(0.0), "15 refused prompts took nothing");
+    // Two fit: they are answered and counted.
+    let (status, body) = json_of(prompts(2).await.expect("prompts")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(used(&metrics(&server).await), Some(2.0));
+    // More prompts in one request than max_queued (5) could never be held: 400, no Retry-After.
+    let response = prompts(6).await.expect("prompts");
+    assert!(response.headers().get("retry-after").is_none());
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_parts(&body).0.contains("max_queued"), "{body}");
+    server.stop().await;
+}

@@ -70,12 +70,23 @@ async fn create(
     Ok(HttpResponse::Ok().json(job.to_openai()))
 }
 
+/// The 404 message for batch `id`: the id only when it has a batch id's form.
+pub(super) fn no_batch(id: &str) -> String {
+    let shaped =
+        id.strip_prefix("batch_").is_some_and(|rest| rest.len() == 26 && rest.parse::<ulid::Ulid>().is_ok());
+    if shaped {
+        format!("no batch `{id}`")
+    } else {
+        format!("no batch with that id (a value of {} bytes; batch ids are batch_<ULID>)", id.len())
+    }
+}
+
 /// The caller's API job `id`, or 404.
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
     let job = state.jobs.get(id).await.map_err(job_error("get_batch"))?;
     match job {
         Some(job) if job.kind == JobKind::Api && job.owner == caller.key_id => Ok(job),
-        _ => Err(ApiError::NotFound(format!("no batch `{id}`"))),
+        _ => Err(ApiError::NotFound(no_batch(id))),
     }
 }
 

@@ -169,7 +169,8 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::QueueFull { retry_after, .. } = self {
-            let seconds = retry_after.as_secs().max(1).to_string();
+            // Rounded up: a client that waits what it is told must not be refused again.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.insert_header((header::RETRY_AFTER, value));
             }
@@ -199,7 +200,11 @@ impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
         match error {
             ControlError::Invalid { field, .. } => ApiError::bad(field, error.to_string()),
-            ControlError::UnknownLane { .. } => ApiError::bad("lane", error.to_string()),
+            // The name came from the caller's path: its length, not the name.
+            ControlError::UnknownLane { lane, known } => ApiError::bad(
+                "lane",
+                format!("unknown lane (a name of {} bytes); lanes are: {known}", lane.len()),
+            ),
             ControlError::UnknownUpstream(_) => ApiError::bad("upstream", error.to_string()),
             ControlError::Stopped => ApiError::Unavailable(error.to_string()),
         }
@@ -227,7 +232,7 @@ impl From<AppError> for ApiError {
 /// A batch job's failure as an answer; `what` names the operation in the log.
 pub fn job_error(what: &'static str) -> impl Fn(JobError) -> ApiError {
     move |error| match error {
-        JobError::NotFound(id) => ApiError::NotFound(format!("no batch `{id}`")),
+        JobError::NotFound(id) => ApiError::NotFound(super::batches::no_batch(&id)),
         JobError::IdempotencyConflict { existing } => ApiError::Conflict(format!(
             "Idempotency-Key was already used with a different request body (batch {existing}); \
              use a new key for a new request"

@@ -110,7 +110,7 @@ async fn upload(
             }
             // Other fields are read and ignored.
             Some(name) => {
-                let name = name.to_string();
+                let name = crate::request_json::shown_name(name);
                 read_text(&mut field, &name).await?;
             }
             None => {}
@@ -293,8 +293,12 @@ fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
 /// The caller's file `id`, or the 404 a missing file gets.
 async fn owned_file(state: &AppState, caller: Caller, id: String) -> Result<FileObject, ApiError> {
     let not_found = |id: &str| {
-        let shown: String = id.chars().take(64).collect();
-        ApiError::UnknownId { message: format!("no such file: {shown}"), param: "file_id" }
+        let message = if is_file_id(id) {
+            format!("no such file: {id}")
+        } else {
+            format!("no such file: not a file id (a value of {} bytes; file ids are file-<ULID>)", id.len())
+        };
+        ApiError::UnknownId { message, param: "file_id" }
     };
     if !is_file_id(&id) {
         return Err(not_found(&id));

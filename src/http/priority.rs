@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
 use super::peer::Peer;
+use super::tenant::Admission;
 use crate::engine::{Engine, ItemError, Origin, Outcome, Prompt, Withdrawal};
 
 /// The lane for a priority: `HIGH`/`MEDIUM`/`LOW` (any case) name the lanes `high`/`medium`/
@@ -33,13 +34,15 @@ const TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
 /// Waits for the outcome of `prompt` in `lane`, at most the lane's `latency_ms / 1000 + 30` s,
 /// as a request of `owner` (None: keys are off) whose deadline is that timeout. If the caller
 /// goes away first (`peer` closes, or the handler is dropped) or the timeout passes, the item is withdrawn: it is
-/// not sent to an upstream for nobody. Errors: refused submissions and [`ApiError::Timeout`].
+/// not sent to an upstream for nobody. Errors: refused submissions (the tenant's `admission`
+/// given back) and [`ApiError::Timeout`]. The admission is held until the outcome is in.
 pub async fn outcome_within(
     engine: &Engine,
     lane: &str,
     owner: Option<&str>,
     prompt: Prompt,
     peer: &Peer,
+    admission: Option<Admission>,
 ) -> Result<Outcome, ApiError> {
     let limit = timeout_for(engine, lane);
     let origin = Origin::request(owner.unwrap_or(Origin::LOCAL), Some(tokio::time::Instant::now() + limit));
@@ -51,7 +54,8 @@ pub async fn outcome_within(
     };
     pending.origin = None;
     match outcome {
-        Ok(outcome) => Ok(outcome?),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(refused)) => Err(super::tenant::submit_refused(admission, refused).await),
         Err(_) => {
             engine.withdraw_now(&origin, Withdrawal::TimedOut);
             Err(ApiError::Timeout(format!("no answer within {} s", limit.as_secs())))

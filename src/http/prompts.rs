@@ -76,14 +76,18 @@ async fn prompt(
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let request = json!({ "prompt": text });
     let prompt = Prompt::text(text);
-    let _held =
+    let admission =
         tenant::admit(&state.engine, meta.tenant.as_deref(), &meta.lane, std::slice::from_ref(&prompt))
             .await?;
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
     let outcome = tokio::select! {
-        outcome = state.engine.submit_one_from(&meta.lane, &origin, prompt) => outcome?,
+        outcome = state.engine.submit_one_from(&meta.lane, &origin, prompt) => outcome,
         () = peer.gone() => return Err(caller_gone()),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => return Err(tenant::submit_refused(admission, error).await),
     };
     pending.origin = None;
     record(&state.store, meta.chat(request, &outcome));
@@ -99,10 +103,14 @@ async fn prompts(
     let prompts = body.into_inner().0.into_prompts();
     let meta = ChatMeta::new(&caller, lane(&state.config));
     let requests: Vec<Value> = prompts.iter().map(request_of).collect();
-    let _held = tenant::admit(&state.engine, meta.tenant.as_deref(), &meta.lane, &prompts).await?;
+    let admission = tenant::admit(&state.engine, meta.tenant.as_deref(), &meta.lane, &prompts).await?;
     let origin = Origin::request(meta.owner.as_deref().unwrap_or(Origin::LOCAL), None);
     let mut pending = WithdrawOnDrop { engine: &state.engine, origin: Some(Arc::clone(&origin)) };
-    let submission = state.engine.submit_from(&meta.lane, &origin, prompts).await?;
+    let submission = match state.engine.submit_from(&meta.lane, &origin, prompts).await {
+        Ok(submission) => submission,
+        Err(error) => return Err(tenant::submit_refused(admission, error).await),
+    };
+    let _admission = admission;
     let outcomes = tokio::select! {
         outcomes = submission.collect() => outcomes,
         () = peer.gone() => return Err(caller_gone()),

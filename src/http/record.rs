@@ -123,21 +123,22 @@ pub async fn answer_one(
     peer: &Peer,
 ) -> Result<Answer, ApiError> {
     let owner = meta.owner.as_deref();
-    let _held = super::tenant::admit(
+    let admission = super::tenant::admit(
         &state.engine,
         meta.tenant.as_deref(),
         &meta.lane,
         std::slice::from_ref(&prompt),
     )
     .await?;
-    let outcome = match priority::outcome_within(&state.engine, &meta.lane, owner, prompt, peer).await {
-        Ok(outcome) => outcome,
-        Err(error @ ApiError::Timeout(_)) => {
-            record(&state.store, meta.failed(request, &error.to_string()));
-            return Err(error);
-        }
-        Err(error) => return Err(error),
-    };
+    let outcome =
+        match priority::outcome_within(&state.engine, &meta.lane, owner, prompt, peer, admission).await {
+            Ok(outcome) => outcome,
+            Err(error @ ApiError::Timeout(_)) => {
+                record(&state.store, meta.failed(request, &error.to_string()));
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
     record(&state.store, meta.chat(request, &outcome));
     outcome.map_err(priority::item_error)
 }

@@ -186,7 +186,27 @@ fn cors(origins: &[String]) -> Cors {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.match_info().as_str())))
+    Err(ApiError::NotFound(format!("no endpoint {}", request_line(&req))))
+}
+
+/// The method and path of a request without the caller's text: the method when it is a standard
+/// one, the path's length (it may carry an id or a secret pasted by mistake). docs/api.md lists
+/// the endpoints.
+fn request_line(req: &HttpRequest) -> String {
+    let method = req.method();
+    let standard = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    let method = if standard.contains(method) { method.as_str() } else { "(a non-standard method)" };
+    format!("{method} for this path (of {} bytes); docs/api.md lists the endpoints", req.path().len())
 }
 
 /// Gives bodiless 404 and 405 answers (actix's own, e.g. a known path with another method) the
@@ -202,7 +222,7 @@ async fn json_fallback(
         return Ok(res.map_into_boxed_body());
     }
     let (req, _) = res.into_parts();
-    let what = format!("{} {}", req.method(), req.match_info().as_str());
+    let what = request_line(&req);
     let error = if status == StatusCode::NOT_FOUND {
         ApiError::NotFound(format!("no endpoint {what}"))
     } else {

@@ -55,7 +55,7 @@ impl TenantLimit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// The cost does not fit now; it will after `retry_after` (given no other takes).
-    #[error("over its {} ({}); room again in {} s", .limit.describe(), .limit.key(), .retry_after.as_secs().max(1))]
+    #[error("over its {} ({}); room again in {} s", .limit.describe(), .limit.key(), .retry_after.as_millis().div_ceil(1000).max(1))]
     Over {
         /// The limit.
         limit: TenantLimit,
@@ -72,6 +72,10 @@ pub trait Budget: Send + Sync {
     /// Takes `cost` from `tenant`'s windows, from all of them or none. A tenant without limits
     /// (or unknown to the budget) always fits.
     fn take<'a>(&'a self, tenant: &'a str, cost: Cost) -> BoxFuture<'a, Result<(), Refused>>;
+
+    /// Gives back `cost` a take took for work that was then refused (a full lane, shutdown): from
+    /// the tenant's newest takes, all windows alike.
+    fn give_back<'a>(&'a self, tenant: &'a str, cost: Cost) -> BoxFuture<'a, ()>;
 
     /// Prompts and tokens taken in `tenant`'s current windows (for metrics).
     fn used<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Cost>;
@@ -126,6 +130,18 @@ impl MemoryBudget {
         Ok(())
     }
 
+    /// [`Budget::give_back`] at `now`.
+    pub fn give_back_at(&self, tenant: &str, cost: Cost, now: Instant) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(windows) = tenants.get_mut(tenant) else { return };
+        if let Some(window) = windows.rpm.as_mut() {
+            window.give_back_latest(now, cost.prompts);
+        }
+        if let Some(window) = windows.tpm.as_mut() {
+            window.give_back_latest(now, cost.tokens);
+        }
+    }
+
     /// [`Budget::used`] at `now`.
     pub fn used_at(&self, tenant: &str, now: Instant) -> Cost {
         let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -141,6 +157,11 @@ impl Budget for MemoryBudget {
     fn take<'a>(&'a self, tenant: &'a str, cost: Cost) -> BoxFuture<'a, Result<(), Refused>> {
         let taken = self.take_at(tenant, cost, Instant::now());
         Box::pin(std::future::ready(taken))
+    }
+
+    fn give_back<'a>(&'a self, tenant: &'a str, cost: Cost) -> BoxFuture<'a, ()> {
+        self.give_back_at(tenant, cost, Instant::now());
+        Box::pin(std::future::ready(()))
     }
 
     fn used<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Cost> {
@@ -184,6 +205,19 @@ mod tests {
         assert!(matches!(refused, Err(Refused::Over { limit: TenantLimit::Tpm, .. })), "{refused:?}");
         // Nothing was taken from the request window by the refused take.
         assert_eq!(budget.used_at("acme", start + Duration::from_secs(2)), Cost { prompts: 1, tokens: 900 });
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_cost_back() {
+        let budget = budget(Some(2), Some(100));
+        let start = Instant::now();
+        let one = Cost { prompts: 1, tokens: 50 };
+        assert_eq!(budget.take_at("acme", one, start), Ok(()));
+        assert_eq!(budget.take_at("acme", one, start), Ok(()));
+        assert!(budget.take_at("acme", one, start).is_err());
+        budget.give_back_at("acme", one, start);
+        assert_eq!(budget.used_at("acme", start), one);
+        assert_eq!(budget.take_at("acme", one, start), Ok(()));
     }
 
     #[test]

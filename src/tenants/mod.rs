@@ -56,6 +56,19 @@ pub enum Refusal {
         /// The limit's value.
         max: u64,
     },
+    /// One request has more prompts than the tenant may have accepted at once: it could never fit.
+    #[error(
+        "this request has {amount} prompts but tenant `{tenant}` may have {max} accepted and not yet \
+         answered (max_queued); send fewer prompts per request"
+    )]
+    TooMany {
+        /// The tenant.
+        tenant: String,
+        /// Prompts in the request.
+        amount: usize,
+        /// `max_queued`.
+        max: usize,
+    },
     /// The tenant has `max_queued` prompts accepted and not yet answered.
     #[error(
         "tenant `{tenant}` would have more than {max} prompts accepted and not yet answered \
@@ -85,7 +98,7 @@ impl Refusal {
             Refusal::Queue { .. } | Refusal::Budget { refused: Refused::Unavailable(_), .. } => {
                 Some(Duration::from_secs(1))
             }
-            Refusal::Lane { .. } | Refusal::TooBig { .. } => None,
+            Refusal::Lane { .. } | Refusal::TooBig { .. } | Refusal::TooMany { .. } => None,
         }
     }
 
@@ -93,7 +106,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Lane { .. } => "lane",
-            Refusal::TooBig { .. } => "too_big",
+            Refusal::TooBig { .. } | Refusal::TooMany { .. } => "too_big",
             Refusal::Queue { .. } => "max_queued",
             Refusal::Budget { refused: Refused::Over { limit, .. }, .. } => limit.key(),
             Refusal::Budget { refused: Refused::Unavailable(_), .. } => "unavailable",
@@ -295,6 +308,9 @@ impl Tenants {
             }
         }
         let wanted = usize::try_from(cost.prompts).unwrap_or(usize::MAX);
+        if let Some(max) = config.max_queued.filter(|max| wanted > *max) {
+            return Err(Refusal::TooMany { tenant: config.name.clone(), amount: wanted, max });
+        }
         let held = self.hold_up_to(tenant, wanted);
         if held.count < wanted {
             let max = config.max_queued.unwrap_or(usize::MAX);
@@ -306,6 +322,12 @@ impl Tenants {
             .await
             .map_err(|refused| Refusal::Budget { tenant: config.name.clone(), refused })?;
         Ok(held)
+    }
+
+    /// Gives back what [`Tenants::admit`] took for `cost` when the engine then refused the prompts
+    /// (a full lane, shutdown): they were never accepted. (The admitted counter stays: it counts.)
+    pub async fn give_back(&self, tenant: &Tenant, cost: Cost) {
+        self.budget.give_back(tenant.name(), cost).await;
     }
 
     /// Holds as many of `wanted` prompts as fit under the tenant's `max_queued` (all of them

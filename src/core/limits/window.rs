@@ -133,6 +133,23 @@ impl SlidingWindow {
         }
     }
 
+    /// Removes up to `amount` from the newest entries, for a take whose receipt was not kept (it
+    /// is almost always the newest). Returning from the newest frees the window no sooner than
+    /// returning from the take itself would.
+    pub fn give_back_latest(&mut self, now: Instant, mut amount: u64) {
+        self.expire(now);
+        while amount > 0 {
+            let Some(last) = self.entries.back_mut() else { break };
+            let returned = amount.min(last.amount);
+            last.amount -= returned;
+            self.used = self.used.saturating_sub(returned);
+            amount -= returned;
+            if last.amount == 0 {
+                self.entries.pop_back();
+            }
+        }
+    }
+
     /// Adds `amount` to the take's entry (a correction upward). If that entry is gone, the amount
     /// is recorded at the take's own time: expiry drops it again if that time is out of the window.
     pub fn add(&mut self, taken: &Taken, amount: u64) {
@@ -179,6 +196,24 @@ impl SlidingWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_given_back_comes_off_the_newest_takes() {
+        let start = Instant::now();
+        let mut window = SlidingWindow::new(10, Duration::from_secs(60));
+        window.take(start, 6);
+        window.take(start + Duration::from_secs(30), 4);
+        assert!(window.check(start + Duration::from_secs(31), 1).is_err());
+        window.give_back_latest(start + Duration::from_secs(31), 5);
+        assert_eq!(window.used(start + Duration::from_secs(31)), 5);
+        // The newest take went whole and one of the older: room for 5 now, and the rest at 60 s.
+        assert!(window.check(start + Duration::from_secs(31), 5).is_ok());
+        assert_eq!(window.used(start + Duration::from_secs(60)), 0);
+        // More than was taken gives back what there is.
+        window.take(start + Duration::from_secs(61), 3);
+        window.give_back_latest(start + Duration::from_secs(61), 100);
+        assert_eq!(window.used(start + Duration::from_secs(61)), 0);
+    }
     use crate::core::limits::{DAY, MINUTE};
 
     fn ms(n: u64) -> Duration {
