@@ -569,10 +569,10 @@ pub fn forget_run(conn: &mut Connection, id: &str) -> Result<bool, JobError> {
 pub struct Written {
     /// Bytes in the file.
     pub bytes: u64,
-    /// Each line written: its item's line number, where it starts in the file, its length
-    /// (without the newline).
-    pub at: Vec<(u64, u64, u64)>,
 }
+
+/// Rows [`keep_in_files`] updates per transaction.
+const KEEP_SLICE: usize = 4096;
 
 /// Writes the stored output lines of job `id` whose state is in `states`, in input order, to
 /// `path`, through `temp` (same folder) renamed into place, mode 0600.
@@ -603,19 +603,17 @@ fn write_lines_to(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
     let (low, high) = (states.iter().min().copied().unwrap_or(1), states.iter().max().copied().unwrap_or(2));
     let mut stmt = conn.prepare_cached(
-        "SELECT line, result FROM batch_items WHERE batch_id = ?1 AND state BETWEEN ?2 AND ?3 ORDER BY line",
+        "SELECT result FROM batch_items WHERE batch_id = ?1 AND state BETWEEN ?2 AND ?3 ORDER BY line",
     )?;
     let mut rows = stmt.query(params![id, low, high])?;
     let mut written = Written::default();
     while let Some(row) = rows.next()? {
-        let line: u64 = row.get(0)?;
-        let Some(text) = row.get::<_, Option<String>>(1)? else {
+        let Some(text) = row.get::<_, Option<String>>(0)? else {
             return Err(JobError::Decode { id: id.to_string(), column: "result" });
         };
         out.write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| JobError::io(temp, e))?;
-        written.at.push((line, written.bytes, text.len() as u64));
         written.bytes += text.len() as u64 + 1;
     }
     let file = out.into_inner().map_err(|e| JobError::io(temp, e.into_error()))?;
@@ -624,20 +622,46 @@ fn write_lines_to(
     Ok(written)
 }
 
-/// Records where each of job `id`'s output lines sits in its written file (`at`, from
-/// [`write_lines`]) and clears the stored copy: an ended batch keeps its answers once, in its
-/// files, and [`results`] reads them from there.
-pub fn keep_in_files(conn: &mut Connection, id: &str, at: &[(u64, u64, u64)]) -> Result<(), JobError> {
-    let tx = conn.transaction()?;
-    {
-        let mut update = tx.prepare_cached(
-            "UPDATE batch_items SET result = NULL, out_offset = ?3, out_len = ?4 WHERE batch_id = ?1 AND line = ?2",
-        )?;
-        for &(line, offset, len) in at {
-            update.execute(params![id, line, offset, len])?;
+/// Records where each of job `id`'s output lines sits in its written files — the lines of state 1
+/// in the output file and of state 2 in the error file, each as [`write_lines`] wrote them: in
+/// line order, one after the other — and clears the stored copy: an ended batch keeps its answers
+/// once, in its files, and [`results`] reads them from there. Works a slice of rows at a time, so
+/// memory does not grow with the job; a row already kept keeps its place.
+pub fn keep_in_files(conn: &mut Connection, id: &str) -> Result<(), JobError> {
+    keep_in_files_by(conn, id, KEEP_SLICE)
+}
+
+fn keep_in_files_by(conn: &mut Connection, id: &str, slice: usize) -> Result<(), JobError> {
+    let limit = i64::try_from(slice).unwrap_or(i64::MAX);
+    for state in [1u8, 2] {
+        let (mut after, mut offset) = (-1i64, 0u64);
+        loop {
+            let tx = conn.transaction()?;
+            let rows: Vec<(i64, u64)> = {
+                let mut select = tx.prepare_cached(
+                    "SELECT line, COALESCE(length(CAST(result AS BLOB)), out_len) FROM batch_items \
+                     WHERE batch_id = ?1 AND state = ?2 AND line > ?3 ORDER BY line LIMIT ?4",
+                )?;
+                let rows = select.query_map(params![id, state, after, limit], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Option<u64>>(1)?.unwrap_or(0)))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let Some(&(last, _)) = rows.last() else { break };
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE batch_items SET result = NULL, out_offset = ?3, out_len = ?4 \
+                     WHERE batch_id = ?1 AND line = ?2",
+                )?;
+                for (line, len) in rows {
+                    update.execute(params![id, line, offset, len])?;
+                    offset += len + 1;
+                }
+            }
+            tx.commit()?;
+            after = last;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -789,21 +813,23 @@ mod tests {
         let mut conn = conn();
         let lines: Vec<String> = ["a", "b", "c", "d"].into_iter().map(line).collect();
         let mut job = validated(&mut conn, dir.path(), &lines);
-        let done =
-            |n: u64, ok: bool| Finished { line: n, ok, output: format!("{{\"line\":{n},\"ok\":{ok}}}") };
+        // Answers with characters of more than one byte: offsets are in bytes.
+        let done = |n: u64, ok: bool| Finished {
+            line: n,
+            ok,
+            output: format!("{{\"line\":{n},\"ok\":{ok},\"text\":\"{}\"}}", "é".repeat(n as usize)),
+        };
         record(&mut conn, "batch_1", &[done(1, true), done(2, false), done(3, true), done(4, false)])
             .expect("record");
         let before = results(&conn, &job, dir.path(), 0, 10).expect("results");
-        let mut at = Vec::new();
         for (file, state) in [("file-out", 1), ("file-err", 2)] {
-            let written =
-                write_lines(&conn, "batch_1", &[state], &dir.path().join(file), &dir.path().join("tmp"))
-                    .expect("write");
-            at.extend(written.at);
+            write_lines(&conn, "batch_1", &[state], &dir.path().join(file), &dir.path().join("tmp"))
+                .expect("write");
         }
         job.output_file_id = Some("file-out".into());
         job.error_file_id = Some("file-err".into());
-        keep_in_files(&mut conn, "batch_1", &at).expect("keep");
+        // Slices of 1 row: every slice boundary is crossed.
+        keep_in_files_by(&mut conn, "batch_1", 1).expect("keep");
         let stored: i64 = conn
             .query_row("SELECT count(*) FROM batch_items WHERE result IS NOT NULL", [], |r| r.get(0))
             .expect("count");

@@ -335,8 +335,6 @@ impl JobWorker {
         db::close_rest(&mut self.conn, id, code, message)?;
         db::set_status(&self.conn, id, JobStatus::Finalizing, unix_now())?;
         let counts = db::counts(&self.conn, id)?;
-        // Where each answer sits in the files written (API jobs).
-        let mut at = Vec::new();
         match job.kind {
             JobKind::Api => {
                 // The files' ids are fixed in the job's row before anything is written, so a
@@ -347,10 +345,10 @@ impl JobWorker {
                     (counts.failed > 0).then(|| job.error_file_id.clone().unwrap_or_else(files::new_file_id));
                 db::set_files(&self.conn, id, output.as_deref(), error.as_deref())?;
                 if let Some(file_id) = &output {
-                    at.extend(self.write_file(&job, file_id, &[1], "output")?.at);
+                    self.write_file(&job, file_id, &[1], "output")?;
                 }
                 if let Some(file_id) = &error {
-                    at.extend(self.write_file(&job, file_id, &[2], "error")?.at);
+                    self.write_file(&job, file_id, &[2], "error")?;
                 }
             }
             JobKind::Run => {
@@ -363,7 +361,7 @@ impl JobWorker {
         // The answers are in the files now: the store keeps no second copy. (A crash before this
         // leaves the copy, which serves as well.)
         let kept = match job.kind {
-            JobKind::Api => db::keep_in_files(&mut self.conn, id, &at),
+            JobKind::Api => db::keep_in_files(&mut self.conn, id),
             JobKind::Run => db::drop_ended_run_items(&self.conn, Some(id)).map(drop),
         };
         if let Err(error) = kept {
