@@ -259,3 +259,19 @@ fn a_run_killed_mid_job_resumes_and_each_line_is_answered_once() {
     assert!(sent_after >= missing, "sent {sent_after} for {missing} missing lines");
     assert!(sent_after <= missing + 2 * IN_FLIGHT as u64, "sent {sent_after} for {missing} missing lines");
 }
+
+/// An output whose folder does not exist is refused before any prompt is sent.
+#[test]
+fn an_output_with_no_folder_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_mock, url) = spawn_mock_upstream(&[]);
+    let config = write_config(dir.path(), &url, 100);
+    let input = dir.path().join("prompts.jsonl");
+    write_prompts(&input, 5);
+    let output = dir.path().join("no-such-folder").join("out.jsonl");
+    let result = run(&config, &input, &output, &[]);
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("no-such-folder") && stderr.contains("does not exist"), "{stderr}");
+    assert_eq!(requests_seen(&url), 0, "nothing was sent");
+}

@@ -76,6 +76,11 @@ pub fn plan(config: &Config, args: RunArgs) -> Result<RunPlan, AppError> {
     }
     let model = args.model.clone().unwrap_or_else(|| default_model(config, &lane));
     let output = absolute(&args.output.clone().unwrap_or_else(|| default_output(&args.input)));
+    // Before any prompt is sent: a run whose output has nowhere to go would be paid for in vain.
+    if let Some(folder) = output.parent().filter(|folder| !folder.is_dir()) {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "the output's folder does not exist");
+        return Err(io(folder)(missing));
+    }
     let id = fingerprint(&args, &output, &lane, &model)?;
     let format = input::detect(&args.input, args.template.as_deref())?;
     if format == Format::Batch && (args.temperature.is_some() || args.max_tokens.is_some()) {

@@ -80,6 +80,9 @@ pub enum Withdrawal {
     CallerGone = 3,
     /// The HTTP door stopped waiting (its timeout).
     TimedOut = 4,
+    /// The batch job's feed stopped on an error (its store): the item stays pending and is sent
+    /// when the job runs again.
+    Interrupted = 5,
 }
 
 impl Withdrawal {
@@ -89,6 +92,7 @@ impl Withdrawal {
             2 => Some(Self::Expired),
             3 => Some(Self::CallerGone),
             4 => Some(Self::TimedOut),
+            5 => Some(Self::Interrupted),
             _ => None,
         }
     }
@@ -100,6 +104,7 @@ impl Withdrawal {
             Self::Expired => "expired",
             Self::CallerGone => "caller_gone",
             Self::TimedOut => "timed_out",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -111,6 +116,7 @@ impl std::fmt::Display for Withdrawal {
             Self::Expired => "the batch's completion window ended before this item was sent",
             Self::CallerGone => "the caller went away before this item was sent",
             Self::TimedOut => "no answer within the request's timeout; the item was not sent",
+            Self::Interrupted => "the batch job stopped on an error before this item was sent; it is sent when the job runs again",
         })
     }
 }

@@ -7,6 +7,7 @@
 //! stored; their items are still pending in the database and are sent again on resume, and the
 //! store keeps only the first outcome of each.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -88,7 +89,6 @@ impl Feed {
     }
 
     async fn feed(&mut self, job: &Job) -> Result<Stopped, JobError> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, String, Outcome)>();
         let expires = job.expires_at.map(|at| {
             let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
             Instant::now() + Duration::from_secs(left)
@@ -97,12 +97,31 @@ impl Feed {
         // expiry withdraw what the engine still holds of it.
         let owner = job.owner.clone().unwrap_or_else(|| Origin::LOCAL.to_string());
         let origin = Origin::with_deadline(owner, job.id.clone(), expires);
+        let fed = self.feed_from(job, &origin, expires).await;
+        if fed.is_err() {
+            // The job will run again (after a wait); nothing it had in the engine may be sent
+            // for nobody meanwhile. Its items stay pending in the store.
+            let withdrawn = self.engine.withdraw(&origin, Withdrawal::Interrupted).await;
+            tracing::debug!(event = "batch_job_interrupted", batch = %job.id, withdrawn);
+        }
+        fed
+    }
+
+    async fn feed_from(
+        &mut self,
+        job: &Job,
+        origin: &Arc<Origin>,
+        expires: Option<Instant>,
+    ) -> Result<Stopped, JobError> {
+        let origin = Arc::clone(origin);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, String, Outcome)>();
         // A tenant's job is paced to its budget and `max_queued` instead of refused.
         let mut pacing = Pacing::of(self.engine.tenants(), job.owner.as_deref());
         let mut lot: Vec<Done> = Vec::with_capacity(FLUSH_LOT);
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
-        let mut stopping: Option<Signal> = None;
+        // ferry may already be stopping (the signal came while the input was being validated).
+        let mut stopping: Option<Signal> = (*self.signal.borrow() == Signal::Stop).then_some(Signal::Stop);
         let mut retry_at: Option<Instant> = None;
         // Items per submission: a lane that refused a chunk as too big gets smaller ones.
         let mut chunk = READ_CHUNK;
@@ -110,6 +129,12 @@ impl Feed {
             if expires.is_some_and(|at| Instant::now() >= at) && stopping != Some(Signal::Stop) {
                 let withdrawn = self.engine.withdraw(&origin, Withdrawal::Expired).await;
                 tracing::info!(event = "batch_job_expired", batch = %job.id, in_flight, withdrawn);
+                // Answers that came in before the window ended are kept.
+                while let Ok((line, custom_id, outcome)) = rx.try_recv() {
+                    if let Some(done) = arrived(line, custom_id, outcome, &mut stopping) {
+                        lot.push(done);
+                    }
+                }
                 self.flush(job, &mut lot).await?;
                 return Ok(Stopped::Finalize(JobStatus::Expired));
             }
@@ -167,6 +192,8 @@ impl Feed {
                 match self.engine.submit_from(&job.lane, &origin, prompts).await {
                     Ok(mut submission) => {
                         in_flight += count;
+                        // A lane that refused a chunk as too big may take more again.
+                        chunk = (chunk * 2).min(READ_CHUNK);
                         if let (Some(pacing), Some(hold)) = (pacing.as_mut(), room.take()) {
                             pacing.keep(hold);
                         }
@@ -190,6 +217,9 @@ impl Feed {
                         retry_at = Some(Instant::now() + FULL_LANE_WAIT);
                     }
                     Err(SubmitError::UnknownLane { .. }) => {
+                        if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
+                            pacing.give_back(cost).await;
+                        }
                         let error = LineError::new(
                             "unknown_lane",
                             format!("lane `{}` does not exist", job.lane),
@@ -201,6 +231,9 @@ impl Feed {
                         });
                     }
                     Err(SubmitError::ShuttingDown | SubmitError::Stopped | SubmitError::Failed { .. }) => {
+                        if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
+                            pacing.give_back(cost).await;
+                        }
                         stopping = Some(Signal::Stop)
                     }
                 }
@@ -233,13 +266,8 @@ impl Feed {
                     if let Some(pacing) = pacing.as_mut() {
                         pacing.release_one();
                     }
-                    match outcome {
-                        // Not the item's fault: it stays pending and runs on the next start.
-                        Err(ItemError::ShuttingDown) => stopping = Some(Signal::Stop),
-                        // Never sent: it stays pending, and the job's end (cancelled, expired)
-                        // gives it its error.
-                        Err(ItemError::Withdrawn(_)) => {}
-                        outcome => lot.push(Done { line, custom_id, result: Ok(outcome) }),
+                    if let Some(done) = arrived(line, custom_id, outcome, &mut stopping) {
+                        lot.push(done);
                     }
                 }
                 () = sleep_until(flush_at) => {
@@ -274,6 +302,20 @@ impl Feed {
         let counts = self.worker.send(Record { id: job.id.clone(), done }).await??;
         self.report(job, counts);
         Ok(())
+    }
+}
+
+/// An item's outcome as the feed stores it, or nothing: shutting down (not the item's fault: it
+/// stays pending and runs on the next start; the feed stops) or withdrawn (never sent: it stays
+/// pending, and the job's end — cancelled, expired — gives it its error).
+fn arrived(line: u64, custom_id: String, outcome: Outcome, stopping: &mut Option<Signal>) -> Option<Done> {
+    match outcome {
+        Err(ItemError::ShuttingDown) => {
+            *stopping = Some(Signal::Stop);
+            None
+        }
+        Err(ItemError::Withdrawn(_)) => None,
+        outcome => Some(Done { line, custom_id, result: Ok(outcome) }),
     }
 }
 

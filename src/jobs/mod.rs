@@ -104,14 +104,20 @@ impl Jobs {
     /// Creates a job and starts it; answers once the job is committed. A repeat of an earlier
     /// request (same id, or same idempotency key and body) answers the earlier job.
     pub async fn create(&self, new: NewJob) -> Result<Created, JobError> {
-        let created = self.worker.send(CreateJob(new)).await??;
-        let job = match &created {
-            Created::New(job) | Created::Existing(job) => job,
-        };
-        if !job.status.is_terminal() {
-            self.runner.send(Run(job.id.clone())).await?;
-        }
-        Ok(created)
+        // A task of its own: a caller that goes away between the commit and the start must not
+        // leave a job committed and never run.
+        let (worker, runner) = (self.worker.clone(), self.runner.clone());
+        let task = actix::spawn(async move {
+            let created = worker.send(CreateJob(new)).await??;
+            let job = match &created {
+                Created::New(job) | Created::Existing(job) => job,
+            };
+            if !job.status.is_terminal() {
+                runner.send(Run(job.id.clone())).await?;
+            }
+            Ok(created)
+        });
+        task.await.unwrap_or(Err(JobError::Stopped))
     }
 
     /// The job `id`, if any.
@@ -142,10 +148,17 @@ impl Jobs {
         if job.status.is_terminal() || job.status == JobStatus::Finalizing {
             return Ok(job);
         }
-        self.worker.send(SetStatus { id: id.to_string(), status: JobStatus::Cancelling }).await??;
-        if !self.runner.send(Cancel(id.to_string())).await? {
-            self.runner.send(Run(id.to_string())).await?;
-        }
+        // As for create: once `cancelling` is stored, the signal goes whether or not the caller
+        // is still there.
+        let (worker, runner, job_id) = (self.worker.clone(), self.runner.clone(), id.to_string());
+        let task = actix::spawn(async move {
+            worker.send(SetStatus { id: job_id.clone(), status: JobStatus::Cancelling }).await??;
+            if !runner.send(Cancel(job_id.clone())).await? {
+                runner.send(Run(job_id)).await?;
+            }
+            Ok::<(), JobError>(())
+        });
+        task.await.unwrap_or(Err(JobError::Stopped))?;
         self.get(id).await?.ok_or_else(|| JobError::NotFound(id.to_string()))
     }
 

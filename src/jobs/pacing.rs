@@ -94,6 +94,12 @@ impl Pacing {
         self.paid.tokens += cost.tokens;
     }
 
+    /// The engine refused a submission `pay` took `cost` for, and it will not be offered again
+    /// in this run (an unknown lane, shutdown): the budget gets it back.
+    pub(super) async fn give_back(&mut self, cost: Cost) {
+        self.tenants.give_back(&self.tenant, cost).await;
+    }
+
     /// The submission `hold` was for is in the engine: keep its room until its outcomes come.
     pub(super) fn keep(&mut self, hold: Held) {
         match self.held.as_mut() {
