@@ -538,6 +538,11 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
     Ok(closed)
 }
 
+/// Drops every item of job `id` (a job that was never validated).
+pub fn drop_items(conn: &Connection, id: &str) -> Result<usize, JobError> {
+    Ok(conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?)
+}
+
 /// Drops the items (and their output lines) of ended `ferry run` job `id` (all ended runs when
 /// `id` is None: the sweep at start, after a crash between a run's end and this): their output
 /// file holds the lines, and a run of a million prompts must not leave a copy of every answer

@@ -332,6 +332,11 @@ impl JobWorker {
             }
             _ => ("internal_error", "This request was left without an outcome."),
         };
+        if job.times.in_progress_at.is_none() {
+            // Never validated (cancelled, or expired, while validating; a crash may have left
+            // some of its rows): it has no items, and no line is counted.
+            db::drop_items(&self.conn, id)?;
+        }
         db::close_rest(&mut self.conn, id, code, message)?;
         db::set_status(&self.conn, id, JobStatus::Finalizing, unix_now())?;
         let counts = db::counts(&self.conn, id)?;
@@ -561,6 +566,44 @@ mod tests {
         assert_eq!(rows, 1);
         let on_disk = std::fs::read_dir(dir.path().join("files"))?.count();
         assert_eq!(on_disk, 1, "no second file, no temporary left");
+        Ok(())
+    }
+
+    /// A job killed while validating and cancelled before it validated again: the rows the first
+    /// validation left are not counted as cancelled lines (no counts above `total`).
+    #[test]
+    fn a_job_cancelled_before_it_validated_counts_no_lines() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db_path = dir.path().join("ferry.db");
+        let input = dir.path().join("in.jsonl");
+        let line = |id: &str| {
+            serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        };
+        std::fs::write(&input, format!("{}\n{}\n", line("a"), line("b")))?;
+        let settings = WorkerSettings {
+            db_path: db_path.clone(),
+            files_dir: dir.path().join("files"),
+            limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
+            upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
+            output_lifetime_secs: 0,
+        };
+        let mut worker =
+            JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };
+        db::create(&mut worker.conn, &NewJob { input_path: input, ..new_job("batch_1") })?;
+        db::validate(&mut worker.conn, "batch_1", worker.settings.limits, &worker.settings.upstreams, 2)?;
+        // As a kill -9 part-way through validation leaves it: rows, no total, still validating;
+        // then a cancel.
+        worker.conn.execute(
+            "UPDATE batches SET status = 'cancelling', total = 0, in_progress_at = NULL WHERE id = 'batch_1'",
+            [],
+        )?;
+        let done = worker.finalize("batch_1", JobStatus::Cancelled)?;
+        assert_eq!(done.status, JobStatus::Cancelled);
+        assert_eq!((done.counts.total, done.counts.completed, done.counts.failed), (0, 0, 0));
+        let rows: i64 = worker.conn.query_row("SELECT count(*) FROM batch_items", [], |r| r.get(0))?;
+        assert_eq!(rows, 0);
         Ok(())
     }
 }
