@@ -122,11 +122,16 @@ impl Feed {
         let (mut cursor, mut in_flight, mut exhausted) = (0u64, 0usize, false);
         // ferry may already be stopping (the signal came while the input was being validated).
         let mut stopping: Option<Signal> = (*self.signal.borrow() == Signal::Stop).then_some(Signal::Stop);
+        // The engine refused work for good (an actor declared failed) while ferry itself runs on:
+        // the feed stops sending, but cancel and expiry still end the job.
+        let mut engine_failed = false;
         let mut retry_at: Option<Instant> = None;
         // Items per submission: a lane that refused a chunk as too big gets smaller ones.
         let mut chunk = READ_CHUNK;
         loop {
-            if expires.is_some_and(|at| Instant::now() >= at) && stopping != Some(Signal::Stop) {
+            if expires.is_some_and(|at| Instant::now() >= at)
+                && (stopping != Some(Signal::Stop) || engine_failed)
+            {
                 let withdrawn = self.engine.withdraw(&origin, Withdrawal::Expired).await;
                 tracing::info!(event = "batch_job_expired", batch = %job.id, in_flight, withdrawn);
                 // Answers that came in before the window ended are kept.
@@ -230,10 +235,15 @@ impl Feed {
                             lot.push(Done { line, custom_id, result: Err(error.clone()) })
                         });
                     }
-                    Err(SubmitError::ShuttingDown | SubmitError::Stopped | SubmitError::Failed { .. }) => {
+                    Err(
+                        error @ (SubmitError::ShuttingDown
+                        | SubmitError::Stopped
+                        | SubmitError::Failed { .. }),
+                    ) => {
                         if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
                             pacing.give_back(cost).await;
                         }
+                        engine_failed = matches!(error, SubmitError::Failed { .. });
                         stopping = Some(Signal::Stop)
                     }
                 }
@@ -275,18 +285,21 @@ impl Feed {
                     flush_at = Instant::now() + FLUSH_EVERY;
                 }
                 () = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => retry_at = None,
-                () = sleep_until(expires.unwrap_or(far)), if expires.is_some() && stopping != Some(Signal::Stop) => {}
+                () = sleep_until(expires.unwrap_or(far)), if expires.is_some() && (stopping != Some(Signal::Stop) || engine_failed) => {}
                 changed = self.signal.changed() => {
                     let signal = if changed.is_ok() { *self.signal.borrow_and_update() } else { Signal::Stop };
                     match signal {
-                        Signal::Cancel if stopping.is_none() => {
+                        Signal::Cancel if stopping.is_none() || engine_failed => {
                             // What has not been sent is not sent: only calls under way finish.
                             let withdrawn = self.engine.withdraw(&origin, Withdrawal::Cancelled).await;
                             self.set_status(JobStatus::Cancelling).await?;
                             stopping = Some(Signal::Cancel);
                             tracing::info!(event = "batch_job_cancelling", batch = %job.id, in_flight, withdrawn);
                         }
-                        Signal::Stop => stopping = Some(Signal::Stop),
+                        Signal::Stop => {
+                            engine_failed = false;
+                            stopping = Some(Signal::Stop)
+                        }
                         _ => {}
                     }
                 }
