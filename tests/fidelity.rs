@@ -24,6 +24,12 @@ fn mock(wrong_answer_rate: f64) -> ferry::mock_upstream::MockUpstreamHandle {
     start_mock(MockUpstreamArgs { output_tokens: 1, wrong_answer_rate, ..mock_args() })
 }
 
+/// An engine with one lane, `lane`, and one upstream, `mock`.
+fn engine(lane: LaneConfig, mock: &ferry::mock_upstream::MockUpstreamHandle) -> Engine {
+    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
+    Engine::start(&config).expect("engine starts")
+}
+
 async fn run(engine: &Engine, from: usize, n: usize) -> Vec<Outcome> {
     let prompts = (from..from + n).map(|i| Prompt::text(format!("question {i}"))).collect();
     let submission = engine.submit(LANE, prompts).await.expect("submission accepted");
@@ -52,9 +58,7 @@ async fn status_when(engine: &Engine, done: impl Fn(&UpstreamStatus) -> bool) ->
 #[actix_rt::test]
 async fn right_combined_answers_agree_and_the_lane_stays_combined() {
     let mock = mock(0.0);
-    let config =
-        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(sampled_lane(LowFidelity::Fanout), &mock);
 
     assert_right(&run(&engine, 0, 40).await, 0);
 
@@ -71,8 +75,7 @@ async fn a_sampled_item_pays_for_both_calls_and_the_shares_add_up() {
     let mock = mock(0.0);
     // Every item of a combined call sampled, or (after 20) a few.
     let lane = LaneConfig { verify_share: 0.3, ..sampled_lane(LowFidelity::Warn) };
-    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(lane, &mock);
 
     let outcomes = run(&engine, 0, 60).await;
     assert_right(&outcomes, 0);
@@ -88,9 +91,7 @@ async fn a_sampled_item_pays_for_both_calls_and_the_shares_add_up() {
 #[actix_rt::test]
 async fn wrong_combined_answers_are_measured_and_the_lane_switches_to_fanout() {
     let mock = mock(1.0);
-    let config =
-        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(sampled_lane(LowFidelity::Fanout), &mock);
 
     // Every combined answer is wrong, but every sampled item is answered alone: all right.
     assert_right(&run(&engine, 0, 40).await, 0);
@@ -111,9 +112,7 @@ async fn wrong_combined_answers_are_measured_and_the_lane_switches_to_fanout() {
 #[actix_rt::test]
 async fn with_warn_the_lane_stays_combined() {
     let mock = mock(1.0);
-    let config =
-        engine_config(sampled_lane(LowFidelity::Warn), vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(sampled_lane(LowFidelity::Warn), &mock);
     assert_right(&run(&engine, 0, 40).await, 0);
     status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 40)).await;
     assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Combined);
@@ -124,8 +123,7 @@ async fn the_first_twenty_combined_items_are_all_checked_then_only_the_share() {
     let mock = mock(0.0);
     // A share so small that chance alone would check almost none of 60 items.
     let lane = LaneConfig { verify_share: 0.000_001, ..sampled_lane(LowFidelity::Warn) };
-    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(lane, &mock);
 
     assert_right(&run(&engine, 0, 20).await, 0);
     let status = status_when(&engine, |s| s.fidelity.first().is_some_and(|f| f.samples == 20)).await;
@@ -139,8 +137,7 @@ async fn the_first_twenty_combined_items_are_all_checked_then_only_the_share() {
 async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch() {
     let mock = mock(1.0);
     let lane = LaneConfig { verify_share: 0.000_001, ..sampled_lane(LowFidelity::Fanout) };
-    let config = engine_config(lane, vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(lane, &mock);
 
     // Every combined answer is wrong. Items whose combined answers came back before the first 20
     // comparisons, or after the lane was found low, are all sent alone: every answer is right.
@@ -160,9 +157,7 @@ async fn no_item_keeps_a_combined_answer_before_the_verdict_nor_after_a_switch()
 #[actix_rt::test]
 async fn a_lane_set_back_to_combined_and_still_low_is_switched_again() {
     let mock = mock(1.0);
-    let config =
-        engine_config(sampled_lane(LowFidelity::Fanout), vec![fast_upstream("mock", &mock.base_url())]);
-    let engine = Engine::start(&config).expect("engine starts");
+    let engine = engine(sampled_lane(LowFidelity::Fanout), &mock);
     assert_right(&run(&engine, 0, 40).await, 0);
     assert_eq!(engine.config().await.expect("config").lanes[LANE].mode, Mode::Fanout);
 

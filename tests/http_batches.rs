@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::files::{Part, download, upload, upload_batch};
+use common::files::{Part, batch_file, batch_line, download, upload, upload_batch};
 use common::{
     INFERENCE_KEY, KillOnDrop, TestServer, client, error_names, http_config, json_of, spawn_mock_upstream,
     wait_for_bind,
@@ -19,18 +19,6 @@ use common::{
 use ferry::config::Config;
 use ferry::http::Keys;
 use serde_json::{Value, json};
-
-fn batch_line(id: &str, prompt: &str) -> String {
-    json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
-        "body": {"model": "mock", "messages": [{"role": "user", "content": prompt}]}})
-    .to_string()
-}
-
-fn batch_file(n: usize) -> Vec<u8> {
-    let lines: Vec<String> =
-        (1..=n).map(|i| batch_line(&format!("req-{i}"), &format!("question {i}"))).collect();
-    (lines.join("\n") + "\n").into_bytes()
-}
 
 /// A test server whose config `edit` changed.
 fn server(keys: Keys, edit: impl FnOnce(&mut Config)) -> TestServer {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::files::upload_batch;
+use common::files::{batch_file, upload_batch};
 use common::{ADMIN_KEY, TestServer, client, error_parts, http_config, json_of, mock_args, parse_prometheus};
 use common::{start_mock, upstream_for};
 use ferry::config::{Config, ProviderKind, TenantConfig};
@@ -59,6 +59,16 @@ async fn prompt(server: &TestServer, key: &str, text: &str) -> (u16, Option<Stri
     let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (status, body) = json_of(response).await;
     (status, retry_after, body)
+}
+
+/// Creates a batch of `n` chat lines as acme (`ACME_1`) with `completion_window`; returns its id.
+async fn create_batch(server: &TestServer, n: usize, completion_window: &str) -> String {
+    let file = upload_batch(&server.base, Some(ACME_1), &batch_file(n)).await;
+    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": completion_window});
+    let response = client().post(server.url("/v1/batches")).bearer_auth(ACME_1).json(&body);
+    let (status, batch) = json_of(response.send().await.expect("create")).await;
+    assert_eq!(status, 200, "{batch}");
+    batch["id"].as_str().expect("id").to_string()
 }
 
 async fn metrics(server: &TestServer) -> std::collections::BTreeMap<String, f64> {
@@ -185,19 +195,7 @@ async fn a_tenants_batch_job_is_paced_to_its_budget_not_refused() {
     // 12 prompts a minute, a batch of 16 lines: 12 go at once, the other 4 once the minute has
     // passed. Nothing fails; the job waits.
     let server = server(vec![tenant("acme", Some(12), None, None)], 0);
-    let lines: Vec<String> = (1..=16)
-        .map(|i| {
-            json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": "mock", "messages": [{"role": "user", "content": format!("question {i}")}]}})
-            .to_string()
-        })
-        .collect();
-    let file = upload_batch(&server.base, Some(ACME_1), (lines.join("\n") + "\n").as_bytes()).await;
-    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
-    let response = client().post(server.url("/v1/batches")).bearer_auth(ACME_1).json(&body);
-    let (status, batch) = json_of(response.send().await.expect("create")).await;
-    assert_eq!(status, 200, "{batch}");
-    let id = batch["id"].as_str().expect("id").to_string();
+    let id = create_batch(&server, 16, "24h").await;
     // The other key of the tenant sees the job.
     let get =
         |key: &'static str| client().get(server.url(&format!("/v1/batches/{id}"))).bearer_auth(key).send();
@@ -240,20 +238,9 @@ async fn a_paced_tenant_batch_job_still_expires_on_time() {
     // budget (about a minute) — but the job's window ends first. The job expires at its end, not
     // when the budget has room, and each of the 6 unsent lines ends in an error.
     let server = server(vec![tenant("acme", Some(4), None, None)], 0);
-    let lines: Vec<String> = (1..=10)
-        .map(|i| {
-            json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": "mock", "messages": [{"role": "user", "content": format!("question {i}")}]}})
-            .to_string()
-        })
-        .collect();
-    let file = upload_batch(&server.base, Some(ACME_1), (lines.join("\n") + "\n").as_bytes()).await;
-    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "3s"});
+    // Timed from before the upload: the window starts at create, a little later.
     let started = Instant::now();
-    let response = client().post(server.url("/v1/batches")).bearer_auth(ACME_1).json(&body);
-    let (status, batch) = json_of(response.send().await.expect("create")).await;
-    assert_eq!(status, 200, "{batch}");
-    let id = batch["id"].as_str().expect("id").to_string();
+    let id = create_batch(&server, 10, "3s").await;
     let batch = loop {
         let response = client().get(server.url(&format!("/v1/batches/{id}"))).bearer_auth(ACME_1).send();
         let (status, batch) = json_of(response.await.expect("get")).await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::files::upload_batch;
+use common::files::{batch_file, upload_batch};
 use common::{TestServer, client, http_config, json_of, mock_args, start_mock, upstream_for};
 use ferry::config::{Config, ProviderKind};
 use ferry::http::Keys;
@@ -15,17 +15,6 @@ use ferry::mock_upstream::{MockStats, MockUpstreamArgs, MockUpstreamHandle};
 use serde_json::{Value, json};
 
 const CONCURRENCY: usize = 8;
-
-fn batch_file(n: usize) -> Vec<u8> {
-    let lines: Vec<String> = (1..=n)
-        .map(|i| {
-            json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": "mock", "messages": [{"role": "user", "content": format!("question {i}")}]}})
-            .to_string()
-        })
-        .collect();
-    (lines.join("\n") + "\n").into_bytes()
-}
 
 /// A server whose jobs and prompts go to a slow mock upstream over a socket.
 fn server_on_slow_mock() -> (TestServer, MockUpstreamHandle) {

@@ -5,35 +5,17 @@ use actix::Addr;
 
 use std::sync::Arc;
 
-use super::item::{Answer, Item, ItemError};
+use super::item::{Item, ItemError};
 use super::pool::{ClientPool, Released};
 use crate::providers::Usage;
 
 /// A fidelity sample: the answer a combined call gave one item, to compare with its answer
-/// alone, and the item's share of the combined call's usage (it was paid for).
+/// alone, and who gave it. (Its share of the combined call's usage is in the item's `spent`.)
 #[derive(Debug, Clone)]
 pub(crate) struct Sample {
     pub(crate) combined: String,
-    pub(crate) usage: Usage,
-    /// Who gave the combined answer.
     pub(crate) upstream: Arc<str>,
     pub(crate) model: Arc<str>,
-}
-
-impl Sample {
-    /// The combined answer as `item`'s own: what it keeps when its call alone cannot be made or
-    /// fails (it was a good enough answer to send before sampling existed).
-    pub(crate) fn into_answer(self, item: &Item) -> Answer {
-        Answer {
-            text: self.combined,
-            usage: self.usage.plus(item.spent),
-            upstream: self.upstream,
-            model: self.model,
-            batch_id: item.batch_id(),
-            attempts: item.attempts,
-            latency: item.accepted_at.elapsed(),
-        }
-    }
 }
 
 /// A pool slot a call holds on one client. The client gives it back explicitly (coalesced with
@@ -226,7 +208,8 @@ impl Call {
             CallItems::One(item) => match self.verify {
                 Some(sample) => {
                     tracing::debug!(event = "fidelity_sample_failed", error = %error);
-                    let answer = sample.into_answer(&item);
+                    let answer =
+                        item.answer(sample.combined, Usage::default(), sample.upstream, sample.model);
                     item.finish(Ok(answer));
                 }
                 None => item.finish(Err(error)),

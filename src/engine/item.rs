@@ -387,8 +387,9 @@ pub(crate) struct Item {
     pub attempts: u32,
     /// Times it came home from a failed holder.
     pub requeues: u32,
-    /// Tokens of calls made for it that gave no answer (a combined reply nothing could be read
-    /// from), added to its answer's usage so every token reported lands in some item.
+    /// Tokens of earlier calls made for it — its share of a combined call it is sampled from, or a
+    /// combined reply nothing could be read from — added to its answer's usage, so every token an
+    /// upstream reports lands in some item.
     pub spent: Usage,
     /// The batch it went out in, once released.
     pub batch: Option<Arc<BatchTracker>>,
@@ -449,6 +450,21 @@ impl Item {
     /// The batch id, for answers.
     pub(crate) fn batch_id(&self) -> BatchId {
         self.batch.as_ref().map(|b| b.id).unwrap_or_default()
+    }
+
+    /// Its answer `text`, from the call that cost `usage` (plus what earlier calls [spent]).
+    ///
+    /// [spent]: Item::spent
+    pub(crate) fn answer(&self, text: String, usage: Usage, upstream: Arc<str>, model: Arc<str>) -> Answer {
+        Answer {
+            text,
+            usage: usage.plus(self.spent),
+            upstream,
+            model,
+            batch_id: self.batch_id(),
+            attempts: self.attempts,
+            latency: self.accepted_at.elapsed(),
+        }
     }
 }
 

@@ -262,7 +262,7 @@ pub fn validate(
     // Rows go in by slices of their own transactions, so a big input never holds the write lock
     // for long; until the status moves on, a crash leaves the job `validating`, and validating
     // again starts by removing what an earlier attempt inserted.
-    conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
+    drop_items(conn, id)?;
     let mut slices = Slices::begin(conn)?;
     let mut problems: Vec<LineError> = Vec::new();
     let mut more = 0usize;
@@ -282,7 +282,7 @@ pub fn validate(
         slices.commit()?;
     } else {
         drop(slices);
-        conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?;
+        drop_items(conn, id)?;
         if more > 0 {
             problems.push(LineError::new(
                 "too_many_errors",
@@ -538,7 +538,7 @@ pub fn close_rest(conn: &mut Connection, id: &str, code: &str, message: &str) ->
     Ok(closed)
 }
 
-/// Drops every item of job `id` (a job that was never validated).
+/// Drops every item of job `id` (a job not validated, or whose input was refused).
 pub fn drop_items(conn: &Connection, id: &str) -> Result<usize, JobError> {
     Ok(conn.execute("DELETE FROM batch_items WHERE batch_id = ?1", [id])?)
 }

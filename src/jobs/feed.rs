@@ -113,7 +113,6 @@ impl Feed {
         origin: &Arc<Origin>,
         expires: Option<Instant>,
     ) -> Result<Stopped, JobError> {
-        let origin = Arc::clone(origin);
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, String, Outcome)>();
         // A tenant's job is paced to its budget and `max_queued` instead of refused.
         let mut pacing = Pacing::of(self.engine.tenants(), job.owner.as_deref());
@@ -132,7 +131,7 @@ impl Feed {
             if expires.is_some_and(|at| Instant::now() >= at)
                 && (stopping != Some(Signal::Stop) || engine_failed)
             {
-                let withdrawn = self.engine.withdraw(&origin, Withdrawal::Expired).await;
+                let withdrawn = self.engine.withdraw(origin, Withdrawal::Expired).await;
                 tracing::info!(event = "batch_job_expired", batch = %job.id, in_flight, withdrawn);
                 // Answers that came in before the window ended are kept.
                 while let Ok((line, custom_id, outcome)) = rx.try_recv() {
@@ -194,7 +193,7 @@ impl Feed {
                         }
                     }
                 }
-                match self.engine.submit_from(&job.lane, &origin, prompts).await {
+                match self.engine.submit_from(&job.lane, origin, prompts).await {
                     Ok(mut submission) => {
                         in_flight += count;
                         // A lane that refused a chunk as too big may take more again.
@@ -222,7 +221,7 @@ impl Feed {
                         retry_at = Some(Instant::now() + FULL_LANE_WAIT);
                     }
                     Err(SubmitError::UnknownLane { .. }) => {
-                        if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
+                        if let (Some(pacing), Some(cost)) = (pacing.as_ref(), room_cost) {
                             pacing.give_back(cost).await;
                         }
                         let error = LineError::new(
@@ -240,7 +239,7 @@ impl Feed {
                         | SubmitError::Stopped
                         | SubmitError::Failed { .. }),
                     ) => {
-                        if let (Some(pacing), Some(cost)) = (pacing.as_mut(), room_cost) {
+                        if let (Some(pacing), Some(cost)) = (pacing.as_ref(), room_cost) {
                             pacing.give_back(cost).await;
                         }
                         engine_failed = matches!(error, SubmitError::Failed { .. });
@@ -291,7 +290,7 @@ impl Feed {
                     match signal {
                         Signal::Cancel if stopping.is_none() || engine_failed => {
                             // What has not been sent is not sent: only calls under way finish.
-                            let withdrawn = self.engine.withdraw(&origin, Withdrawal::Cancelled).await;
+                            let withdrawn = self.engine.withdraw(origin, Withdrawal::Cancelled).await;
                             self.set_status(JobStatus::Cancelling).await?;
                             stopping = Some(Signal::Cancel);
                             tracing::info!(event = "batch_job_cancelling", batch = %job.id, in_flight, withdrawn);

@@ -96,7 +96,7 @@ impl Pacing {
 
     /// The engine refused a submission `pay` took `cost` for, and it will not be offered again
     /// in this run (an unknown lane, shutdown): the budget gets it back.
-    pub(super) async fn give_back(&mut self, cost: Cost) {
+    pub(super) async fn give_back(&self, cost: Cost) {
         self.tenants.give_back(&self.tenant, cost).await;
     }
 

@@ -525,28 +525,40 @@ mod tests {
         }
     }
 
-    /// A finalize cut short (here: the job put back to `finalizing` after it ended, as a crash
-    /// before its last write would leave it) writes the same files again, not a second set.
-    #[test]
-    fn a_second_finalize_rewrites_the_same_files() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let db_path = dir.path().join("ferry.db");
-        let input = dir.path().join("in.jsonl");
-        let line = serde_json::json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}});
-        std::fs::write(&input, format!("{line}\n"))?;
+    /// A worker over a database in `dir` holding API job `batch_1`, validated, of one line per
+    /// custom id.
+    fn worker_with_job(dir: &Path, custom_ids: &[&str]) -> Result<JobWorker, Box<dyn std::error::Error>> {
+        let db_path = dir.join("ferry.db");
+        let input = dir.join("in.jsonl");
+        let lines: Vec<String> = custom_ids
+            .iter()
+            .map(|id| {
+                serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&input, lines.join("\n") + "\n")?;
         let settings = WorkerSettings {
             db_path: db_path.clone(),
-            files_dir: dir.path().join("files"),
+            files_dir: dir.join("files"),
             limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
             upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
             output_lifetime_secs: 0,
         };
         let mut worker =
             JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };
-        let new = NewJob { input_path: input, ..new_job("batch_1") };
-        db::create(&mut worker.conn, &new)?;
+        db::create(&mut worker.conn, &NewJob { input_path: input, ..new_job("batch_1") })?;
         db::validate(&mut worker.conn, "batch_1", worker.settings.limits, &worker.settings.upstreams, 2)?;
+        Ok(worker)
+    }
+
+    /// A finalize cut short (here: the job put back to `finalizing` after it ended, as a crash
+    /// before its last write would leave it) writes the same files again, not a second set.
+    #[test]
+    fn a_second_finalize_rewrites_the_same_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut worker = worker_with_job(dir.path(), &["a"])?;
         db::record(
             &mut worker.conn,
             "batch_1",
@@ -574,25 +586,7 @@ mod tests {
     #[test]
     fn a_job_cancelled_before_it_validated_counts_no_lines() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let db_path = dir.path().join("ferry.db");
-        let input = dir.path().join("in.jsonl");
-        let line = |id: &str| {
-            serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}})
-            .to_string()
-        };
-        std::fs::write(&input, format!("{}\n{}\n", line("a"), line("b")))?;
-        let settings = WorkerSettings {
-            db_path: db_path.clone(),
-            files_dir: dir.path().join("files"),
-            limits: InputLimits { max_lines: 10, max_bytes: 1 << 20 },
-            upstreams: Arc::from(vec![UpstreamConfig::mock("mock")]),
-            output_lifetime_secs: 0,
-        };
-        let mut worker =
-            JobWorker { conn: crate::store::open_connection(&db_path)?, settings, inputs: HashMap::new() };
-        db::create(&mut worker.conn, &NewJob { input_path: input, ..new_job("batch_1") })?;
-        db::validate(&mut worker.conn, "batch_1", worker.settings.limits, &worker.settings.upstreams, 2)?;
+        let mut worker = worker_with_job(dir.path(), &["a", "b"])?;
         // As a kill -9 part-way through validation leaves it: rows, no total, still validating;
         // then a cancel.
         worker.conn.execute(

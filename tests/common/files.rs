@@ -1,11 +1,25 @@
 //! Files API helpers: multipart forms built by hand, upload and download.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{client, json_of};
 
 /// The boundary of every form the tests build.
 pub const BOUNDARY: &str = "ferry-test-boundary-7d1e0c";
+
+/// One batch input line: a chat request for model `mock` asking `prompt`, as `custom_id`.
+pub fn batch_line(custom_id: &str, prompt: &str) -> String {
+    json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "mock", "messages": [{"role": "user", "content": prompt}]}})
+    .to_string()
+}
+
+/// A batch input file of `n` lines, `req-1` asking "question 1" and so on.
+pub fn batch_file(n: usize) -> Vec<u8> {
+    let lines: Vec<String> =
+        (1..=n).map(|i| batch_line(&format!("req-{i}"), &format!("question {i}"))).collect();
+    (lines.join("\n") + "\n").into_bytes()
+}
 
 /// One part of a multipart form.
 pub enum Part<'a> {

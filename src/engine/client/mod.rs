@@ -435,13 +435,10 @@ impl LlmClient {
         match call.items {
             CallItems::One(item) => {
                 self.release(ctx, &mut call.slot);
-                let mut usage = usage;
                 if let Some(sample) = verify {
-                    // A fidelity sample: the answer alone is the one the item gets, and it cost
-                    // both calls.
+                    // A fidelity sample: the answer alone is the one the item gets.
                     let agreed = combine::agrees(&sample.combined, &reply.text);
                     self.record_fidelity(&item, &model, agreed);
-                    usage = usage.plus(sample.usage);
                 }
                 let answer = self.answer(&item, reply.text, usage, Arc::clone(&model));
                 item.finish(Ok(answer));
@@ -471,9 +468,11 @@ impl LlmClient {
                     let verify_share = self.lanes.get(item.lane).map_or(0.0, |l| l.verify_share);
                     match answer {
                         Some(text) if verify_share > 0.0 && self.sample(&item, &model, verify_share) => {
-                            let usage = shares.next().unwrap_or_default();
+                            // It pays for both calls: its share of this one goes with it.
+                            let mut item = item;
+                            item.spent = item.spent.plus(shares.next().unwrap_or_default());
                             let (upstream, model) = (Arc::clone(&self.name), Arc::clone(&model));
-                            alone.push((item, Some(Sample { combined: text, usage, upstream, model })))
+                            alone.push((item, Some(Sample { combined: text, upstream, model })))
                         }
                         Some(text) => {
                             let share = shares.next().unwrap_or_default();
@@ -587,15 +586,7 @@ impl LlmClient {
     }
 
     fn answer(&self, item: &Item, text: String, usage: Usage, model: Arc<str>) -> Answer {
-        Answer {
-            text,
-            usage: usage.plus(item.spent),
-            upstream: Arc::clone(&self.name),
-            model,
-            batch_id: item.batch_id(),
-            attempts: item.attempts,
-            latency: item.accepted_at.elapsed(),
-        }
+        item.answer(text, usage, Arc::clone(&self.name), model)
     }
 
     /// Tells the pool when the rate windows next let a call of `tokens` start, if that changed.
